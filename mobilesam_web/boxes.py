@@ -1,0 +1,60 @@
+"""Box utilities: greedy NMS (torchvision semantics) and boxes of binary masks."""
+import numpy as np
+import torch
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices by descending score.
+
+    Same arithmetic as torchvision.ops.nms: areas (x2-x1)*(y2-y1), a box is dropped when its IoU
+    with a kept box is strictly greater than the threshold, ties keep input order (stable sort).
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    scores = np.asarray(scores, dtype=np.float32)
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    areas = (x2 - x1) * (y2 - y1)
+    suppressed = np.zeros(len(boxes), dtype=bool)
+    keep = []
+    for pos, i in enumerate(order):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        rest = order[pos + 1:]
+        rest = rest[~suppressed[rest]]
+        if len(rest) == 0:
+            continue
+        w = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        iou = inter / (areas[i] + areas[rest] - inter)
+        suppressed[rest[iou > iou_threshold]] = True
+    return np.asarray(keep, dtype=np.int64)
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) bool -> (..., 4) inclusive pixel boxes x0, y0, x1, y1; empty masks give 0s."""
+    if masks.numel() == 0:
+        return torch.zeros(*masks.shape[:-2], 4, device=masks.device, dtype=torch.long)
+    shape = masks.shape
+    h, w = shape[-2:]
+    masks = masks.reshape(-1, h, w)
+    rows = masks.any(dim=-1)
+    cols = masks.any(dim=-2)
+    ar_h = torch.arange(h, device=masks.device)
+    ar_w = torch.arange(w, device=masks.device)
+    bottom = torch.where(rows, ar_h, -1).max(dim=-1).values
+    top = torch.where(rows, ar_h, h).min(dim=-1).values
+    right = torch.where(cols, ar_w, -1).max(dim=-1).values
+    left = torch.where(cols, ar_w, w).min(dim=-1).values
+    out = torch.stack([left, top, right, bottom], dim=-1)
+    empty = (right < left) | (bottom < top)
+    out = out * (~empty).unsqueeze(-1)
+    return out.reshape(*shape[:-2], 4)
+
+
+def xyxy_to_xywh(box) -> list:
+    x0, y0, x1, y1 = [int(v) if float(v).is_integer() else float(v) for v in box]
+    return [x0, y0, x1 - x0, y1 - y0]

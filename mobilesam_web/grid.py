@@ -1,0 +1,198 @@
+"""SAM's grid-based automatic mask generator: the baseline that segment-everything beats.
+
+Prompts a regular grid of points (32x32 by default), keeps masks by predicted IoU and stability,
+removes duplicates with box NMS. Same settings, record format and output order as
+segment-anything's `SamAutomaticMaskGenerator`.
+"""
+import math
+from itertools import product
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .boxes import masks_to_boxes, nms, xyxy_to_xywh
+from .masks import area_from_rle, coco_rle, masks_to_rle, rle_to_mask, stability_score
+from .validation import check_image
+
+
+def build_point_grid(n_per_side: int) -> np.ndarray:
+    """(n*n, 2) cell-centre points in [0, 1], x fastest."""
+    offset = 1 / (2 * n_per_side)
+    side = np.linspace(offset, 1 - offset, n_per_side)
+    xs = np.tile(side[None, :], (n_per_side, 1))
+    ys = np.tile(side[:, None], (1, n_per_side))
+    return np.stack([xs, ys], axis=-1).reshape(-1, 2)
+
+
+def generate_crop_boxes(im_size: Tuple[int, int], n_layers: int, overlap_ratio: float
+                        ) -> Tuple[List[List[int]], List[int]]:
+    """The whole image, then 2^k x 2^k overlapping crops for layers k = 1..n_layers (XYXY)."""
+    im_h, im_w = im_size
+    short = min(im_h, im_w)
+    boxes, layers = [[0, 0, im_w, im_h]], [0]
+
+    def crop_len(orig: int, n: int, overlap: int) -> int:
+        return int(math.ceil((overlap * (n - 1) + orig) / n))
+
+    for layer in range(1, n_layers + 1):
+        n = 2 ** layer
+        overlap = int(overlap_ratio * short * (2 / n))
+        cw, ch = crop_len(im_w, n, overlap), crop_len(im_h, n, overlap)
+        x0s = [int((cw - overlap) * i) for i in range(n)]
+        y0s = [int((ch - overlap) * i) for i in range(n)]
+        for x0, y0 in product(x0s, y0s):
+            boxes.append([x0, y0, min(x0 + cw, im_w), min(y0 + ch, im_h)])
+            layers.append(layer)
+    return boxes, layers
+
+
+class SamAutomaticMaskGenerator:
+    def __init__(
+        self,
+        predictor_or_model,
+        points_per_side: int = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        output_mode: str = "binary_mask",
+    ) -> None:
+        """`predictor_or_model`: a SamPredictor (torch) or a Sam model."""
+        from .predictor import SamPredictor
+
+        if output_mode not in ("binary_mask", "uncompressed_rle", "coco_rle"):
+            raise ValueError(f"output_mode must be binary_mask, uncompressed_rle or coco_rle, got {output_mode!r}")
+        if points_per_side < 1 or points_per_batch < 1:
+            raise ValueError("points_per_side and points_per_batch must be >= 1")
+        self.predictor = (predictor_or_model if hasattr(predictor_or_model, "predict_torch")
+                          else SamPredictor(predictor_or_model))
+        self.point_grids = [
+            build_point_grid(int(points_per_side / (crop_n_points_downscale_factor ** i)))
+            for i in range(crop_n_layers + 1)
+        ]
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = crop_nms_thresh
+        self.crop_overlap_ratio = crop_overlap_ratio
+        self.output_mode = output_mode
+
+    @torch.no_grad()
+    def generate(self, image: np.ndarray) -> List[Dict[str, Any]]:
+        """Records sorted as the official generator: segmentation, area, bbox (XYWH),
+        predicted_iou, point_coords, stability_score, crop_box (XYWH)."""
+        image = check_image(image)
+        orig_h, orig_w = image.shape[:2]
+        crop_boxes, layer_idxs = generate_crop_boxes((orig_h, orig_w), self.crop_n_layers,
+                                                     self.crop_overlap_ratio)
+        data: Dict[str, list] = {k: [] for k in ("rles", "boxes", "iou", "points", "stability", "crop")}
+        for crop_box, layer in zip(crop_boxes, layer_idxs):
+            self._process_crop(image, crop_box, layer, (orig_h, orig_w), data)
+        boxes = torch.tensor(np.array(data["boxes"]), dtype=torch.float32).reshape(-1, 4)
+        order = np.arange(len(data["rles"]))
+        if len(crop_boxes) > 1 and len(order):
+            # Prefer masks from smaller crops when crops overlap.
+            crops = np.array(data["crop"], dtype=np.float64)
+            scores = 1 / ((crops[:, 2] - crops[:, 0]) * (crops[:, 3] - crops[:, 1]))
+            order = nms(boxes.numpy(), scores.astype(np.float32), self.crop_nms_thresh)
+        records = []
+        for i in order:
+            rle = data["rles"][i]
+            if self.output_mode == "binary_mask":
+                seg = rle_to_mask(rle)
+            elif self.output_mode == "coco_rle":
+                seg = coco_rle(rle)
+            else:
+                seg = rle
+            records.append({
+                "segmentation": seg,
+                "area": area_from_rle(rle),
+                "bbox": xyxy_to_xywh(data["boxes"][i]),
+                "predicted_iou": float(data["iou"][i]),
+                "point_coords": [list(map(float, data["points"][i]))],
+                "stability_score": float(data["stability"][i]),
+                "crop_box": xyxy_to_xywh(data["crop"][i]),
+            })
+        return records
+
+    def _process_crop(self, image: np.ndarray, crop_box: List[int], layer: int,
+                      orig_size: Tuple[int, int], data: Dict[str, list]) -> None:
+        x0, y0, x1, y1 = crop_box
+        crop = image[y0:y1, x0:x1, :]
+        crop_h, crop_w = crop.shape[:2]
+        self.predictor.set_image(crop)
+        points = self.point_grids[layer] * np.array([[crop_w, crop_h]])
+        crop_data: Dict[str, list] = {k: [] for k in ("rles", "boxes", "iou", "points", "stability")}
+        for start in range(0, len(points), self.points_per_batch):
+            self._process_batch(points[start:start + self.points_per_batch], (crop_h, crop_w),
+                                crop_box, orig_size, crop_data)
+        self.predictor.reset_image()
+        if not crop_data["rles"]:
+            return
+        boxes = np.concatenate(crop_data["boxes"]).astype(np.float32)
+        ious = np.concatenate(crop_data["iou"])
+        keep = nms(boxes, ious, self.box_nms_thresh)
+        rles = [r for batch in crop_data["rles"] for r in batch]
+        pts = np.concatenate(crop_data["points"])
+        stab = np.concatenate(crop_data["stability"])
+        offset = np.array([x0, y0, x0, y0])
+        for i in keep:
+            data["rles"].append(rles[i])
+            data["boxes"].append((boxes[i] + offset).astype(np.int64))
+            data["iou"].append(ious[i])
+            data["points"].append(pts[i] + np.array([x0, y0]))
+            data["stability"].append(stab[i])
+            data["crop"].append(list(crop_box))
+
+    def _process_batch(self, points: np.ndarray, im_size: Tuple[int, int], crop_box: List[int],
+                       orig_size: Tuple[int, int], out: Dict[str, list]) -> None:
+        orig_h, orig_w = orig_size
+        p = self.predictor
+        in_points = torch.as_tensor(p.transform.apply_coords(points, im_size), device=p.device)
+        in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=p.device)
+        logits, iou, _ = p.predict_torch(in_points[:, None, :], in_labels[:, None],
+                                         multimask_output=True, return_logits=True)
+        logits = logits.flatten(0, 1)
+        iou = iou.flatten(0, 1)
+        pts = np.repeat(points, iou.shape[0] // len(points), axis=0)
+        keep = torch.ones_like(iou, dtype=torch.bool)
+        if self.pred_iou_thresh > 0:
+            keep &= iou > self.pred_iou_thresh
+        stab = stability_score(logits, p.model.mask_threshold, self.stability_score_offset)
+        if self.stability_score_thresh > 0:
+            keep &= stab >= self.stability_score_thresh
+        masks = logits[keep] > p.model.mask_threshold
+        del logits
+        iou, stab, pts = iou[keep], stab[keep], pts[keep.cpu().numpy()]
+        boxes = masks_to_boxes(masks)
+        # Drop masks cut by a crop edge that is not an image edge.
+        x0, y0, _, _ = crop_box
+        ub = boxes.float() + torch.tensor([x0, y0, x0, y0], device=boxes.device)
+        near_crop = torch.isclose(ub, torch.tensor(crop_box, dtype=torch.float, device=ub.device)[None], atol=20.0, rtol=0)
+        near_img = torch.isclose(ub, torch.tensor([0, 0, orig_w, orig_h], dtype=torch.float, device=ub.device)[None], atol=20.0, rtol=0)
+        ok = ~(near_crop & ~near_img).any(dim=1)
+        masks, boxes, iou, stab, pts = masks[ok], boxes[ok], iou[ok], stab[ok], pts[ok.cpu().numpy()]
+        if masks.shape[0]:
+            masks = self._uncrop(masks, crop_box, orig_h, orig_w)
+        out["rles"].append(masks_to_rle(masks))
+        out["boxes"].append(boxes.cpu().numpy())
+        out["iou"].append(iou.cpu().numpy())
+        out["points"].append(pts)
+        out["stability"].append(stab.cpu().numpy())
+
+    @staticmethod
+    def _uncrop(masks: torch.Tensor, crop_box: List[int], orig_h: int, orig_w: int) -> torch.Tensor:
+        x0, y0, x1, y1 = crop_box
+        if (x0, y0, x1, y1) == (0, 0, orig_w, orig_h):
+            return masks
+        pad = (x0, orig_w - x1, y0, orig_h - y1)
+        return torch.nn.functional.pad(masks, pad, value=False)

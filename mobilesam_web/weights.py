@@ -1,0 +1,168 @@
+"""Checkpoint registry, Hugging Face Hub download, checksums and safe loading.
+
+A checkpoint is found in this order: an explicit local path -> the checkpoint's environment
+variable -> the Hugging Face cache (downloading into it when online). When none works, one
+`WeightsUnavailableError` says which file is missing, where it comes from and how to supply it.
+"""
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Union
+
+import torch
+
+PathLike = Union[str, os.PathLike]
+
+
+class WeightsUnavailableError(RuntimeError):
+    """A checkpoint could not be found locally nor downloaded."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file exists but is not what was expected (format, keys, checksum)."""
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    name: str
+    repo_id: str
+    filename: str
+    env_var: str          # a local path to the file
+    cli_flag: str         # how the app takes it on the command line
+    sha256: Optional[str] = None  # verified when known
+    repo_env_var: Optional[str] = None  # lets users point at a mirror repo
+
+
+MOBILESAMV2_REPO_DEFAULT = "RogerQi/MobileSAMV2"
+
+REGISTRY: Dict[str, CheckpointSpec] = {
+    "mobile_sam": CheckpointSpec(
+        name="mobile_sam", repo_id="dhkim2810/MobileSAM", filename="mobile_sam.pt",
+        env_var="MOBILESAM_CHECKPOINT", cli_flag="--checkpoint", repo_env_var="MOBILESAM_REPO",
+    ),
+    "object_aware": CheckpointSpec(
+        name="object_aware", repo_id=MOBILESAMV2_REPO_DEFAULT, filename="ObjectAwareModel.pt",
+        env_var="MOBILESAMV2_DETECTOR", cli_flag="--detector-checkpoint",
+        repo_env_var="MOBILESAMV2_REPO",
+    ),
+    "prompt_guided_decoder": CheckpointSpec(
+        name="prompt_guided_decoder", repo_id=MOBILESAMV2_REPO_DEFAULT,
+        filename="Prompt_guided_Mask_Decoder.pt", env_var="MOBILESAMV2_DECODER",
+        cli_flag="--decoder-checkpoint", repo_env_var="MOBILESAMV2_REPO",
+    ),
+}
+
+
+def _repo_and_file(spec: CheckpointSpec) -> tuple:
+    repo = os.environ.get(spec.repo_env_var, "") if spec.repo_env_var else ""
+    filename = os.environ.get(spec.env_var + "_FILENAME", "") or spec.filename
+    return (repo or spec.repo_id), filename
+
+
+def resolve_checkpoint(name: str, path: Optional[PathLike] = None) -> Path:
+    """Local path of checkpoint `name` (a REGISTRY key), downloading it if needed."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown checkpoint {name!r}; known: {sorted(REGISTRY)}")
+    spec = REGISTRY[name]
+    if path is not None:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise WeightsUnavailableError(f"checkpoint file not found: {p} (given for {spec.filename})")
+        return p
+    env = os.environ.get(spec.env_var)
+    if env:
+        p = Path(env).expanduser()
+        if not p.is_file():
+            raise WeightsUnavailableError(
+                f"{spec.env_var}={env} does not point to a file; it should be a local copy of {spec.filename}"
+            )
+        return p
+    repo_id, filename = _repo_and_file(spec)
+    try:
+        from huggingface_hub import hf_hub_download
+
+        local = Path(hf_hub_download(repo_id=repo_id, filename=filename))
+    except Exception as exc:  # offline, no such repo/file, auth, disk... all need the same advice
+        raise WeightsUnavailableError(
+            f"Could not get the {spec.name} weights '{filename}' from the Hugging Face Hub repo "
+            f"'{repo_id}' ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}). "
+            f"Download {filename} yourself and pass it with {spec.cli_flag} PATH, or set "
+            f"{spec.env_var}=PATH" + (f" (or {spec.repo_env_var}=<mirror repo id>)" if spec.repo_env_var else "")
+            + "."
+        ) from None
+    if spec.sha256 and repo_id == spec.repo_id:
+        verify_sha256(local, spec.sha256)
+    return local
+
+
+_SHA_CACHE: Dict[tuple, str] = {}
+
+
+def file_sha256(path: PathLike) -> str:
+    """sha256 hex digest of a file (memoised per path, size and mtime)."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def verify_sha256(path: PathLike, expected: str) -> None:
+    actual = file_sha256(path)
+    if actual != expected.lower():
+        raise CheckpointError(
+            f"checksum mismatch for {path}: sha256 {actual}, expected {expected}. The file is "
+            "corrupt or a different version; delete it and download it again."
+        )
+
+
+def load_state_dict_file(path: PathLike) -> Dict[str, torch.Tensor]:
+    """Load a flat tensor state_dict with `torch.load(weights_only=True)` (no code execution)."""
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} is not a loadable weights-only PyTorch checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a flat state_dict of tensors")
+    return dict(obj)
+
+
+def load_into(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
+    """Strict load with an error that names missing, unexpected and mis-shaped keys.
+
+    Floating tensors (fp16 in the fixtures and some mirrors) are cast to the module's dtype.
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape)
+    )
+    if missing or unexpected or shapes:
+        def show(keys):
+            return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {show(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {show(unexpected)}")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches: {show(shapes)}")
+        raise CheckpointError(f"{what} does not match the model: " + "; ".join(parts))
+    converted = {
+        k: (v.to(own[k].dtype) if v.is_floating_point() and own[k].is_floating_point() else v)
+        for k, v in state_dict.items()
+    }
+    module.load_state_dict(converted, strict=True)

@@ -1,0 +1,79 @@
+"""Shared test fixtures. The parity fixtures live in ../shared/fixtures beside the repo."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
+MOBILESAM_FIXTURE = FIXTURES / "mobilesam_parity"
+OBJECTAWARE_FIXTURE = FIXTURES / "objectaware_parity"
+
+
+def require(path: Path) -> Path:
+    """Fail loudly (never skip) when a fixture file is missing."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"parity fixture missing: {path}. Tests read ../shared/fixtures beside the repo "
+            "checkout; clone the repo next to the project's shared/ folder."
+        )
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def sam_weights_path() -> Path:
+    return require(MOBILESAM_FIXTURE / "weights_fp16.pt")
+
+
+@pytest.fixture(scope="session")
+def sam_cases():
+    return np.load(require(MOBILESAM_FIXTURE / "cases.npz"))
+
+
+@pytest.fixture(scope="session")
+def sam_image() -> np.ndarray:
+    return np.array(Image.open(require(MOBILESAM_FIXTURE / "image.png")).convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def sam_model(sam_weights_path):
+    from mobilesam_web import build_mobile_sam
+
+    return build_mobile_sam(sam_weights_path)
+
+
+@pytest.fixture(scope="session")
+def torch_predictor(sam_model, sam_image):
+    """A predictor with the fixture image set once for the whole session (read-only use)."""
+    from mobilesam_web import SamPredictor
+
+    p = SamPredictor(sam_model)
+    p.set_image(sam_image)
+    return p
+
+
+PROMPT_CASES = "abcdef"
+
+
+def case_prompts(cases, c: str) -> dict:
+    kw = {}
+    for k in ("point_coords", "point_labels", "box", "mask_input"):
+        if f"{c}_{k}" in cases:
+            kw[k] = cases[f"{c}_{k}"]
+    kw["multimask_output"] = bool(cases[f"{c}_multimask_output"])
+    return kw
+
+
+def assert_masks_close(ours: np.ndarray, ref: np.ndarray, frac: float = 1e-4) -> None:
+    """At most `frac` of each mask's pixels differ (fixture README: 0.01%)."""
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    per_mask = (ours != ref).reshape(-1, *ref.shape[-2:]).sum(axis=(1, 2))
+    limit = frac * ref.shape[-1] * ref.shape[-2]
+    assert per_mask.max() <= limit, f"differing pixels per mask {per_mask.tolist()} > {limit:.0f}"

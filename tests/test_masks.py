@@ -1,0 +1,59 @@
+"""RLE encodings against pycocotools, and mask boxes against a direct computation."""
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+
+from mobilesam_web.boxes import masks_to_boxes, nms
+from mobilesam_web.masks import (area_from_rle, decode_rle_string, encode_rle_string, mask_to_coco_rle,
+                                 masks_to_rle, rle_to_mask)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_coco_rle_matches_pycocotools(seed):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((37, 53)) > (0.3 + 0.1 * seed)
+    mask[0, 0] = bool(seed % 2)
+    ours = mask_to_coco_rle(mask)
+    ref = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    assert ours["counts"] == ref["counts"].decode()
+    assert ours["size"] == list(ref["size"])
+    assert (rle_to_mask(ours) == mask).all()
+    assert area_from_rle(ours) == int(mask.sum())
+
+
+def test_uncompressed_rle_roundtrip_and_string_codec():
+    rng = np.random.default_rng(7)
+    masks = torch.as_tensor(rng.random((3, 20, 30)) > 0.5)
+    for m, rle in zip(masks, masks_to_rle(masks)):
+        assert (rle_to_mask(rle) == m.numpy()).all()
+        assert decode_rle_string(encode_rle_string(rle["counts"])) == rle["counts"]
+
+
+def test_masks_to_boxes():
+    m = torch.zeros(3, 10, 12, dtype=torch.bool)
+    m[0, 2:5, 3:8] = True
+    m[1, 9, 11] = True
+    boxes = masks_to_boxes(m)
+    assert boxes.tolist() == [[3, 2, 7, 4], [11, 9, 11, 9], [0, 0, 0, 0]]
+
+
+def test_nms_matches_bruteforce():
+    rng = np.random.default_rng(3)
+    xy = rng.random((60, 2)) * 50
+    boxes = np.concatenate([xy, xy + 5 + rng.random((60, 2)) * 30], 1).astype(np.float32)
+    scores = rng.random(60).astype(np.float32)
+    keep = nms(boxes, scores, 0.5)
+
+    def iou(a, b):
+        w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+        inter = w * h
+        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+    expected = []
+    for i in np.argsort(-scores, kind="stable"):
+        if all(iou(boxes[i], boxes[j]) <= 0.5 for j in expected):
+            expected.append(i)
+    assert keep.tolist() == expected
+    assert 0 < len(keep) < 60
