@@ -4,6 +4,25 @@ from .grid import SamAutomaticMaskGenerator
 from .predictor import SamPredictor
 from .weights import CheckpointError, WeightsUnavailableError
 
+
+def load_predictor(checkpoint=None, backend: str = "onnxruntime", **kwargs):
+    """A predictor with SamPredictor's interface.
+
+    backend="onnxruntime" (default): exported graphs in ONNX Runtime, exported on first use into
+    the `onnx/` cache (keyed by checkpoint sha256 + exporter version); kwargs: cache_dir,
+    threads, providers. backend="torch": the PyTorch `SamPredictor`.
+    checkpoint: a path, else $MOBILESAM_CHECKPOINT, else the Hugging Face Hub.
+    """
+    if backend == "torch":
+        if kwargs:
+            raise TypeError(f"unexpected arguments for the torch backend: {sorted(kwargs)}")
+        return SamPredictor(load_mobile_sam(checkpoint))
+    if backend in ("onnxruntime", "onnx", "ort"):
+        from .onnx_predictor import OnnxSamPredictor, load_onnx_engine
+
+        return OnnxSamPredictor(load_onnx_engine(checkpoint, **kwargs))
+    raise ValueError(f"backend must be 'onnxruntime' or 'torch', got {backend!r}")
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -13,4 +32,5 @@ __all__ = [
     "WeightsUnavailableError",
     "build_mobile_sam",
     "load_mobile_sam",
+    "load_predictor",
 ]

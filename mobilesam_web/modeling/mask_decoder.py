@@ -57,17 +57,19 @@ class MaskDecoder(nn.Module):
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(bs, -1, -1), sparse_prompt_embeddings], dim=1)
 
-        if image_embeddings.shape[0] != bs:
-            image_embeddings = image_embeddings.expand(bs, -1, -1, -1)
+        # Keep image-side tensors at batch 1 while they are the same for every prompt (one image,
+        # no mask prompt): the first transformer block then projects the 4096 image tokens once
+        # and broadcasts, instead of once per prompt. Mathematically identical to repeating them.
+        if dense_prompt_embeddings.shape[0] > 1 and dense_prompt_embeddings.stride(0) == 0:
+            dense_prompt_embeddings = dense_prompt_embeddings[:1]
         src = image_embeddings + dense_prompt_embeddings
-        pos_src = image_pe.expand(bs, -1, -1, -1)
-        b, c, h, w = src.shape
+        c, h, w = src.shape[1:]
 
-        hs, src = self.transformer(src, pos_src, tokens)
+        hs, src = self.transformer(src, image_pe, tokens)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1:1 + self.num_mask_tokens, :]
 
-        src = src.transpose(1, 2).reshape(b, c, h, w)
+        src = src.transpose(1, 2).reshape(src.shape[0], c, h, w)
         upscaled = self.output_upscaling(src)
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
