@@ -85,8 +85,8 @@ class SamOnnxDecoder(LowResDecoder):
 
     @staticmethod
     def _select_single(masks: torch.Tensor, iou: torch.Tensor, num_points: torch.Tensor):
-        # SAM's rule: with more than one prompt token (plus padding) the single-mask token 0
-        # is used; for one click the best of tokens 1..3 by predicted IoU.
+        # SAM's rule: with more than 2 prompt tokens (points incl. the padding point, box
+        # corners) token 0; otherwise (one click, or a box alone) the best of tokens 1..3.
         reweight = torch.tensor([[1000.0, 0.0, 0.0, 0.0]], device=iou.device)
         score = iou + (num_points - 2.5) * reweight
         best = torch.argmax(score, dim=1)
