@@ -1,5 +1,7 @@
 """mobilesam-web: MobileSAM and MobileSAMv2 for the web and for Python."""
-from .build import build_mobile_sam, load_mobile_sam
+from .build import build_mobile_sam, load_mobile_sam, load_prompt_guided_decoder
+from .detector import ObjectAwareDetector
+from .everything import SegmentEverything
 from .grid import SamAutomaticMaskGenerator
 from .predictor import SamPredictor
 from .weights import CheckpointError, WeightsUnavailableError
@@ -27,10 +29,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "ObjectAwareDetector",
+    "SegmentEverything",
     "SamAutomaticMaskGenerator",
     "SamPredictor",
     "WeightsUnavailableError",
     "build_mobile_sam",
     "load_mobile_sam",
     "load_predictor",
+    "load_prompt_guided_decoder",
 ]

@@ -55,6 +55,15 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     return out.reshape(*shape[:-2], 4)
 
 
+def mask_bbox(mask: np.ndarray) -> list:
+    """Inclusive pixel box [x0, y0, x1, y1] of an (H, W) bool mask ([0, 0, 0, 0] if empty)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return [0, 0, 0, 0]
+    cols = np.flatnonzero(mask.any(axis=0))
+    return [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])]
+
+
 def xyxy_to_xywh(box) -> list:
     x0, y0, x1, y1 = [int(v) if float(v).is_integer() else float(v) for v in box]
     return [x0, y0, x1 - x0, y1 - y0]

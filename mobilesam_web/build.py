@@ -28,3 +28,21 @@ def build_mobile_sam(checkpoint: Optional[Union[PathLike, Mapping[str, torch.Ten
 def load_mobile_sam(checkpoint: Optional[PathLike] = None) -> Sam:
     """MobileSAM with real weights: `checkpoint` path, else env var, else the Hub."""
     return build_mobile_sam(resolve_checkpoint("mobile_sam", checkpoint))
+
+
+def load_prompt_guided_decoder(model: Sam, path: PathLike) -> Sam:
+    """Replace the prompt encoder and mask decoder weights with MobileSAMv2's prompt-guided
+    decoder (`Prompt_guided_Mask_Decoder.pt`: {"PromtEncoder": ..., "MaskDecoder": ...},
+    SAM's architecture, loaded strictly). Returns the model, in eval mode."""
+    from .weights import CheckpointError
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a loadable weights-only checkpoint ({type(exc).__name__})") from None
+    if not isinstance(obj, Mapping) or not {"PromtEncoder", "MaskDecoder"} <= set(obj):
+        keys = sorted(obj) if isinstance(obj, Mapping) else type(obj).__name__
+        raise CheckpointError(f"{path}: expected a dict with 'PromtEncoder' and 'MaskDecoder' state dicts, got {keys}")
+    load_into(model.prompt_encoder, obj["PromtEncoder"], f"{path} [PromtEncoder]")
+    load_into(model.mask_decoder, obj["MaskDecoder"], f"{path} [MaskDecoder]")
+    return model.eval()

@@ -12,6 +12,7 @@ Graphs (see `onnx_graphs.py` for their I/O):
 | `decoder_boxes.onnx` | image_embeddings + boxes (B, 4) -> B single-mask low-res logits |
 | `decoder_int8.onnx` | `decoder.onnx` with int8 dynamic weight quantization (optional, for browsers) |
 """
+import hashlib
 import json
 import os
 import shutil
@@ -213,11 +214,13 @@ ENGINE_GRAPHS = ("encoder", "decoder_lowres", "decoder_boxes")
 
 def export_all(checkpoint: Optional[PathLike], out_dir: PathLike, graphs: Sequence[str] = tuple(EXPORTERS),
                quantize: bool = False, verify: bool = True, model: Optional[Sam] = None,
-               log: Callable[[str], None] = lambda s: None) -> Dict[str, Path]:
-    """Export `graphs` of the checkpoint into out_dir (written atomically). Returns name -> path."""
+               log: Callable[[str], None] = lambda s: None, weights_sha: Optional[str] = None
+               ) -> Dict[str, Path]:
+    """Export `graphs` of the checkpoint (or of `model`, built from it) into out_dir, written
+    atomically. Returns name -> path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sha = file_sha256(checkpoint) if checkpoint is not None else "random-weights"
+    sha = weights_sha or (file_sha256(checkpoint) if checkpoint is not None else "random-weights")
     if model is None:
         model = build_mobile_sam(checkpoint)
     meta = {"source_checkpoint_sha256": sha, "exporter": "mobilesam-web",
@@ -244,17 +247,27 @@ def export_all(checkpoint: Optional[PathLike], out_dir: PathLike, graphs: Sequen
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def weights_key(checkpoint: PathLike, decoder_checkpoint: Optional[PathLike] = None) -> str:
+    """sha256 naming the weights: the checkpoint's, or both files' when the prompt-guided
+    decoder replaces MobileSAM's own."""
+    sha = file_sha256(checkpoint)
+    if decoder_checkpoint is None:
+        return sha
+    return hashlib.sha256(f"{sha}+{file_sha256(decoder_checkpoint)}".encode()).hexdigest()
+
+
 def cached_exports(checkpoint: PathLike, cache_dir: Optional[PathLike] = None,
-                   graphs: Sequence[str] = ENGINE_GRAPHS, log: Callable[[str], None] = lambda s: None
-                   ) -> Dict[str, Path]:
-    """ONNX files for `checkpoint` from the cache, exporting on first use.
+                   graphs: Sequence[str] = ENGINE_GRAPHS, log: Callable[[str], None] = lambda s: None,
+                   decoder_checkpoint: Optional[PathLike] = None) -> Dict[str, Path]:
+    """ONNX files for `checkpoint` (optionally with MobileSAMv2's prompt-guided decoder) from
+    the cache, exporting on first use.
 
     The cache folder is `<cache_dir>/<sha256[:16]>-v<EXPORTER_VERSION>/`; a file is reused only
-    when its metadata names the same checkpoint hash and exporter version.
+    when its metadata names the same weights hash and exporter version.
     """
     import onnx
 
-    sha = file_sha256(checkpoint)
+    sha = weights_key(checkpoint, decoder_checkpoint)
     folder = Path(cache_dir or os.environ.get("MOBILESAM_ONNX_CACHE") or DEFAULT_CACHE_DIR)
     folder = folder / f"{sha[:16]}-v{EXPORTER_VERSION}"
     have: Dict[str, Path] = {}
@@ -270,5 +283,10 @@ def cached_exports(checkpoint: PathLike, cache_dir: Optional[PathLike] = None,
     missing = [g for g in graphs if g not in have]
     if missing:
         log(f"exporting ONNX graphs {missing} to {folder} (first use of this checkpoint)")
-        have.update(export_all(checkpoint, folder, missing, log=log))
+        model = None
+        if decoder_checkpoint is not None:
+            from .build import load_prompt_guided_decoder
+
+            model = load_prompt_guided_decoder(build_mobile_sam(checkpoint), decoder_checkpoint)
+        have.update(export_all(checkpoint, folder, missing, log=log, model=model, weights_sha=sha))
     return have

@@ -101,3 +101,89 @@ def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> to
     inter = (logits > (threshold + offset)).sum(-1, dtype=torch.int32).sum(-1, dtype=torch.int32)
     union = (logits > (threshold - offset)).sum(-1, dtype=torch.int32).sum(-1, dtype=torch.int32)
     return inter / union
+
+
+def mask_polygons(mask: np.ndarray, min_area: float = 4.0, epsilon: float = 0.75) -> List[List[float]]:
+    """Outer contours of a mask as COCO-style flat polygons [x1, y1, x2, y2, ...] (OpenCV)."""
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polys = []
+    for c in contours:
+        if cv2.contourArea(c) < min_area:
+            continue
+        c = cv2.approxPolyDP(c, epsilon, True)
+        if len(c) >= 3:
+            polys.append([float(v) for v in c.reshape(-1)])
+    return polys
+
+
+def coco_annotations(records: List[Dict[str, Any]], image_size, file_name: str = "image.png",
+                     category: str = "object") -> Dict[str, Any]:
+    """COCO-format dict (one image, one category) with RLE segmentations and polygons."""
+    h, w = image_size
+    anns = []
+    for i, r in enumerate(records, 1):
+        seg = r["segmentation"]
+        mask = rle_to_mask(seg) if isinstance(seg, dict) else np.asarray(seg, bool)
+        rle = seg if isinstance(seg, dict) and isinstance(seg.get("counts"), str) else mask_to_coco_rle(mask)
+        ann = {"id": i, "image_id": 1, "category_id": 1, "segmentation": rle, "area": int(r.get("area", mask.sum())),
+               "bbox": list(r["bbox"]), "iscrowd": 0, "polygons": mask_polygons(mask)}
+        for k in ("predicted_iou", "stability_score", "prompt_box", "detector_score", "label"):
+            if k in r:
+                ann[k] = r[k]
+        anns.append(ann)
+    return {"images": [{"id": 1, "file_name": file_name, "height": int(h), "width": int(w)}],
+            "categories": [{"id": 1, "name": category}], "annotations": anns}
+
+
+def mask_png(mask: np.ndarray) -> bytes:
+    """Binary mask as an 8-bit PNG (0 / 255)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", mask.astype(np.uint8) * 255)
+    return buf.tobytes()
+
+
+def cutout_png(image: np.ndarray, mask: np.ndarray, crop: bool = True) -> bytes:
+    """RGBA PNG of the masked pixels (transparent elsewhere), cropped to the mask's box."""
+    import cv2
+
+    rgba = np.dstack([image, mask.astype(np.uint8) * 255])
+    if crop and mask.any():
+        ys, xs = np.nonzero(mask)
+        rgba = rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    return buf.tobytes()
+
+
+PALETTE = np.array([
+    [30, 144, 255], [255, 99, 71], [60, 179, 113], [255, 215, 0], [186, 85, 211], [0, 206, 209],
+    [255, 140, 0], [199, 21, 133], [154, 205, 50], [70, 130, 180], [244, 164, 96], [123, 104, 238],
+], dtype=np.uint8)
+
+
+def color_for(i: int) -> np.ndarray:
+    """A distinct colour per object index (fixed palette, then golden-angle hues)."""
+    if i < len(PALETTE):
+        return PALETTE[i]
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.65, 0.95)
+    return np.array([r * 255, g * 255, b * 255], dtype=np.uint8)
+
+
+def overlay(image: np.ndarray, masks: List[np.ndarray], alpha: float = 0.5, outline: bool = True) -> np.ndarray:
+    """Colour each mask over the image (later masks on top), with a thin outline."""
+    import cv2
+
+    out = image.astype(np.float32)
+    for i, m in enumerate(masks):
+        c = color_for(i).astype(np.float32)
+        out[m] = out[m] * (1 - alpha) + c * alpha
+        if outline:
+            contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            tmp = out.astype(np.uint8)
+            cv2.drawContours(tmp, contours, -1, tuple(int(v) for v in color_for(i)), 1)
+            out = tmp.astype(np.float32)
+    return out.clip(0, 255).astype(np.uint8)

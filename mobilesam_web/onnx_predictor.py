@@ -236,11 +236,14 @@ _ENGINES_LOCK = threading.Lock()
 
 def load_onnx_engine(checkpoint: Optional[PathLike] = None, cache_dir: Optional[PathLike] = None,
                      threads: Optional[int] = None, providers: Optional[list] = None,
-                     log=lambda s: None) -> OnnxSam:
-    """The (process-wide, read-only) engine for a checkpoint; exports on first use."""
+                     decoder_checkpoint: Optional[PathLike] = None, log=lambda s: None) -> OnnxSam:
+    """The (process-wide, read-only) engine for a checkpoint; exports on first use.
+    decoder_checkpoint: MobileSAMv2's Prompt_guided_Mask_Decoder.pt to use instead of
+    MobileSAM's own prompt encoder / mask decoder."""
     path = resolve_checkpoint("mobile_sam", checkpoint)
-    key = (str(path), str(cache_dir), threads, tuple(providers or ()))
+    key = (str(path), str(decoder_checkpoint), str(cache_dir), threads, tuple(providers or ()))
     with _ENGINES_LOCK:
         if key not in _ENGINES:
-            _ENGINES[key] = OnnxSam(cached_exports(path, cache_dir, ENGINE_GRAPHS, log=log), threads, providers)
+            paths = cached_exports(path, cache_dir, ENGINE_GRAPHS, log=log, decoder_checkpoint=decoder_checkpoint)
+            _ENGINES[key] = OnnxSam(paths, threads, providers)
         return _ENGINES[key]
