@@ -1,25 +1,44 @@
 """mobilesam-web Gradio app (Hugging Face Space entry point).
 
-    python app.py [--checkpoint PATH] [--host 127.0.0.1] [--port 7860] [--share]
+    python app.py [--checkpoint PATH] [--detector-checkpoint PATH] [--decoder-checkpoint PATH]
+                  [--backend onnxruntime|torch] [--max-image-side N] [--host H] [--port N] [--share]
+
+Every option also has an environment variable (for a Space): MOBILESAM_CHECKPOINT,
+MOBILESAMV2_DETECTOR, MOBILESAMV2_DECODER, MOBILESAM_BACKEND, MOBILESAM_MAX_IMAGE_SIDE,
+GRADIO_SERVER_NAME, GRADIO_SERVER_PORT.
 """
 import argparse
+import logging
 import os
 
 from mobilesam_web.ui import build_app
+from mobilesam_web.ui.services import AppConfig
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="MobileSAM segment-anything web demo")
-    ap.add_argument("--checkpoint", default=os.environ.get("MOBILESAM_CHECKPOINT"),
-                    help="path to an official-format mobile_sam.pt (default: env MOBILESAM_CHECKPOINT, "
-                         "else download from the Hugging Face Hub)")
+    ap = argparse.ArgumentParser(description="MobileSAM / MobileSAMv2 web demo")
+    ap.add_argument("--checkpoint", help="official-format mobile_sam.pt (default: $MOBILESAM_CHECKPOINT, "
+                                         "else the Hugging Face Hub)")
+    ap.add_argument("--detector-checkpoint", help="MobileSAMv2 ObjectAwareModel.pt (default: "
+                                                  "$MOBILESAMV2_DETECTOR, else the Hub)")
+    ap.add_argument("--decoder-checkpoint", help="MobileSAMv2 Prompt_guided_Mask_Decoder.pt for the "
+                                                 "everything tab (default: MobileSAM's own decoder)")
+    ap.add_argument("--backend", choices=["onnxruntime", "torch"], default=None)
+    ap.add_argument("--max-image-side", type=int, default=None,
+                    help="downscale larger images to this many pixels on the long side (default 2048)")
     ap.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     ap.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     ap.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    ap.add_argument("--concurrency", type=int, default=int(os.environ.get("MOBILESAM_CONCURRENCY", "2")),
+                    help="requests computed at once (default 2: one per core of a free Space)")
     args = ap.parse_args()
-    demo = build_app(checkpoint=args.checkpoint)
-    demo.queue(default_concurrency_limit=2).launch(server_name=args.host, server_port=args.port,
-                                                   share=args.share)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = AppConfig.from_env(checkpoint=args.checkpoint, detector_checkpoint=args.detector_checkpoint,
+                                decoder_checkpoint=args.decoder_checkpoint, backend=args.backend,
+                                max_image_side=args.max_image_side)
+    demo = build_app(config=config)
+    demo.queue(default_concurrency_limit=args.concurrency, max_size=64).launch(
+        server_name=args.host, server_port=args.port, share=args.share, show_error=True)
 
 
 if __name__ == "__main__":

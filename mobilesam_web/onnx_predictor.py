@@ -100,13 +100,23 @@ class OnnxSam:
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB -> (1, 256, 64, 64) float32 embedding (cached by content)."""
+        return self.encode_with_info(image)[0]
+
+    def encode_with_info(self, image: np.ndarray) -> Tuple[np.ndarray, bool]:
+        """(embedding, True if it came from the cache)."""
         key = self.cache.key(image)
         emb = self.cache.get(key)
-        if emb is None:
-            resized = self.transform.apply_image(image)
-            emb = self.session("encoder").run(None, {"image": resized})[0]
-            self.cache.put(key, emb)
-        return emb
+        if emb is not None:
+            return emb, True
+        resized = self.transform.apply_image(image)
+        emb = self.session("encoder").run(None, {"image": resized})[0]
+        self.cache.put(key, emb)
+        return emb, False
+
+    def warm_up(self) -> None:
+        """Create every session now, so the first user request does not pay for it."""
+        for name in self.paths:
+            self.session(name)
 
     def decode(self, embedding: np.ndarray, coords: np.ndarray, labels: np.ndarray,
                mask_input: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
@@ -150,6 +160,7 @@ class OnnxSamPredictor:
     def __init__(self, engine: OnnxSam) -> None:
         self.engine = engine
         self.transform = engine.transform
+        self.last_encode_cached = False
         self.reset_image()
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
@@ -158,7 +169,7 @@ class OnnxSamPredictor:
         image = check_image(image)
         if image_format == "BGR":
             image = np.ascontiguousarray(image[..., ::-1])
-        emb = self.engine.encode(image)
+        emb, self.last_encode_cached = self.engine.encode_with_info(image)
         self.set_embedding(emb, image.shape[:2])
 
     def set_embedding(self, features: np.ndarray, original_size: Tuple[int, int]) -> None:

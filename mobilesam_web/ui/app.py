@@ -1,73 +1,259 @@
-"""Gradio Blocks for the segment-anything demo.
+"""Gradio Blocks: the segment-anything tab, the everything tab, and the API endpoints.
 
-Per-user data (the image embedding and the prompts) lives in `gr.State`; the model is shared and
-read-only, so two users never see each other's image or clicks.
+Per-user data (image, embedding, prompts, kept objects) lives in `gr.State`; the engines in
+`Services` are shared and read-only, so two users never see each other's image or clicks.
 """
-import time
+import functools
+import logging
+import os
+import traceback
 from typing import Optional
 
 import gradio as gr
 import numpy as np
-import torch
 
-from ..build import load_mobile_sam
-from ..predictor import SamPredictor
-from ..weights import WeightsUnavailableError
+from ..image_io import ImageLoadError, load_image
+from . import segment as seg
+from .api import everything_api, segment_api
+from .everything_tab import render_records, run_everything, run_grid
+from .exports import records_from_masks, write_exports
+from .services import AppConfig, Services, load_services
+
+log = logging.getLogger("mobilesam_web")
+
+MODES = {"Add (+)": "add", "Remove (−)": "remove", "Box (2 clicks)": "box"}
+
+CSS = """
+#msw-canvas img { cursor: crosshair; }
+.msw-banner { border-left: 4px solid #d33; padding: 0.5em 1em; background: #fff4f4; }
+"""
+
+INTRO = """# MobileSAM — segment anything, fast
+Upload an image (it is encoded once), then **click** an object. Use **Remove** for points that
+should be excluded, **Box** for two-corner boxes, **Keep object** to start the next one.
+"""
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, color=(30, 144, 255), alpha: float = 0.5) -> np.ndarray:
-    out = image.astype(np.float32).copy()
-    out[mask] = out[mask] * (1 - alpha) + np.array(color, np.float32) * alpha
-    return out.clip(0, 255).astype(np.uint8)
+def user_errors(fn):
+    """Turn expected problems into gr.Error (shown to the user, server keeps serving) and log
+    unexpected ones without leaking a stack trace to the page."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (seg.UserError, ImageLoadError) as exc:
+            raise gr.Error(str(exc)) from None
+        except Exception as exc:  # a bug: log it, tell the user briefly
+            log.error("unexpected error in %s: %s", fn.__name__, traceback.format_exc())
+            raise gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Please try again.") from None
+    return wrapper
 
 
-def build_app(checkpoint: Optional[str] = None) -> gr.Blocks:
-    load_error = None
-    model = None
-    try:
-        model = load_mobile_sam(checkpoint)
-    except (WeightsUnavailableError, ValueError) as exc:
-        load_error = str(exc)
+def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = None,
+              services: Optional[Services] = None) -> gr.Blocks:
+    config = config or AppConfig.from_env(checkpoint=checkpoint)
+    services = services or load_services(config)
+    max_side = config.max_image_side
 
     def require_model():
-        if model is None:
-            raise gr.Error(load_error)
-        return model
+        if not services.ready:
+            raise gr.Error(f"Model weights unavailable. {services.sam_error}")
 
-    def encode(image: Optional[np.ndarray]):
-        if image is None:
-            return None, None, "Upload an image to start."
-        m = require_model()
-        predictor = SamPredictor(m)
-        t = time.perf_counter()
-        predictor.set_image(image)
-        took = time.perf_counter() - t
-        state = {"features": predictor.features, "size": predictor.original_size, "image": image, "points": []}
-        return state, image, f"Encoded in {took:.2f} s. Click the object to segment."
+    # ---------------------------------------------------------------- segment tab handlers
+    def status(s: Optional[seg.SegmentSession]) -> str:
+        if s is None:
+            return "Upload an image to start."
+        h, w = s.size
+        enc = ("embedding reused (same image as before)" if s.encode_cached
+               else f"encoded in {s.encode_seconds:.2f} s")
+        parts = [f"**{w}×{h}** · {enc} ({services.config.backend})"]
+        if s.result is not None:
+            sel = s.result.selected
+            parts.append(f"decoded in {s.decode_ms:.0f} ms · predicted IoU {s.result.scores[sel]:.3f}")
+        if s.prompts.corner is not None:
+            parts.append("click the opposite corner of the box")
+        parts.append(f"{len(s.objects)} object(s) kept")
+        return " · ".join(parts)
 
-    def click(state, evt: gr.SelectData):
-        if not state:
+    def objects_table(s: Optional[seg.SegmentSession]):
+        if s is None or not s.objects:
+            return []
+        masks = s.object_masks()
+        return [[i + 1, "■", int(m.sum()), round(o.score, 3), len(o.prompts.points), o.prompts.box is not None]
+                for i, (o, m) in enumerate(zip(s.objects, masks))]
+
+    def view(s: Optional[seg.SegmentSession]):
+        if s is None:
+            return None, [], status(s), []
+        return seg.render(s), seg.candidate_thumbnails(s), status(s), objects_table(s)
+
+    @user_errors
+    def on_upload(path, progress=gr.Progress()):
+        if not path:
+            return (None,) + view(None)
+        require_model()
+        progress(0.1, desc="reading image")
+        image, _ = load_image(path, max_side=max_side)
+        progress(0.3, desc="encoding image (once per image)")
+        s = seg.start_session(services, image, name=os.path.basename(path))
+        return (s,) + view(s)
+
+    @user_errors
+    def on_click(s, mode_label, refine, evt: gr.SelectData):
+        if s is None:
             raise gr.Error("Upload an image first.")
-        m = require_model()
-        predictor = SamPredictor(m)
-        predictor.set_embedding(state["features"], state["size"])
-        state["points"].append(list(evt.index))
-        pts = np.array(state["points"], np.float64)
-        t = time.perf_counter()
-        masks, scores, _ = predictor.predict(pts, np.ones(len(pts)), multimask_output=len(pts) == 1)
-        took = time.perf_counter() - t
-        best = int(np.argmax(scores))
-        return state, overlay(state["image"], masks[best]), f"Decoded in {took * 1e3:.0f} ms, IoU {scores[best]:.3f}"
+        x, y = evt.index[0] / s.display_scale, evt.index[1] / s.display_scale
+        s = seg.add_click(services, s, x, y, MODES.get(mode_label, "add"), refine)
+        return (s,) + view(s)
 
-    with gr.Blocks(title="MobileSAM") as demo:
-        gr.Markdown("# MobileSAM — segment anything")
-        if load_error:
-            gr.Markdown(f"**Model weights unavailable.** {load_error}")
+    def simple(op):
+        @user_errors
+        def handler(s):
+            if s is None:
+                raise gr.Error("Upload an image first.")
+            s = op(s)
+            return (s,) + view(s)
+        handler.__name__ = op.__name__
+        return handler
+
+    @user_errors
+    def on_pick(s, evt: gr.SelectData):
+        if s is None:
+            raise gr.Error("Upload an image first.")
+        s = seg.select_candidate(s, int(evt.index))
+        return (s,) + view(s)
+
+    @user_errors
+    def on_export(s):
+        if s is None:
+            raise gr.Error("Upload an image first.")
+        masks = s.object_masks()
+        scores = [o.score for o in s.objects]
+        if not masks and s.result is not None:
+            masks, scores = [s.current_mask()], [float(s.result.scores[s.result.selected])]
+        if not masks:
+            raise gr.Error("Segment an object first (click it), then export.")
+        return write_exports(s.image, records_from_masks(masks, scores), s.name)
+
+    # ------------------------------------------------------------- everything tab handler
+    @user_errors
+    def on_everything(path, conf, iou, imgsz, iou_filter, stab_filter, dedupe, compare_grid,
+                      progress=gr.Progress()):
+        require_model()
+        if not path:
+            raise gr.Error("Upload an image first.")
+        image, _ = load_image(path, max_side=max_side)
+        report = lambda f, msg: progress(f, desc=msg)  # noqa: E731
+        records, t = run_everything(services, image, conf, iou, int(imgsz),
+                                    pred_iou_thresh=iou_filter if iou_filter > 0 else None,
+                                    stability_thresh=stab_filter if stab_filter > 0 else None,
+                                    mask_nms_thresh=0.9 if dedupe else None, progress=report)
+        total = sum(v for k, v in t.items() if k != "boxes")
+        md = (f"**{len(records)} objects** from {int(t['boxes'])} detector boxes in **{total:.2f} s** — "
+              f"encode {t['encode']:.2f} s · detect {t['detect']:.2f} s · decode {t['decode']:.2f} s "
+              f"({t['decode'] / max(t['boxes'], 1) * 1e3:.0f} ms/box) · post-process {t['postprocess']:.2f} s")
+        grid_img = None
+        if compare_grid:
+            grid_records, grid_t = run_grid(services, image, progress=report)
+            grid_img = render_records(image, grid_records)
+            md += f"\n\nGrid 32×32 (SAM's automatic mask generator): **{len(grid_records)} objects in {grid_t:.1f} s**"
+        files = write_exports(image, records, os.path.basename(path), cutouts=False)
+        return render_records(image, records), md, files, grid_img
+
+    # --------------------------------------------------------------------- layout
+    with gr.Blocks(title="MobileSAM — segment anything") as demo:
+        gr.Markdown(INTRO)
+        if not services.ready:
+            gr.Markdown(f"**Model weights unavailable.** {services.sam_error}", elem_classes=["msw-banner"])
         state = gr.State(None)
-        with gr.Row():
-            inp = gr.Image(type="numpy", label="Image", image_mode="RGB")
-            out = gr.Image(type="numpy", label="Click to segment", interactive=False)
-        status = gr.Markdown("Upload an image to start.")
-        inp.change(encode, inp, [state, out, status])
-        out.select(click, state, [state, out, status])
+        with gr.Tab("Segment anything"):
+            with gr.Row():
+                with gr.Column(scale=1, min_width=260):
+                    # gr.File, not gr.Image: our loader gives the clear errors for bad files
+                    # (corrupt, huge, 16-bit, CMYK, EXIF-rotated...), Gradio's preprocessing would not.
+                    upload = gr.File(label="Image (PNG, JPEG, WebP, GIF, TIFF...)", type="filepath",
+                                     file_types=["image"], height=140, elem_id="msw-upload")
+                    mode = gr.Radio(list(MODES), value="Add (+)", label="Click adds", elem_id="msw-mode")
+                    refine = gr.Checkbox(True, label="Refine with the previous mask")
+                    with gr.Row():
+                        undo_btn = gr.Button("Undo", size="sm")
+                        clear_btn = gr.Button("Clear", size="sm")
+                    keep_btn = gr.Button("Keep object", variant="primary")
+                    remove_btn = gr.Button("Remove last kept object", size="sm")
+                    export_btn = gr.Button("Export masks (PNG, cut-outs, COCO JSON)")
+                    files = gr.File(label="Downloads", file_count="multiple")
+                with gr.Column(scale=3):
+                    canvas = gr.Image(label="Click to segment", interactive=False, elem_id="msw-canvas",
+                                      format="jpeg", buttons=["download", "fullscreen"])
+                    info = gr.Markdown("Upload an image to start.", elem_id="msw-status")
+                    candidates = gr.Gallery(label="Candidate masks (click to choose)", columns=3, height=180,
+                                            allow_preview=False, elem_id="msw-candidates", format="jpeg")
+                    objects = gr.Dataframe(headers=["#", "colour", "area (px)", "IoU", "points", "box"],
+                                           label="Kept objects", interactive=False)
+            outs = [state, canvas, candidates, info, objects]
+            upload.change(on_upload, upload, outs, api_visibility="private")
+            canvas.select(on_click, [state, mode, refine], outs, api_visibility="private")
+            candidates.select(on_pick, state, outs, api_visibility="private")
+            undo_btn.click(simple(seg.undo), state, outs, api_visibility="private")
+            clear_btn.click(simple(seg.clear), state, outs, api_visibility="private")
+            keep_btn.click(simple(seg.keep_object), state, outs, api_visibility="private")
+            remove_btn.click(simple(seg.remove_object), state, outs, api_visibility="private")
+            export_btn.click(on_export, state, files, api_visibility="private")
+
+        with gr.Tab("Segment everything"):
+            gr.Markdown("MobileSAMv2: an object-aware detector proposes boxes, each decoded once "
+                        "(instead of SAM's 32×32 grid of points).")
+            with gr.Row():
+                with gr.Column(scale=1, min_width=260):
+                    ev_image = gr.File(label="Image", type="filepath", file_types=["image"], height=140,
+                                       elem_id="msw-ev-upload")
+                    ev_conf = gr.Slider(0.05, 0.95, 0.4, step=0.05, label="Detector confidence")
+                    ev_iou = gr.Slider(0.3, 1.0, 0.9, step=0.05, label="Detector NMS IoU")
+                    ev_size = gr.Radio([640, 1024], value=1024, label="Detector image size")
+                    ev_iou_f = gr.Slider(0.0, 1.0, 0.0, step=0.01, label="Min predicted IoU (0 = off)")
+                    ev_stab = gr.Slider(0.0, 1.0, 0.0, step=0.01, label="Min stability score (0 = off)")
+                    ev_dedupe = gr.Checkbox(False, label="Merge near-duplicate masks (mask IoU > 0.9)")
+                    ev_grid = gr.Checkbox(False, label="Also run SAM's grid 32×32 for comparison (slow)")
+                    ev_btn = gr.Button("Segment everything", variant="primary")
+                with gr.Column(scale=3):
+                    ev_out = gr.Image(label="Objects", interactive=False)
+                    ev_md = gr.Markdown()
+                    ev_files = gr.File(label="Downloads (COCO JSON, masks)", file_count="multiple")
+                    ev_grid_out = gr.Image(label="Grid 32×32", interactive=False)
+            ev_btn.click(on_everything, [ev_image, ev_conf, ev_iou, ev_size, ev_iou_f, ev_stab, ev_dedupe, ev_grid],
+                         [ev_out, ev_md, ev_files, ev_grid_out], api_visibility="private")
+
+        # ----------------------------------------------------------- API (no UI, no state)
+        with gr.Row(visible=False):
+            api_image = gr.File(type="filepath", label="image")
+            api_points = gr.JSON(label="points")
+            api_labels = gr.JSON(label="labels")
+            api_box = gr.JSON(label="box")
+            api_multi = gr.Checkbox(label="multimask")
+            api_conf = gr.Number(0.4, label="conf")
+            api_iou = gr.Number(0.9, label="iou")
+            api_size = gr.Number(1024, label="imgsz", precision=0)
+            api_out = gr.JSON(label="result")
+            api_btn1 = gr.Button()
+            api_btn2 = gr.Button()
+
+        @user_errors
+        def api_segment(image, points, labels, box, multimask):
+            """Segment one object. points: [[x, y], ...] (image pixels), labels: [1 or 0, ...],
+            box: [x1, y1, x2, y2] or null. Returns {size, masks (COCO RLE), scores, areas}."""
+            require_model()
+            return segment_api(services, image, points, labels, box, bool(multimask), max_side)
+
+        @user_errors
+        def api_everything(image, conf, iou, imgsz):
+            """Segment everything (MobileSAMv2). Returns COCO annotations with RLE and polygons."""
+            require_model()
+            return everything_api(services, image, float(conf), float(iou), int(imgsz), max_side)
+
+        api_btn1.click(api_segment, [api_image, api_points, api_labels, api_box, api_multi], api_out,
+                       api_name="segment")
+        api_btn2.click(api_everything, [api_image, api_conf, api_iou, api_size], api_out, api_name="everything")
+    demo.services = services
     return demo

@@ -1,0 +1,254 @@
+"""Segment-anything tab: one user's session state and the handlers that update it.
+
+The state object lives in `gr.State`, so every browser session has its own; handlers are plain
+functions of (state, inputs) -> (state, outputs) and are unit-tested without a server.
+"""
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from ..masks import color_for
+from ..upscale import mask_from_low_res
+
+DISPLAY_SIDE = 1024  # the canvas is drawn at most this large; clicks are mapped back
+MAX_HISTORY = 50
+
+
+class UserError(ValueError):
+    """A problem the user can fix; the UI shows the message as gr.Error."""
+
+
+@dataclass
+class Prompts:
+    points: List[Tuple[float, float, int]] = field(default_factory=list)  # x, y, label (1 / 0)
+    box: Optional[Tuple[float, float, float, float]] = None
+    corner: Optional[Tuple[float, float]] = None  # first click of a two-click box
+
+    def empty(self) -> bool:
+        return not self.points and self.box is None
+
+    def copy(self) -> "Prompts":
+        return Prompts(list(self.points), self.box, self.corner)
+
+
+@dataclass
+class Result:
+    low_res: np.ndarray      # (C, 256, 256) logits
+    scores: np.ndarray       # (C,)
+    selected: int = 0
+
+
+@dataclass
+class KeptObject:
+    low_res: np.ndarray      # (256, 256) logits of the chosen mask
+    score: float
+    prompts: Prompts
+
+
+@dataclass
+class SegmentSession:
+    image: np.ndarray                      # (H, W, 3) uint8, after loading/downscaling
+    embedding: object                      # engine-specific embedding (numpy or torch)
+    input_size: Tuple[int, int]
+    name: str = "image"
+    prompts: Prompts = field(default_factory=Prompts)
+    result: Optional[Result] = None
+    history: List[Tuple[Prompts, Optional[Result]]] = field(default_factory=list)
+    objects: List[KeptObject] = field(default_factory=list)
+    encode_seconds: float = 0.0
+    encode_cached: bool = False
+    decode_ms: float = 0.0
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        return self.image.shape[0], self.image.shape[1]
+
+    @property
+    def display_scale(self) -> float:
+        return min(1.0, DISPLAY_SIDE / max(self.size))
+
+    def mask(self, low_res: np.ndarray) -> np.ndarray:
+        return mask_from_low_res(low_res, self.input_size, self.size)
+
+    def current_mask(self) -> Optional[np.ndarray]:
+        if self.result is None:
+            return None
+        return self.mask(self.result.low_res[self.result.selected])
+
+    def object_masks(self) -> List[np.ndarray]:
+        return [self.mask(o.low_res) for o in self.objects]
+
+
+def start_session(services, image: np.ndarray, name: str = "image") -> SegmentSession:
+    """Encode the image once; the embedding stays in the session."""
+    predictor = services.new_predictor()
+    t = time.perf_counter()
+    predictor.set_image(image)
+    took = time.perf_counter() - t
+    return SegmentSession(image=image, embedding=predictor.get_image_embedding(),
+                          input_size=tuple(predictor.input_size), name=name, encode_seconds=took,
+                          encode_cached=bool(getattr(predictor, "last_encode_cached", False)))
+
+
+def _checked_xy(session: SegmentSession, x: float, y: float) -> Tuple[float, float]:
+    if x is None or y is None or not np.isfinite(x) or not np.isfinite(y):
+        raise UserError("the click position is not a number")
+    h, w = session.size
+    if not (0 <= x < w and 0 <= y < h):
+        raise UserError(f"the point ({x:.0f}, {y:.0f}) is outside the {w}x{h} image")
+    return float(x), float(y)
+
+
+def decode(services, session: SegmentSession, refine: bool = True) -> SegmentSession:
+    """Run the decoder on the session's prompts (previous mask as mask_input when refining)."""
+    p = session.prompts
+    if p.empty():
+        session.result = None
+        return session
+    predictor = services.new_predictor()
+    predictor.set_embedding(session.embedding, session.size)
+    coords = np.array([[x, y] for x, y, _ in p.points], np.float64) if p.points else None
+    labels = np.array([l for _, _, l in p.points], np.int32) if p.points else None
+    box = np.array(p.box, np.float64) if p.box is not None else None
+    multimask = len(p.points) == 1 and box is None
+    mask_input = None
+    prev = session.result
+    if refine and prev is not None and not multimask:
+        mask_input = prev.low_res[prev.selected][None]
+    t = time.perf_counter()
+    _, scores, low = predictor.predict(coords, labels, box, mask_input, multimask_output=multimask)
+    session.decode_ms = (time.perf_counter() - t) * 1e3
+    low = low.numpy() if hasattr(low, "numpy") else np.asarray(low)
+    scores = scores.numpy() if hasattr(scores, "numpy") else np.asarray(scores)
+    session.result = Result(low.astype(np.float32), scores.astype(np.float32), int(np.argmax(scores)))
+    return session
+
+
+def _push_history(session: SegmentSession) -> None:
+    session.history.append((session.prompts.copy(), session.result))
+    del session.history[:-MAX_HISTORY]
+
+
+def add_click(services, session: SegmentSession, x: float, y: float, mode: str, refine: bool = True
+              ) -> SegmentSession:
+    """mode: 'add' (positive point), 'remove' (negative point) or 'box' (two clicks)."""
+    x, y = _checked_xy(session, x, y)
+    if mode == "box":
+        if session.prompts.corner is None:
+            session.prompts.corner = (x, y)
+            return session
+        (x0, y0), session.prompts.corner = session.prompts.corner, None
+        _push_history(session)
+        session.prompts.box = (min(x0, x), min(y0, y), max(x0, x), max(y0, y))
+    elif mode in ("add", "remove"):
+        _push_history(session)
+        session.prompts.points.append((x, y, 1 if mode == "add" else 0))
+    else:
+        raise UserError(f"unknown prompt mode {mode!r}")
+    return decode(services, session, refine)
+
+
+def set_box(services, session: SegmentSession, box, refine: bool = True) -> SegmentSession:
+    x0, y0 = _checked_xy(session, *box[:2])
+    x1, y1 = _checked_xy(session, min(box[2], session.size[1] - 1e-3), min(box[3], session.size[0] - 1e-3))
+    _push_history(session)
+    session.prompts.box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    session.prompts.corner = None
+    return decode(services, session, refine)
+
+
+def undo(session: SegmentSession) -> SegmentSession:
+    if session.prompts.corner is not None:
+        session.prompts.corner = None
+    elif session.history:
+        session.prompts, session.result = session.history.pop()
+    return session
+
+
+def clear(session: SegmentSession) -> SegmentSession:
+    session.prompts, session.result, session.history = Prompts(), None, []
+    return session
+
+
+def select_candidate(session: SegmentSession, index: int) -> SegmentSession:
+    if session.result is None or not (0 <= index < len(session.result.scores)):
+        raise UserError("there is no such candidate mask")
+    session.result.selected = int(index)
+    return session
+
+
+def keep_object(session: SegmentSession) -> SegmentSession:
+    if session.result is None:
+        raise UserError("add a point or a box first, then keep the object")
+    r = session.result
+    session.objects.append(KeptObject(r.low_res[r.selected].copy(), float(r.scores[r.selected]),
+                                      session.prompts.copy()))
+    return clear(session)
+
+
+def remove_object(session: SegmentSession, index: int = -1) -> SegmentSession:
+    if not session.objects:
+        raise UserError("there is no kept object to remove")
+    session.objects.pop(index)
+    return session
+
+
+def render(session: SegmentSession) -> np.ndarray:
+    """The canvas: kept objects in their colours, the current mask highlighted, prompt markers.
+    Drawn at display size (clicks are mapped back with `display_scale`)."""
+    s = session.display_scale
+    h, w = session.size
+    dw, dh = max(1, round(w * s)), max(1, round(h * s))
+    img = session.image if s == 1.0 else cv2.resize(session.image, (dw, dh), interpolation=cv2.INTER_AREA)
+    out = img.astype(np.float32)
+    layers = [(m, color_for(i), 0.45) for i, m in enumerate(session.object_masks())]
+    cur = session.current_mask()
+    if cur is not None:
+        layers.append((cur, color_for(len(session.objects)), 0.55))
+    for m, color, alpha in layers:
+        if s != 1.0:
+            m = cv2.resize(m.astype(np.uint8), (dw, dh), interpolation=cv2.INTER_NEAREST).astype(bool)
+        out[m] = out[m] * (1 - alpha) + color.astype(np.float32) * alpha
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        tmp = out.astype(np.uint8)
+        cv2.drawContours(tmp, contours, -1, (255, 255, 255), 2 if m is not cur else 3)
+        out = tmp.astype(np.float32)
+    canvas = out.clip(0, 255).astype(np.uint8)
+    r = max(4, round(min(dw, dh) / 90))
+    p = session.prompts
+    if p.box is not None:
+        x0, y0, x1, y1 = [round(v * s) for v in p.box]
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), (255, 215, 0), max(2, r // 2))
+    if p.corner is not None:
+        cx, cy = round(p.corner[0] * s), round(p.corner[1] * s)
+        cv2.drawMarker(canvas, (cx, cy), (255, 215, 0), cv2.MARKER_CROSS, 3 * r, max(2, r // 2))
+    for x, y, label in p.points:
+        c = (round(x * s), round(y * s))
+        color = (40, 200, 80) if label == 1 else (230, 50, 50)
+        cv2.circle(canvas, c, r, color, -1)
+        cv2.circle(canvas, c, r, (255, 255, 255), max(1, r // 3))
+        cv2.line(canvas, (c[0] - r // 2, c[1]), (c[0] + r // 2, c[1]), (255, 255, 255), max(1, r // 4))
+        if label == 1:
+            cv2.line(canvas, (c[0], c[1] - r // 2), (c[0], c[1] + r // 2), (255, 255, 255), max(1, r // 4))
+    return canvas
+
+
+def candidate_thumbnails(session: SegmentSession, side: int = 256) -> List[Tuple[np.ndarray, str]]:
+    """Each candidate mask over a small copy of the image, captioned with its predicted IoU."""
+    if session.result is None:
+        return []
+    h, w = session.size
+    s = min(1.0, side / max(h, w))
+    small = cv2.resize(session.image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    out = []
+    color = color_for(len(session.objects)).astype(np.float32)
+    for i, (low, score) in enumerate(zip(session.result.low_res, session.result.scores)):
+        m = cv2.resize(session.mask(low).astype(np.uint8), small.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
+        t = small.astype(np.float32)
+        t[m] = t[m] * 0.4 + color * 0.6
+        mark = "✓ " if i == session.result.selected else ""
+        out.append((t.astype(np.uint8), f"{mark}mask {i + 1} · IoU {score:.3f}"))
+    return out
