@@ -37,8 +37,17 @@ def main() -> None:
                                 decoder_checkpoint=args.decoder_checkpoint, backend=args.backend,
                                 max_image_side=args.max_image_side)
     demo = build_app(config=config)
-    demo.queue(default_concurrency_limit=args.concurrency, max_size=64).launch(
-        server_name=args.host, server_port=args.port, share=args.share, show_error=True)
+    demo.queue(default_concurrency_limit=args.concurrency, max_size=64)
+    if args.share:  # a share link needs Gradio's own launcher (no cross-origin isolation headers)
+        demo.launch(server_name=args.host, server_port=args.port, share=True, show_error=True)
+        return
+    import uvicorn
+
+    from mobilesam_web.ui.web import create_server
+
+    app = create_server(demo, demo.services, demo.embedding_store)
+    print(f"* Running on local URL:  http://{args.host}:{args.port}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -9,4 +9,6 @@ if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
+# onnxruntime-web for in-browser decoding, served from static/node_modules (pinned by package-lock.json)
+npm ci --prefix static --no-audit --no-fund --loglevel=error
 python -m pytest -q "$@"

@@ -3,12 +3,14 @@
 Per-user data (image, embedding, prompts, kept objects) lives in `gr.State`; the engines in
 `Services` are shared and read-only, so two users never see each other's image or clicks.
 """
+import base64
 import functools
 import logging
 import os
 import traceback
 from typing import Optional
 
+import cv2
 import gradio as gr
 import numpy as np
 
@@ -18,6 +20,7 @@ from .api import everything_api, segment_api
 from .everything_tab import render_records, run_everything, run_grid
 from .exports import records_from_masks, write_exports
 from .services import AppConfig, Services, load_services
+from .web import EmbeddingStore
 
 log = logging.getLogger("mobilesam_web")
 
@@ -26,6 +29,15 @@ MODES = {"Add (+)": "add", "Remove (−)": "remove", "Box (2 clicks)": "box"}
 CSS = """
 #msw-canvas img { cursor: crosshair; }
 .msw-banner { border-left: 4px solid #d33; padding: 0.5em 1em; background: #fff4f4; }
+"""
+
+# The widget's code lives in static/. Gradio registers custom events by finding their quoted
+# names in this string, hence the comment line inside it.
+WIDGET_JS = """
+// events raised by the widget: 'keep', 'fallback'
+import('/msw/static/msw_canvas.js').then((m) => m.mount({element, props, trigger,
+  watch: typeof watch === 'function' ? watch : null}))
+  .catch((e) => trigger('fallback', {reason: 'could not load the widget: ' + e}));
 """
 
 INTRO = """# MobileSAM — segment anything, fast
@@ -51,11 +63,38 @@ def user_errors(fn):
     return wrapper
 
 
+def _data_url(image: np.ndarray, ext: str = ".jpg") -> str:
+    if image.ndim == 3 and image.shape[2] == 4:
+        ok, buf = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA))
+    else:
+        ok, buf = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    mime = "image/png" if ext == ".png" else "image/jpeg"
+    return f"data:{mime};base64," + base64.b64encode(buf.tobytes()).decode()
+
+
 def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = None,
               services: Optional[Services] = None) -> gr.Blocks:
     config = config or AppConfig.from_env(checkpoint=checkpoint)
     services = services or load_services(config)
     max_side = config.max_image_side
+    store = EmbeddingStore()
+    browser_available = services.engine is not None  # the browser decoder is the exported ONNX graph
+
+    def browser_view(s: Optional[seg.SegmentSession], refine_on: bool = True):
+        """The in-browser canvas' value: what it needs to decode this session's image locally."""
+        if s is None:
+            return None
+        if getattr(s, "browser_token", None) is None:
+            s.browser_token = store.put(np.asarray(s.embedding))
+        sc = s.display_scale
+        h, w = s.size
+        dw, dh = max(1, round(w * sc)), max(1, round(h * sc))
+        small = s.image if sc == 1.0 else cv2.resize(s.image, (dw, dh), interpolation=cv2.INTER_AREA)
+        return {"token": s.browser_token, "image": _data_url(small), "width": w, "height": h,
+                "display_width": dw, "display_height": dh, "input_size": list(s.input_size),
+                "embedding": f"/msw/embedding/{s.browser_token}", "objects_count": len(s.objects),
+                "objects": _data_url(seg.objects_layer(s), ".png") if s.objects else None,
+                "refine": bool(refine_on)}
 
     def require_model():
         if not services.ready:
@@ -90,15 +129,40 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
         return seg.render(s), seg.candidate_thumbnails(s), status(s), objects_table(s)
 
     @user_errors
-    def on_upload(path, progress=gr.Progress()):
+    def on_upload(path, refine_on, progress=gr.Progress()):
         if not path:
-            return (None,) + view(None)
+            return (None,) + view(None) + (None,)
         require_model()
         progress(0.1, desc="reading image")
         image, _ = load_image(path, max_side=max_side)
         progress(0.3, desc="encoding image (once per image)")
         s = seg.start_session(services, image, name=os.path.basename(path))
-        return (s,) + view(s)
+        return (s,) + view(s) + (browser_view(s, refine_on),)
+
+    @user_errors
+    def on_browser_keep(s, refine_on, evt: gr.EventData):
+        if s is None:
+            raise gr.Error("Upload an image first.")
+        data = evt._data or {}
+        try:
+            low = np.frombuffer(base64.b64decode(data["low_res_f16"]), dtype="<f2").astype(np.float32)
+            low = low.reshape(256, 256)
+        except (KeyError, ValueError, TypeError):
+            raise gr.Error("The browser sent a malformed mask.") from None
+        s = seg.keep_low_res(s, low, float(data.get("score", 0.0)), data.get("points"), data.get("box"))
+        return (s,) + view(s) + (browser_view(s, refine_on),)
+
+    def set_mode(s, use_browser, refine_on, reason=None):
+        on = bool(use_browser) and browser_available
+        server_controls = [gr.update(visible=not on)] * 5
+        msg = status(s) if reason is None else f"In-browser decoding is unavailable ({reason}); decoding on the server."
+        return ([gr.update(visible=on, value=browser_view(s, refine_on) if on else None),
+                 gr.update(visible=not on), gr.update(value=on)] + server_controls + [msg])
+
+    def on_fallback(s, refine_on, evt: gr.EventData):
+        reason = (evt._data or {}).get("reason", "unknown reason")
+        log.warning("browser decoding unavailable for a session: %s", reason)
+        return set_mode(s, False, refine_on, reason=str(reason)[:300])
 
     @user_errors
     def on_click(s, mode_label, refine, evt: gr.SelectData):
@@ -168,6 +232,7 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
         if not services.ready:
             gr.Markdown(f"**Model weights unavailable.** {services.sam_error}", elem_classes=["msw-banner"])
         state = gr.State(None)
+        start_in_browser = browser_available and os.environ.get("MOBILESAM_BROWSER_DECODING", "1") != "0"
         with gr.Tab("Segment anything"):
             with gr.Row():
                 with gr.Column(scale=1, min_width=260):
@@ -175,31 +240,46 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
                     # (corrupt, huge, 16-bit, CMYK, EXIF-rotated...), Gradio's preprocessing would not.
                     upload = gr.File(label="Image (PNG, JPEG, WebP, GIF, TIFF...)", type="filepath",
                                      file_types=["image"], height=140, elem_id="msw-upload")
-                    mode = gr.Radio(list(MODES), value="Add (+)", label="Click adds", elem_id="msw-mode")
+                    use_browser = gr.Checkbox(start_in_browser, label="Decode in the browser (no server round-trip; "
+                                              "hover to preview)", interactive=browser_available,
+                                              elem_id="msw-browser-toggle")
+                    mode = gr.Radio(list(MODES), value="Add (+)", label="Click adds", elem_id="msw-mode",
+                                    visible=not start_in_browser)
                     refine = gr.Checkbox(True, label="Refine with the previous mask")
                     with gr.Row():
-                        undo_btn = gr.Button("Undo", size="sm")
-                        clear_btn = gr.Button("Clear", size="sm")
-                    keep_btn = gr.Button("Keep object", variant="primary")
+                        undo_btn = gr.Button("Undo", size="sm", visible=not start_in_browser)
+                        clear_btn = gr.Button("Clear", size="sm", visible=not start_in_browser)
+                    keep_btn = gr.Button("Keep object", variant="primary", visible=not start_in_browser)
                     remove_btn = gr.Button("Remove last kept object", size="sm")
                     export_btn = gr.Button("Export masks (PNG, cut-outs, COCO JSON)")
                     files = gr.File(label="Downloads", file_count="multiple")
                 with gr.Column(scale=3):
+                    widget = gr.HTML(None, html_template="<div class='msw-host'></div>", js_on_load=WIDGET_JS,
+                                     elem_id="msw-widget", visible=start_in_browser, container=False)
                     canvas = gr.Image(label="Click to segment", interactive=False, elem_id="msw-canvas",
-                                      format="jpeg", buttons=["download", "fullscreen"])
+                                      format="jpeg", buttons=["download", "fullscreen"],
+                                      visible=not start_in_browser)
                     info = gr.Markdown("Upload an image to start.", elem_id="msw-status")
                     candidates = gr.Gallery(label="Candidate masks (click to choose)", columns=3, height=180,
-                                            allow_preview=False, elem_id="msw-candidates", format="jpeg")
+                                            allow_preview=False, elem_id="msw-candidates", format="jpeg",
+                                            visible=not start_in_browser)
                     objects = gr.Dataframe(headers=["#", "colour", "area (px)", "IoU", "points", "box"],
                                            label="Kept objects", interactive=False)
             outs = [state, canvas, candidates, info, objects]
-            upload.change(on_upload, upload, outs, api_visibility="private")
+            upload.change(on_upload, [upload, refine], outs + [widget], api_visibility="private")
+            widget.keep(on_browser_keep, [state, refine], outs + [widget], api_visibility="private")
+            mode_outs = [widget, canvas, use_browser, mode, undo_btn, clear_btn, keep_btn, candidates, info]
+            widget.fallback(on_fallback, [state, refine], mode_outs, api_visibility="private")
+            use_browser.input(lambda s, on, r: set_mode(s, on, r), [state, use_browser, refine], mode_outs,
+                              api_visibility="private")
             canvas.select(on_click, [state, mode, refine], outs, api_visibility="private")
             candidates.select(on_pick, state, outs, api_visibility="private")
             undo_btn.click(simple(seg.undo), state, outs, api_visibility="private")
             clear_btn.click(simple(seg.clear), state, outs, api_visibility="private")
             keep_btn.click(simple(seg.keep_object), state, outs, api_visibility="private")
-            remove_btn.click(simple(seg.remove_object), state, outs, api_visibility="private")
+            remove_btn.click(simple(seg.remove_object), state, outs, api_visibility="private").then(
+                lambda s, on, r: browser_view(s, r) if (on and browser_available) else gr.update(),
+                [state, use_browser, refine], widget, api_visibility="private")
             export_btn.click(on_export, state, files, api_visibility="private")
 
         with gr.Tab("Segment everything"):
@@ -256,4 +336,5 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
                        api_name="segment")
         api_btn2.click(api_everything, [api_image, api_conf, api_iou, api_size], api_out, api_name="everything")
     demo.services = services
+    demo.embedding_store = store
     return demo

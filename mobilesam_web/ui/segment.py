@@ -189,6 +189,26 @@ def keep_object(session: SegmentSession) -> SegmentSession:
     return clear(session)
 
 
+def keep_low_res(session: SegmentSession, low_res: np.ndarray, score: float, points, box) -> SegmentSession:
+    """Keep a mask decoded in the browser: its low-res logits plus the prompts that made it."""
+    low_res = np.asarray(low_res, dtype=np.float32)
+    if low_res.shape != (256, 256) or not np.all(np.isfinite(low_res)):
+        raise UserError("the mask sent by the browser is malformed")
+    pts = []
+    for p in points or []:
+        if len(p) != 3 or p[2] not in (0, 1):
+            raise UserError("the prompts sent by the browser are malformed")
+        x, y = _checked_xy(session, float(p[0]), float(p[1]))
+        pts.append((x, y, int(p[2])))
+    bx = None
+    if box is not None:
+        if len(box) != 4:
+            raise UserError("the box sent by the browser is malformed")
+        bx = tuple(float(v) for v in box)
+    session.objects.append(KeptObject(low_res, float(score), Prompts(pts, bx)))
+    return clear(session)
+
+
 def remove_object(session: SegmentSession, index: int = -1) -> SegmentSession:
     if not session.objects:
         raise UserError("there is no kept object to remove")
@@ -252,3 +272,18 @@ def candidate_thumbnails(session: SegmentSession, side: int = 256) -> List[Tuple
         mark = "✓ " if i == session.result.selected else ""
         out.append((t.astype(np.uint8), f"{mark}mask {i + 1} · IoU {score:.3f}"))
     return out
+
+
+def objects_layer(session: SegmentSession) -> np.ndarray:
+    """RGBA layer of the kept objects at display size (for the in-browser canvas)."""
+    s = session.display_scale
+    h, w = session.size
+    dw, dh = max(1, round(w * s)), max(1, round(h * s))
+    layer = np.zeros((dh, dw, 4), np.uint8)
+    for i, m in enumerate(session.object_masks()):
+        if s != 1.0:
+            m = cv2.resize(m.astype(np.uint8), (dw, dh), interpolation=cv2.INTER_NEAREST).astype(bool)
+        layer[m] = (*color_for(i), 115)
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(layer, contours, -1, (255, 255, 255, 255), 2)
+    return layer

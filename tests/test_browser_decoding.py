@@ -1,0 +1,152 @@
+"""In-browser decoding (onnxruntime-web in Debian's Chromium) against the server decoder."""
+import numpy as np
+import pytest
+
+from conftest import MOBILESAM_FIXTURE, OBJECTAWARE_FIXTURE
+from server_utils import browser, running_app, screenshot_on_failure
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("onnx"))
+
+
+@pytest.fixture(scope="module")
+def app_url(sam_weights_path, onnx_cache):
+    with running_app(["--checkpoint", str(sam_weights_path),
+                      "--detector-checkpoint", str(OBJECTAWARE_FIXTURE / "objectaware_random.pt")],
+                     {"MOBILESAM_ONNX_CACHE": onnx_cache}) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def server_predictor(sam_weights_path, onnx_cache, sam_image):
+    from mobilesam_web import load_predictor
+
+    p = load_predictor(sam_weights_path, cache_dir=onnx_cache)
+    p.set_image(sam_image)
+    return p
+
+
+def open_page(b, url, query=""):
+    page = b.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url + query)
+    page.wait_for_function("window.mswDebug && (window.mswDebug.ready || window.mswDebug.error)", timeout=180_000)
+    err = page.evaluate("window.mswDebug.error || null")
+    assert err is None, f"in-browser decoder failed: {err}"
+    page.locator("#msw-upload input[type=file]").set_input_files(str(MOBILESAM_FIXTURE / "image.png"))
+    page.wait_for_function("window.mswDebug.decoder.embedding && document.querySelector('.msw-img').naturalWidth > 0",
+                           timeout=90_000)
+    return page
+
+
+def rle_to_mask(counts, h, w):
+    flat = np.zeros(h * w, bool)
+    pos, val = 0, False
+    for c in counts:
+        if val:
+            flat[pos:pos + c] = True
+        pos += c
+        val = not val
+    return flat.reshape(h, w)
+
+
+PROMPTS = {  # image-pixel prompts: points [x, y, label], box [x0, y0, x1, y1]
+    "point_multimask": ([[320.0, 400.0, 1]], None),
+    "points_with_negative": ([[320.0, 400.0, 1], [600.5, 210.0, 1], [150.0, 700.0, 0]], None),
+    "box": ([], [120.0, 90.0, 610.0, 580.0]),
+    "box_and_negative": ([[300.0, 300.0, 0]], [50.0, 60.0, 700.0, 760.0]),
+}
+
+
+def assert_browser_equals_server(page, predictor, names):
+    for name in names:
+        points, box = PROMPTS[name]
+        res = page.evaluate("([p, b]) => window.mswDebug.decodeFull(p, b)", [points, box])
+        pts = np.array([p[:2] for p in points]) if points else None
+        lbl = np.array([p[2] for p in points]) if points else None
+        multimask = len(points) == 1 and box is None
+        masks, iou, _ = predictor.predict(pts, lbl, None if box is None else np.array(box), multimask_output=multimask)
+        assert len(res["masks"]) == len(masks), name
+        assert np.abs(np.array(res["iou"]) - iou).max() <= 2e-3, name  # float16 embedding on the wire
+        h, w = masks.shape[1:]
+        for counts, ref in zip(res["masks"], masks):
+            ours = rle_to_mask(counts, h, w)
+            differ = int((ours != ref).sum())
+            iou_m = (ours & ref).sum() / max((ours | ref).sum(), 1)
+            assert differ <= 1e-4 * h * w and iou_m >= 0.999, f"{name}: {differ} px differ, IoU {iou_m:.5f}"
+
+
+def test_wasm_matches_server(app_url, server_predictor):
+    with browser() as b:
+        page = open_page(b, app_url, "?msw_backend=wasm")
+        with screenshot_on_failure(page, "browser_wasm"):
+            assert page.evaluate("self.crossOriginIsolated") is True  # COOP/COEP served
+            assert page.evaluate("window.mswDebug.decoder.threads") >= 2
+            assert "WASM" in page.locator(".msw-info").inner_text()
+            assert_browser_equals_server(page, server_predictor, list(PROMPTS))
+
+
+def test_webgpu_matches_server(app_url, server_predictor):
+    """Chromium's software WebGPU adapter (SwiftShader): slow but a real WebGPU run."""
+    with browser(["--enable-unsafe-webgpu"]) as b:
+        page = open_page(b, app_url, "?msw_backend=webgpu")
+        with screenshot_on_failure(page, "browser_webgpu"):
+            assert page.evaluate("window.mswDebug.backend") == "webgpu"
+            assert "WebGPU" in page.locator(".msw-info").inner_text()
+            assert_browser_equals_server(page, server_predictor, ["box"])
+
+
+def test_hover_click_and_keep(app_url):
+    with browser() as b:
+        page = open_page(b, app_url)
+        with screenshot_on_failure(page, "browser_hover"):
+            ov = page.locator(".msw-overlay")
+            box = ov.bounding_box()
+            page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.45)
+            page.wait_for_function("(window.mswDebug.hoverCount || 0) >= 1", timeout=30_000)
+            painted = page.evaluate("""() => { const c = document.querySelector('.msw-overlay');
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+                for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n / (d.length / 4); }""")
+            assert painted > 0.01, "hovering drew no mask"
+            page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5)
+            page.wait_for_function("document.querySelectorAll('.msw-cands button').length === 3", timeout=30_000)
+            page.locator(".msw-root [data-act=keep]").click()
+            page.wait_for_function("document.querySelector('#msw-status').innerText.includes('1 object(s) kept')",
+                                   timeout=30_000)
+            assert page.evaluate("document.querySelectorAll('.msw-cands button').length") == 0
+
+
+def test_works_without_cross_origin_isolation(sam_weights_path, onnx_cache, server_predictor):
+    with running_app(["--checkpoint", str(sam_weights_path)],
+                     {"MOBILESAM_ONNX_CACHE": onnx_cache, "MOBILESAM_CROSS_ORIGIN_ISOLATION": "0"}) as url:
+        with browser() as b:
+            page = open_page(b, url, "?msw_backend=wasm")
+            with screenshot_on_failure(page, "browser_single_thread"):
+                assert page.evaluate("self.crossOriginIsolated") is False
+                assert page.evaluate("window.mswDebug.decoder.threads") == 1
+                assert "1 thread" in page.locator(".msw-info").inner_text()
+                assert_browser_equals_server(page, server_predictor, ["point_multimask"])
+
+
+def test_falls_back_to_server_decoding(app_url):
+    with browser() as b:
+        page = b.new_page(viewport={"width": 1400, "height": 1000})
+        with screenshot_on_failure(page, "browser_fallback"):
+            page.goto(app_url + "?msw_backend=no-such-backend")
+            page.wait_for_function("window.mswDebug && window.mswDebug.error", timeout=60_000)
+            page.wait_for_selector("#msw-canvas", state="visible", timeout=30_000)
+            assert "decoding on the server" in page.locator("#msw-status").inner_text()
+            page.locator("#msw-upload input[type=file]").set_input_files(str(MOBILESAM_FIXTURE / "image.png"))
+            page.wait_for_function("document.querySelector('#msw-status').innerText.includes('×')", timeout=90_000)
+            img = page.locator("#msw-canvas img")
+            bb = img.bounding_box()
+            img.click(position={"x": bb["width"] * 0.4, "y": bb["height"] * 0.5})
+            page.wait_for_function("document.querySelector('#msw-status').innerText.includes('decoded')", timeout=60_000)
+
+
+def test_ort_files_match_pinned_sri():
+    from mobilesam_web.ui.web import ORT_LOCAL, ORT_SRI, ort_sri_matches_local
+
+    assert ORT_LOCAL.is_dir(), "run `npm ci --prefix static` (bash scripts/test.sh does)"
+    assert ort_sri_matches_local() == {name: True for name in ORT_SRI}
