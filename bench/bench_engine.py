@@ -7,19 +7,15 @@ outputs bit for bit), so it is the in-run stand-in for the official code; the of
 measured on this machine are printed for reference. Ratios > 1 mean the ONNX engine is faster.
 """
 import argparse
-import resource
-import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "mobilesam_parity"
+from common import FIXTURES, median_time, peak_rss_mb  # noqa: E402
+
+FIXTURE = FIXTURES / "mobilesam_parity"
 
 from mobilesam_web import SamPredictor, build_mobile_sam  # noqa: E402
 from mobilesam_web.onnx_predictor import OnnxSamPredictor, load_onnx_engine  # noqa: E402
@@ -27,19 +23,8 @@ from mobilesam_web.onnx_predictor import OnnxSamPredictor, load_onnx_engine  # n
 OFFICIAL = {"set_image": 1.20, "click": 0.0468, "5 boxes": 0.278, "per box": 0.056}
 
 
-def median_time(fn, n: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def random_boxes(n: int, w: int, h: int, seed: int = 0) -> np.ndarray:

@@ -10,27 +10,19 @@
   boxes come from the fixture detector (random weights give arbitrary counts), cut to --boxes.
 """
 import argparse
-import copy
-import resource
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-FIX = ROOT.parent / "shared" / "fixtures"
+from common import FIXTURES as FIX, peak_rss_mb as rss_mb  # noqa: E402
 
 from mobilesam_web import ObjectAwareDetector, SamAutomaticMaskGenerator, SamPredictor, SegmentEverything, build_mobile_sam  # noqa: E402
 from mobilesam_web.modeling.yolo import YOLOv8  # noqa: E402
 from mobilesam_web.onnx_predictor import OnnxSamPredictor, load_onnx_engine  # noqa: E402
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class FixedBoxes:

@@ -6,31 +6,18 @@ Without --checkpoint it uses the random-weight parity fixture (timings do not de
 weights' values).
 """
 import argparse
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "mobilesam_parity"
+from common import FIXTURES, median_time  # noqa: E402
+
+FIXTURE = FIXTURES / "mobilesam_parity"
 
 from mobilesam_web import SamPredictor, build_mobile_sam  # noqa: E402
 
 
-def median_time(fn, n: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -7,10 +7,9 @@ predictor reverses the RGB array it is given) / 255 -> head -> NMS (score > conf
 300) -> box edges within 20 px of the letterboxed input's border snapped to it -> rescale to the
 original image and clip.
 """
-import math
 import threading
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np

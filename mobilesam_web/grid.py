@@ -6,7 +6,7 @@ segment-anything's `SamAutomaticMaskGenerator`.
 """
 import math
 from itertools import product
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch

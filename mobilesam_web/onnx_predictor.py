@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from .export import ENGINE_GRAPHS, available_cores, cached_exports, ort_session
+from .predictor import ImageState
 from .transforms import ResizeLongestSide, get_preprocess_shape
 from .validation import check_image, check_prompts
 from .weights import PathLike, resolve_checkpoint
@@ -151,7 +152,7 @@ class OnnxSam:
         return np.concatenate(lows), np.concatenate(ious)
 
 
-class OnnxSamPredictor:
+class OnnxSamPredictor(ImageState):
     """SamPredictor's interface on ONNX Runtime. One instance = one user's current image.
 
     `get_image_embedding()` returns a numpy array (1, 256, 64, 64); batched boxes go through
@@ -178,20 +179,6 @@ class OnnxSamPredictor:
         self.original_size = (int(original_size[0]), int(original_size[1]))
         self.input_size = get_preprocess_shape(*self.original_size, IMG_SIZE)
         self.is_image_set = True
-
-    def _require_image(self) -> None:
-        if not self.is_image_set:
-            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
-
-    def get_image_embedding(self) -> np.ndarray:
-        self._require_image()
-        return self.features
-
-    def reset_image(self) -> None:
-        self.is_image_set = False
-        self.features = None
-        self.original_size = None
-        self.input_size = None
 
     def predict(self, point_coords: Optional[np.ndarray] = None, point_labels: Optional[np.ndarray] = None,
                 box: Optional[np.ndarray] = None, mask_input: Optional[np.ndarray] = None,

@@ -9,7 +9,26 @@ from .transforms import ResizeLongestSide
 from .validation import check_image, check_prompts
 
 
-class SamPredictor:
+class ImageState:
+    """Per-image state shared by both predictors: the embedding and the two image sizes."""
+
+    def _require_image(self) -> None:
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+
+    def get_image_embedding(self):
+        """The (1, 256, 64, 64) embedding of the current image."""
+        self._require_image()
+        return self.features
+
+    def reset_image(self) -> None:
+        self.is_image_set = False
+        self.features = None
+        self.original_size = None
+        self.input_size = None
+
+
+class SamPredictor(ImageState):
     """Drop-in for segment-anything's `SamPredictor`.
 
     Per-image state (`features`, `original_size`, `input_size`) lives on this instance, so one
@@ -61,10 +80,6 @@ class SamPredictor:
         self.original_size = (int(original_size[0]), int(original_size[1]))
         self.input_size = get_preprocess_shape(*self.original_size, self.model.img_size)
         self.is_image_set = True
-
-    def _require_image(self) -> None:
-        if not self.is_image_set:
-            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
 
     def predict(
         self,
@@ -124,14 +139,3 @@ class SamPredictor:
         if not return_logits:
             masks = masks > self.model.mask_threshold
         return masks, iou, low_res
-
-    def get_image_embedding(self) -> torch.Tensor:
-        """The (1, 256, 64, 64) embedding of the current image."""
-        self._require_image()
-        return self.features
-
-    def reset_image(self) -> None:
-        self.is_image_set = False
-        self.features = None
-        self.original_size = None
-        self.input_size = None

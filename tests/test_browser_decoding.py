@@ -41,14 +41,10 @@ def open_page(b, url, query=""):
 
 
 def rle_to_mask(counts, h, w):
-    flat = np.zeros(h * w, bool)
-    pos, val = 0, False
-    for c in counts:
-        if val:
-            flat[pos:pos + c] = True
-        pos += c
-        val = not val
-    return flat.reshape(h, w)
+    """The widget's run lengths are row-major: a (w, h) column-major RLE, transposed."""
+    from mobilesam_web.masks import rle_to_mask as coco_rle_to_mask
+
+    return coco_rle_to_mask({"size": [w, h], "counts": counts}).T
 
 
 PROMPTS = {  # image-pixel prompts: points [x, y, label], box [x0, y0, x1, y1]

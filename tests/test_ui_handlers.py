@@ -9,7 +9,7 @@ import pytest
 from mobilesam_web.ui import segment as seg
 from mobilesam_web.ui.services import AppConfig, load_services
 
-from conftest import OBJECTAWARE_FIXTURE, assert_masks_close, case_prompts
+from conftest import OBJECTAWARE_FIXTURE, assert_masks_close
 
 
 @pytest.fixture(scope="module")

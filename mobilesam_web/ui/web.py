@@ -8,7 +8,6 @@ Routes (besides Gradio at /):
 - /msw/models/decoder.onnx   the SAM-convention low-res decoder (immutable, cache forever)
 - /msw/embedding/{token} one image's embedding as float16 (token: random, per upload)
 """
-import json
 import os
 import secrets
 import threading
