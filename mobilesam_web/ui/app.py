@@ -227,11 +227,13 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
         return render_records(image, records), md, files, grid_img
 
     # --------------------------------------------------------------------- layout
-    with gr.Blocks(title="MobileSAM — segment anything") as demo:
+    # Exported files and uploads are removed after a day; a session's state after an idle hour
+    # (an image, its embedding and kept masks: ~20 MB at most), so memory stays bounded.
+    with gr.Blocks(title="MobileSAM — segment anything", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(INTRO)
         if not services.ready:
             gr.Markdown(f"**Model weights unavailable.** {services.sam_error}", elem_classes=["msw-banner"])
-        state = gr.State(None)
+        state = gr.State(None, time_to_live=3600)
         start_in_browser = browser_available and os.environ.get("MOBILESAM_BROWSER_DECODING", "1") != "0"
         with gr.Tab("Segment anything"):
             with gr.Row():
