@@ -11,10 +11,11 @@ from server_utils import browser, running_app, screenshot_on_failure
 
 @pytest.fixture(scope="module")
 def app_url(sam_weights_path, tmp_path_factory):
+    """The app in server-decoding mode (in-browser decoding is tested in test_browser_decoding)."""
     cache = tmp_path_factory.mktemp("onnx")
     with running_app(["--checkpoint", str(sam_weights_path),
                       "--detector-checkpoint", str(OBJECTAWARE_FIXTURE / "objectaware_random.pt")],
-                     {"MOBILESAM_ONNX_CACHE": str(cache)}) as url:
+                     {"MOBILESAM_ONNX_CACHE": str(cache), "MOBILESAM_BROWSER_DECODING": "0"}) as url:
         yield url
 
 
