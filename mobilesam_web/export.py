@@ -10,7 +10,8 @@ Graphs (see `onnx_graphs.py` for their I/O):
 | `decoder_single.onnx` | SAM ONNX convention, one mask chosen as SAM does |
 | `decoder_lowres.onnx` | SAM convention inputs without orig_im_size -> low-res logits of 4 tokens |
 | `decoder_boxes.onnx` | image_embeddings + boxes (B, 4) -> B single-mask low-res logits |
-| `decoder_int8.onnx` | `decoder.onnx` with int8 dynamic weight quantization (optional, for browsers) |
+| `decoder_web.onnx` | `decoder_lowres.onnx` with float16-stored weights (half the download, for browsers) |
+| `decoder_int8.onnx` | `decoder.onnx` with int8 dynamic weight quantization (optional) |
 """
 import hashlib
 import json
@@ -112,6 +113,46 @@ def export_box_decoder(model: Sam, path: PathLike, metadata: Dict[str, str]) -> 
     return path
 
 
+def fp16_weights(src: PathLike, dst: PathLike, min_elements: int = 1024) -> Path:
+    """Store large float32 weights as float16, each followed by a Cast back to float32.
+
+    Halves the download (the browser decoder: 16 -> 8 MB) while the arithmetic stays float32:
+    onnxruntime folds the casts when the session is created."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    casts, keep = [], []
+    for init in graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if init.data_type == TensorProto.FLOAT and arr.size >= min_elements:
+            half = numpy_helper.from_array(arr.astype(np.float16), init.name + "__fp16")
+            keep.append(half)
+            casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
+                                          name=init.name + "__cast"))
+        else:
+            keep.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return Path(dst)
+
+
+def export_web_decoder(model: Sam, path: PathLike, metadata: Dict[str, str]) -> Path:
+    """The in-browser decoder: `decoder_lowres` with float16-stored weights."""
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".fp32.onnx")
+    export_lowres_decoder(model, tmp, {**metadata, "graph": "decoder_web", "weights_storage": "float16"})
+    fp16_weights(tmp, path)
+    tmp.unlink()
+    return path
+
+
 def quantize_decoder(src: PathLike, dst: PathLike) -> Path:
     """int8 dynamic quantization of the decoder's MatMul weights (activations stay float)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -175,19 +216,20 @@ def verify_exports(model: Sam, paths: Dict[str, Path]) -> Dict[str, float]:
     mask_in = torch.as_tensor(inputs["mask_input"])
     ref_masks, ref_iou, ref_low = pred.predict_torch(coords, labels, None, mask_in, multimask_output=True,
                                                      return_logits=True)
-    for kind in ("decoder", "decoder_lowres", "decoder_int8"):
+    # float16-stored weights move logits by ~3e-3 (measured); int8 is only reported here.
+    tolerances = {"decoder": 1e-3, "decoder_lowres": 1e-3, "decoder_web": 5e-2, "decoder_int8": None}
+    for kind, tol in tolerances.items():
         if kind not in paths:
             continue
         sess = ort_session(paths[kind])
         feed = {i.name: inputs[i.name] for i in sess.get_inputs()}
         outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
-        tol = 1e-3 if kind != "decoder_int8" else None
         low = outs["low_res_masks"][:, 1:]
         if tol is None:  # quantized: report, the bound is checked by the tests
             report[kind] = float(np.abs(low - ref_low.numpy()).max())
             continue
         _compare(f"{kind} low_res_masks", low, ref_low.numpy(), tol)
-        _compare(f"{kind} iou_predictions", outs["iou_predictions"][:, 1:], ref_iou.numpy(), tol)
+        _compare(f"{kind} iou_predictions", outs["iou_predictions"][:, 1:], ref_iou.numpy(), min(tol, 1e-2))
         if "masks" in outs:
             _compare(f"{kind} masks", outs["masks"][:, 1:], ref_masks.numpy(), 5e-3)
         report[kind] = float(np.abs(low - ref_low.numpy()).max())
@@ -208,8 +250,10 @@ EXPORTERS: Dict[str, Callable] = {
     "decoder_single": lambda m, p, md: export_sam_decoder(m, p, md, return_single_mask=True),
     "decoder_lowres": export_lowres_decoder,
     "decoder_boxes": export_box_decoder,
+    "decoder_web": export_web_decoder,
 }
 ENGINE_GRAPHS = ("encoder", "decoder_lowres", "decoder_boxes")
+APP_GRAPHS = ENGINE_GRAPHS + ("decoder_web",)
 
 
 def export_all(checkpoint: Optional[PathLike], out_dir: PathLike, graphs: Sequence[str] = tuple(EXPORTERS),

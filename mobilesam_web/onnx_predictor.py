@@ -11,7 +11,7 @@ from typing import Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from .export import ENGINE_GRAPHS, available_cores, cached_exports, ort_session
+from .export import APP_GRAPHS, ENGINE_GRAPHS, available_cores, cached_exports, ort_session
 from .predictor import ImageState
 from .transforms import ResizeLongestSide, get_preprocess_shape
 from .validation import check_image, check_prompts
@@ -115,9 +115,10 @@ class OnnxSam:
         return emb, False
 
     def warm_up(self) -> None:
-        """Create every session now, so the first user request does not pay for it."""
-        for name in self.paths:
-            self.session(name)
+        """Create the server's sessions now, so the first user request does not pay for it."""
+        for name in ENGINE_GRAPHS:
+            if name in self.paths:
+                self.session(name)
 
     def decode(self, embedding: np.ndarray, coords: np.ndarray, labels: np.ndarray,
                mask_input: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
@@ -234,14 +235,16 @@ _ENGINES_LOCK = threading.Lock()
 
 def load_onnx_engine(checkpoint: Optional[PathLike] = None, cache_dir: Optional[PathLike] = None,
                      threads: Optional[int] = None, providers: Optional[list] = None,
-                     decoder_checkpoint: Optional[PathLike] = None, log=lambda s: None) -> OnnxSam:
+                     decoder_checkpoint: Optional[PathLike] = None, log=lambda s: None,
+                     app: bool = False) -> OnnxSam:
     """The (process-wide, read-only) engine for a checkpoint; exports on first use.
     decoder_checkpoint: MobileSAMv2's Prompt_guided_Mask_Decoder.pt to use instead of
-    MobileSAM's own prompt encoder / mask decoder."""
+    MobileSAM's own prompt encoder / mask decoder. app: also export the browser decoder."""
     path = resolve_checkpoint("mobile_sam", checkpoint)
-    key = (str(path), str(decoder_checkpoint), str(cache_dir), threads, tuple(providers or ()))
+    key = (str(path), str(decoder_checkpoint), str(cache_dir), threads, tuple(providers or ()), app)
     with _ENGINES_LOCK:
         if key not in _ENGINES:
-            paths = cached_exports(path, cache_dir, ENGINE_GRAPHS, log=log, decoder_checkpoint=decoder_checkpoint)
+            graphs = APP_GRAPHS if app else ENGINE_GRAPHS
+            paths = cached_exports(path, cache_dir, graphs, log=log, decoder_checkpoint=decoder_checkpoint)
             _ENGINES[key] = OnnxSam(paths, threads, providers)
         return _ENGINES[key]

@@ -252,6 +252,7 @@ export function mount({ element, props, trigger, watch }) {
       const q = new URLSearchParams(location.search);   // overrides for tests and benchmarks
       if (q.get("msw_backend")) cfg.preferBackend = q.get("msw_backend");
       if (q.get("msw_threads")) cfg.threads = +q.get("msw_threads");
+      if (q.get("msw_decoder") === "small" && cfg.decoder_small) cfg.decoder = cfg.decoder_small;
       if (!cfg.decoder) throw new Error("the server has no exported decoder");
       decoder = await BrowserDecoder.create(cfg, setInfo);
       debug.decoder = decoder;

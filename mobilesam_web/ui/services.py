@@ -90,7 +90,7 @@ def load_services(config: AppConfig, log=print) -> Services:
         if config.backend == "onnxruntime":
             from ..onnx_predictor import load_onnx_engine
 
-            s.engine = load_onnx_engine(path, config.onnx_cache_dir, config.threads, log=log)
+            s.engine = load_onnx_engine(path, config.onnx_cache_dir, config.threads, log=log, app=True)
             s.engine.warm_up()
         elif config.backend != "torch":
             raise ValueError(f"unknown backend {config.backend!r} (use onnxruntime or torch)")

@@ -5,7 +5,7 @@ Routes (besides Gradio at /):
 - /msw/static/...        our browser code (static/)
 - /msw/ort/...           onnxruntime-web from static/node_modules (after `npm ci --prefix static`)
 - /msw/config.json       what the page needs: ORT location (local, or CDN + SRI), decoder URL/size
-- /msw/models/decoder.onnx   the SAM-convention low-res decoder (immutable, cache forever)
+- /msw/models/decoder-{fp32,small}.onnx   the low-res decoder (immutable, cache forever)
 - /msw/embedding/{token} one image's embedding as float16 (token: random, per upload)
 """
 import os
@@ -79,8 +79,14 @@ def create_server(demo, services, store: EmbeddingStore):
         response.headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
         return response
 
-    decoder_path = services.engine.paths.get("decoder_lowres") if services.engine is not None else None
-    decoder_tag = Path(decoder_path).parent.name if decoder_path else None
+    paths = services.engine.paths if services.engine is not None else {}
+    decoders = {"fp32": paths.get("decoder_lowres"), "small": paths.get("decoder_web")}
+    tag = Path(decoders["fp32"]).parent.name if decoders["fp32"] else None
+
+    def describe(kind):
+        p = decoders.get(kind)
+        return {"url": f"/msw/models/decoder-{kind}.onnx?v={tag}", "bytes": os.path.getsize(p),
+                "version": tag, "kind": kind} if p else None
 
     @app.get("/msw/config.json")
     def config():
@@ -88,16 +94,18 @@ def create_server(demo, services, store: EmbeddingStore):
         return JSONResponse({
             "ort": {"version": ORT_VERSION, "local": local,
                     "base": "/msw/ort/" if local else ORT_CDN, "sri": ORT_SRI},
-            "decoder": ({"url": f"/msw/models/decoder.onnx?v={decoder_tag}", "bytes": os.path.getsize(decoder_path),
-                         "version": decoder_tag} if decoder_path else None),
+            # fp32 by default (exact parity with the server); "small" stores the weights as
+            # float16 (half the download; mask IoU >= 0.999 against fp32, measured).
+            "decoder": describe("fp32"),
+            "decoder_small": describe("small"),
             "cross_origin_isolated_by_server": isolate,
         }, headers={"Cache-Control": "no-cache"})
 
-    @app.get("/msw/models/decoder.onnx")
-    def decoder():
-        if not decoder_path:
+    @app.get("/msw/models/decoder-{kind}.onnx")
+    def decoder(kind: str):
+        if not decoders.get(kind):
             raise HTTPException(404, "the in-browser decoder needs the onnxruntime backend and model weights")
-        return FileResponse(decoder_path, media_type="application/octet-stream",
+        return FileResponse(decoders[kind], media_type="application/octet-stream",
                             headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
     @app.get("/msw/embedding/{token}")
