@@ -7,7 +7,8 @@ decode call (onnxruntime-web session.run + reading the outputs) over N prompts f
 WASM with 1 thread, WASM with threads (cross-origin isolated page), and WebGPU when the browser
 exposes an adapter (here: SwiftShader, a CPU emulation, so expect it to be slow). Also times a
 full hover (decode + SAM's exact upscaling + drawing) and, as the baseline in the same run, the
-server's ONNX Runtime decoder.
+server's ONNX Runtime decoder. "hover" rows: the fast decoder the page uses for hover previews
+(tanh GELU, float16 weights); clicks use the exact one.
 """
 import argparse
 import statistics
@@ -25,12 +26,13 @@ FIX = ROOT.parent / "shared" / "fixtures" / "mobilesam_parity"
 
 from server_utils import browser, running_app  # noqa: E402
 
-JS = """async ([n, warm]) => {
+JS = """async ([n, warm, fast]) => {
   const d = window.mswDebug.decoder, ts = [];
+  if (fast) { await d.fastReady; if (!d.fastSession) return null; }
   for (let i = 0; i < warm + n; i++) {
     const x = 100 + (i * 37) % 800, y = 100 + (i * 53) % 800;
     const t = performance.now();
-    await d.decode([[x, y, 1]], null, null);
+    await d.decode([[x, y, 1]], null, null, {fast});
     if (i >= warm) ts.push(performance.now() - t);
   }
   ts.sort((a, b) => a - b);
@@ -91,9 +93,12 @@ def main() -> None:
                 if page is None:
                     rows.append((name, None, None, err))
                     continue
-                r = page.evaluate(JS, [n, 2])
+                r = page.evaluate(JS, [n, 2, False])
+                fast = page.evaluate(JS, [n, 2, True]) if "WASM" in name else None
                 hover = page.evaluate(HOVER_JS, 10) if "WASM" in name else None
                 rows.append((name, r, hover, r["label"]))
+                if fast:
+                    rows.append((name + " hover", fast, None, "fast decoder"))
                 page.close()
     print(f"median decode over {args.n} prompts (WebGPU: {args.webgpu_n}), 2-core machine, Chromium headless")
     print(f"server onnxruntime (native, same decoder graph): {server_ms:.1f} ms")
@@ -101,7 +106,7 @@ def main() -> None:
         if r is None:
             print(f"{name:16s} unavailable: {label}")
             continue
-        h = f", full hover (decode + upscale + draw) {hover:.1f} ms" if hover else ""
+        h = f", full hover (fast decode + upscale + draw) {hover:.1f} ms" if hover else ""
         print(f"{name:16s} {label:18s} median {r['median']:.1f} ms, min {r['min']:.1f} ms "
               f"({r['median'] / server_ms:.1f}x server){h}")
 

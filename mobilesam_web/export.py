@@ -11,6 +11,7 @@ Graphs (see `onnx_graphs.py` for their I/O):
 | `decoder_lowres.onnx` | SAM convention inputs without orig_im_size -> low-res logits of 4 tokens |
 | `decoder_boxes.onnx` | image_embeddings + boxes (B, 4) -> B single-mask low-res logits |
 | `decoder_web.onnx` | `decoder_lowres.onnx` with float16-stored weights (half the download, for browsers) |
+| `decoder_fast.onnx` | as `decoder_web.onnx`, with tanh-approximated GELU (the browser's hover previews) |
 | `decoder_int8.onnx` | `decoder.onnx` with int8 dynamic weight quantization (optional) |
 """
 import hashlib
@@ -92,13 +93,14 @@ def export_sam_decoder(model: Sam, path: PathLike, metadata: Dict[str, str],
     return path
 
 
-def export_lowres_decoder(model: Sam, path: PathLike, metadata: Dict[str, str]) -> Path:
+def export_lowres_decoder(model: Sam, path: PathLike, metadata: Dict[str, str],
+                          approximate_gelu: bool = False) -> Path:
     path = Path(path)
     inputs = _example_decoder_inputs(model)
     del inputs["orig_im_size"]
     dyn = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
-    _export(LowResDecoder(model), tuple(inputs.values()), path, SAM_DECODER_INPUTS[:5],
-            ["low_res_masks", "iou_predictions"], dyn, {**metadata, "graph": "decoder_lowres"})
+    _export(LowResDecoder(model, approximate_gelu), tuple(inputs.values()), path, SAM_DECODER_INPUTS[:5],
+            ["low_res_masks", "iou_predictions"], dyn, {"graph": "decoder_lowres", **metadata})
     return path
 
 
@@ -143,11 +145,15 @@ def fp16_weights(src: PathLike, dst: PathLike, min_elements: int = 1024) -> Path
     return Path(dst)
 
 
-def export_web_decoder(model: Sam, path: PathLike, metadata: Dict[str, str]) -> Path:
-    """The in-browser decoder: `decoder_lowres` with float16-stored weights."""
+def export_web_decoder(model: Sam, path: PathLike, metadata: Dict[str, str],
+                       approximate_gelu: bool = False) -> Path:
+    """A browser decoder: `decoder_lowres` with float16-stored weights (and, for hover
+    previews, tanh-approximated GELU)."""
     path = Path(path)
     tmp = path.with_name(path.stem + ".fp32.onnx")
-    export_lowres_decoder(model, tmp, {**metadata, "graph": "decoder_web", "weights_storage": "float16"})
+    graph = "decoder_fast" if approximate_gelu else "decoder_web"
+    export_lowres_decoder(model, tmp, {**metadata, "graph": graph, "weights_storage": "float16",
+                                       "gelu": "tanh" if approximate_gelu else "erf"}, approximate_gelu)
     fp16_weights(tmp, path)
     tmp.unlink()
     return path
@@ -217,7 +223,8 @@ def verify_exports(model: Sam, paths: Dict[str, Path]) -> Dict[str, float]:
     ref_masks, ref_iou, ref_low = pred.predict_torch(coords, labels, None, mask_in, multimask_output=True,
                                                      return_logits=True)
     # float16-stored weights move logits by ~3e-3 (measured); int8 is only reported here.
-    tolerances = {"decoder": 1e-3, "decoder_lowres": 1e-3, "decoder_web": 5e-2, "decoder_int8": None}
+    tolerances = {"decoder": 1e-3, "decoder_lowres": 1e-3, "decoder_web": 5e-2, "decoder_fast": 5e-2,
+                  "decoder_int8": None}
     for kind, tol in tolerances.items():
         if kind not in paths:
             continue
@@ -251,9 +258,10 @@ EXPORTERS: Dict[str, Callable] = {
     "decoder_lowres": export_lowres_decoder,
     "decoder_boxes": export_box_decoder,
     "decoder_web": export_web_decoder,
+    "decoder_fast": lambda m, p, md: export_web_decoder(m, p, md, approximate_gelu=True),
 }
 ENGINE_GRAPHS = ("encoder", "decoder_lowres", "decoder_boxes")
-APP_GRAPHS = ENGINE_GRAPHS + ("decoder_web",)
+APP_GRAPHS = ENGINE_GRAPHS + ("decoder_web", "decoder_fast")
 
 
 def export_all(checkpoint: Optional[PathLike], out_dir: PathLike, graphs: Sequence[str] = tuple(EXPORTERS),

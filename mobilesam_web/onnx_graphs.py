@@ -29,11 +29,11 @@ class EncoderGraph(nn.Module):
 class _PromptEmbedding(nn.Module):
     """Functional (export-friendly) versions of the prompt encoder's embeddings."""
 
-    def __init__(self, model: Sam) -> None:
+    def __init__(self, model: Sam, approximate_gelu: bool = False) -> None:
         super().__init__()
         self.model = model
         self.img_size = model.img_size
-        self.decoder = FastMaskDecoder(model)
+        self.decoder = FastMaskDecoder(model, approximate_gelu)
 
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """coords (B, N, 2) in the 1024 frame; labels (B, N): 1/0 points, 2/3 box corners,

@@ -54,8 +54,9 @@ export function mount({ element, props, trigger, watch }) {
   const setInfo = (extra) => {
     if (!decoder) { info.textContent = extra || ""; return; }
     const mb = (decoder.modelBytes / 1048576).toFixed(1);
+    const hover = decoder.lastHoverMs ? ` · hover ${decoder.lastHoverMs.toFixed(0)} ms` : "";
     info.textContent = `${decoder.label} · decoder ${mb} MB ${decoder.modelCached ? "(cached)" : "(downloaded)"}` +
-      ` · last decode ${decoder.lastMs.toFixed(0)} ms` + (extra ? ` · ${extra}` : "");
+      ` · last decode ${decoder.lastMs.toFixed(0)} ms${hover}` + (extra ? ` · ${extra}` : "");
     info.dataset.backend = decoder.backend;
     info.dataset.lastMs = decoder.lastMs.toFixed(2);
   };
@@ -70,12 +71,12 @@ export function mount({ element, props, trigger, watch }) {
     return [(e.clientX - r.left) / r.width * view.width, (e.clientY - r.top) / r.height * view.height];
   }
 
-  async function decodePrompts(points, box, prev) {
+  async function decodePrompts(points, box, prev, fast = false) {
     const multimask = points.length === 1 && !box;
     const maskInput = refine && prev && !multimask ? prev.low[prev.selected] : null;
     const pts = points.map(([x, y, l]) => [...to1024(x, y), l]);
     const bx = box ? [...to1024(box[0], box[1]), ...to1024(box[2], box[3])] : null;
-    const { low, iou } = await decoder.decode(pts, bx, maskInput);
+    const { low, iou } = await decoder.decode(pts, bx, maskInput, { fast });
     const sl = multimask ? [1, 2, 3] : [0];
     const res = { low: sl.map((i) => low[i]), iou: sl.map((i) => iou[i]) };
     res.selected = res.iou.indexOf(Math.max(...res.iou));
@@ -144,8 +145,8 @@ export function mount({ element, props, trigger, watch }) {
       const p = hoverPending; hoverPending = null;
       await exclusive(async () => {
         const points = [...st.points, p];
-        const result = await decodePrompts(points, st.box, st.result);
-        if (!hoverPending && !drag) { redraw({ points, result }); setInfo("hover"); }
+        const result = await decodePrompts(points, st.box, st.result, true);
+        if (!hoverPending && !drag) { redraw({ points, result }); setInfo(); }
         debug.hoverCount = (debug.hoverCount || 0) + 1;
       });
     }
@@ -253,6 +254,7 @@ export function mount({ element, props, trigger, watch }) {
       if (q.get("msw_backend")) cfg.preferBackend = q.get("msw_backend");
       if (q.get("msw_threads")) cfg.threads = +q.get("msw_threads");
       if (q.get("msw_decoder") === "small" && cfg.decoder_small) cfg.decoder = cfg.decoder_small;
+      if (q.get("msw_hover") === "exact") cfg.hover = "exact";
       if (!cfg.decoder) throw new Error("the server has no exported decoder");
       decoder = await BrowserDecoder.create(cfg, setInfo);
       debug.decoder = decoder;

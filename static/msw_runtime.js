@@ -154,6 +154,7 @@ export class BrowserDecoder {
         const session = await ort.InferenceSession.create(model.bytes, { executionProviders: [ep] });
         const d = new BrowserDecoder(ort, session, ep, model);
         await d.selfTest();
+        if (cfg.decoder_fast && cfg.hover !== "exact") d.fastReady = d.loadFast(cfg.decoder_fast.url);
         return d;
       } catch (e) {
         tried.push(`${ep}: ${e.message || e}`);
@@ -171,6 +172,18 @@ export class BrowserDecoder {
     this.threads = backend === "wasm" ? ort.env.wasm.numThreads : 0;
     this.embedding = null;
     this.lastMs = 0;
+    this.fastSession = null;   // hover previews (tanh GELU: WASM's erf is slow); clicks stay exact
+    this.lastHoverMs = 0;
+  }
+
+  async loadFast(url) {
+    try {
+      const model = await cachedModel(url);
+      this.fastSession = await this.ort.InferenceSession.create(model.bytes, { executionProviders: [this.backend] });
+      this.fastBytes = model.bytes.length;
+    } catch (e) {
+      this.fastError = String(e.message || e);   // hover then uses the exact decoder
+    }
   }
 
   get label() {
@@ -193,7 +206,7 @@ export class BrowserDecoder {
 
   // points: [[x, y, label], ...] and box [x0, y0, x1, y1] in the resized-1024 frame;
   // maskInput: Float32Array(65536) or null. -> {low: [4 x Float32Array(65536)], iou: [4]}
-  async decode(points, box, maskInput) {
+  async decode(points, box, maskInput, { fast = false } = {}) {
     const coords = [], labels = [];
     for (const [x, y, l] of points) { coords.push(x, y); labels.push(l); }
     if (box) { coords.push(box[0], box[1], box[2], box[3]); labels.push(2, 3); }
@@ -206,10 +219,12 @@ export class BrowserDecoder {
       mask_input: new T("float32", maskInput || new Float32Array(65536), [1, 1, 256, 256]),
       has_mask_input: new T("float32", Float32Array.from([maskInput ? 1 : 0]), [1]),
     };
+    const session = fast && this.fastSession ? this.fastSession : this.session;
     const t0 = performance.now();
-    const out = await this.session.run(feeds);
+    const out = await session.run(feeds);
     const lowAll = await out.low_res_masks.getData(), iou = Array.from(await out.iou_predictions.getData());
-    this.lastMs = performance.now() - t0;
+    if (session === this.session) this.lastMs = performance.now() - t0;
+    else this.lastHoverMs = performance.now() - t0;
     const low = [0, 1, 2, 3].map((i) => lowAll.slice(i * 65536, (i + 1) * 65536));
     return { low, iou };
   }

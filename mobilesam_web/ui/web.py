@@ -80,7 +80,8 @@ def create_server(demo, services, store: EmbeddingStore):
         return response
 
     paths = services.engine.paths if services.engine is not None else {}
-    decoders = {"fp32": paths.get("decoder_lowres"), "small": paths.get("decoder_web")}
+    decoders = {"fp32": paths.get("decoder_lowres"), "small": paths.get("decoder_web"),
+                "fast": paths.get("decoder_fast")}
     tag = Path(decoders["fp32"]).parent.name if decoders["fp32"] else None
 
     def describe(kind):
@@ -98,6 +99,8 @@ def create_server(demo, services, store: EmbeddingStore):
             # float16 (half the download; mask IoU >= 0.999 against fp32, measured).
             "decoder": describe("fp32"),
             "decoder_small": describe("small"),
+            # hover previews: tanh GELU (WASM's erf is slow), float16 weights; ~1.5e-3 in logits
+            "decoder_fast": describe("fast"),
             "cross_origin_isolated_by_server": isolate,
         }, headers={"Cache-Control": "no-cache"})
 
