@@ -44,7 +44,8 @@ def main() -> None:
     ap.add_argument("--grid-points", type=int, default=32)
     ap.add_argument("--boxes", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--detector-backend", choices=["torch", "onnxruntime"], default="onnxruntime")
+    ap.add_argument("--detector-backend", choices=["torch", "onnxruntime"], default="torch",
+                    help="torch (channels_last, what the app uses) or onnxruntime")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     image = np.array(Image.open(args.image).convert("RGB"))

@@ -1,13 +1,17 @@
 """Box utilities: greedy NMS (torchvision semantics) and boxes of binary masks."""
+from typing import Optional
+
 import numpy as np
 import torch
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
+        max_keep: Optional[int] = None) -> np.ndarray:
     """Greedy non-maximum suppression; returns kept indices by descending score.
 
     Same arithmetic as torchvision.ops.nms: areas (x2-x1)*(y2-y1), a box is dropped when its IoU
     with a kept box is strictly greater than the threshold, ties keep input order (stable sort).
+    max_keep stops after that many kept boxes: the same first boxes as a full run then a cut.
     """
     boxes = np.asarray(boxes, dtype=np.float32)
     scores = np.asarray(scores, dtype=np.float32)
@@ -22,6 +26,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
         if suppressed[i]:
             continue
         keep.append(i)
+        if max_keep is not None and len(keep) >= max_keep:
+            break
         rest = order[pos + 1:]
         rest = rest[~suppressed[rest]]
         if len(rest) == 0:

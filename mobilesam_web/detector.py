@@ -56,7 +56,7 @@ def postprocess(preds: np.ndarray, input_hw: Tuple[int, int], orig_hw: Tuple[int
     cand = cand[np.argsort(-scores[cand], kind="stable")]
     xywh = preds[:4, cand].T
     boxes = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
-    keep = nms(boxes, scores[cand], iou)[:max_det]
+    keep = nms(boxes, scores[cand], iou, max_keep=max_det)
     boxes, s = boxes[keep].astype(np.float32), scores[cand][keep].astype(np.float32)
     H, W = input_hw
     boxes[boxes[:, 0] < border, 0] = 0

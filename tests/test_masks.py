@@ -57,3 +57,13 @@ def test_nms_matches_bruteforce():
             expected.append(i)
     assert keep.tolist() == expected
     assert 0 < len(keep) < 60
+
+
+def test_nms_max_keep_is_a_prefix():
+    rng = np.random.default_rng(5)
+    xy = rng.random((300, 2)) * 100
+    boxes = np.concatenate([xy, xy + 10 + rng.random((300, 2)) * 40], 1).astype(np.float32)
+    scores = rng.random(300).astype(np.float32)
+    full = nms(boxes, scores, 0.6)
+    assert len(full) > 20
+    assert nms(boxes, scores, 0.6, max_keep=20).tolist() == full[:20].tolist()
