@@ -108,6 +108,7 @@ class SegmentEverything:
         progress(0.0, "encoding image")
         self.predictor.set_image(image)
         t["encode"] = time.perf_counter() - t0
+        t["encode_cached"] = float(bool(getattr(self.predictor, "last_encode_cached", False)))
 
         t0 = time.perf_counter()
         progress(0.0, "detecting objects")

@@ -15,6 +15,7 @@ import gradio as gr
 import numpy as np
 
 from ..image_io import ImageLoadError, load_image
+from ..masks import color_for
 from . import segment as seg
 from .api import everything_api, segment_api
 from .everything_tab import render_records, run_everything, run_grid
@@ -120,7 +121,11 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
         if s is None or not s.objects:
             return []
         masks = s.object_masks()
-        return [[i + 1, "■", int(m.sum()), round(o.score, 3), len(o.prompts.points), o.prompts.box is not None]
+        def swatch(i):
+            r, g, b = (int(v) for v in color_for(i))
+            return f"<span style='color:rgb({r},{g},{b});font-size:1.4em'>■</span>"
+
+        return [[i + 1, swatch(i), int(m.sum()), round(o.score, 3), len(o.prompts.points), o.prompts.box is not None]
                 for i, (o, m) in enumerate(zip(s.objects, masks))]
 
     def view(s: Optional[seg.SegmentSession]):
@@ -214,9 +219,11 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
                                     pred_iou_thresh=iou_filter if iou_filter > 0 else None,
                                     stability_thresh=stab_filter if stab_filter > 0 else None,
                                     mask_nms_thresh=0.9 if dedupe else None, progress=report)
-        total = sum(v for k, v in t.items() if k != "boxes")
-        md = (f"**{len(records)} objects** from {int(t['boxes'])} detector boxes in **{total:.2f} s** — "
-              f"encode {t['encode']:.2f} s · detect {t['detect']:.2f} s · decode {t['decode']:.2f} s "
+        total = sum(t[k] for k in ("encode", "detect", "decode", "postprocess"))
+        enc = "embedding reused" if t.get("encode_cached") else f"encode {t['encode']:.2f} s"
+        noun = "object" if len(records) == 1 else "objects"
+        md = (f"**{len(records)} {noun}** from {int(t['boxes'])} detector boxes in **{total:.2f} s** — "
+              f"{enc} · detect {t['detect']:.2f} s · decode {t['decode']:.2f} s "
               f"({t['decode'] / max(t['boxes'], 1) * 1e3:.0f} ms/box) · post-process {t['postprocess']:.2f} s")
         grid_img = None
         if compare_grid:
@@ -266,6 +273,7 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
                                             allow_preview=False, elem_id="msw-candidates", format="jpeg",
                                             visible=not start_in_browser)
                     objects = gr.Dataframe(headers=["#", "colour", "area (px)", "IoU", "points", "box"],
+                                           datatype=["number", "html", "number", "number", "number", "bool"],
                                            label="Kept objects", interactive=False)
             outs = [state, canvas, candidates, info, objects]
             upload.change(on_upload, [upload, refine], outs + [widget], api_visibility="private")
