@@ -6,16 +6,13 @@ The torch engine performs the official computation op for op (it reproduces the 
 outputs bit for bit), so it is the in-run stand-in for the official code; the official numbers
 measured on this machine are printed for reference. Ratios > 1 mean the ONNX engine is faster.
 """
-import argparse
 import time
 
 import numpy as np
 import torch
-from PIL import Image
 
-from common import FIXTURES, median_time, peak_rss_mb  # noqa: E402
+from common import engine_arguments, load_rgb, median_time, peak_rss_mb  # noqa: E402
 
-FIXTURE = FIXTURES / "mobilesam_parity"
 
 from mobilesam_web import SamPredictor, build_mobile_sam  # noqa: E402
 from mobilesam_web.onnx_predictor import OnnxSamPredictor, load_onnx_engine  # noqa: E402
@@ -35,16 +32,12 @@ def random_boxes(n: int, w: int, h: int, seed: int = 0) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--checkpoint", default=str(FIXTURE / "weights_fp16.pt"))
-    ap.add_argument("--image", default=str(FIXTURE / "image.png"))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--n", type=int, default=5)
+    ap = engine_arguments(__doc__.strip().splitlines()[0])
     ap.add_argument("--boxes", type=int, default=100)
     ap.add_argument("--cache-dir", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    image = np.array(Image.open(args.image).convert("RGB"))
+    image = load_rgb(args.image)
     h, w = image.shape[:2]
     pt, lbl = np.array([[w * 0.4, h * 0.5]]), np.array([1])
     boxes5, boxes_n = random_boxes(5, w, h), random_boxes(args.boxes, w, h, 1)

@@ -5,15 +5,12 @@
 Without --checkpoint it uses the random-weight parity fixture (timings do not depend on the
 weights' values).
 """
-import argparse
 
 import numpy as np
 import torch
-from PIL import Image
 
-from common import FIXTURES, median_time  # noqa: E402
+from common import engine_arguments, load_rgb, median_time  # noqa: E402
 
-FIXTURE = FIXTURES / "mobilesam_parity"
 
 from mobilesam_web import SamPredictor, build_mobile_sam  # noqa: E402
 
@@ -21,14 +18,10 @@ from mobilesam_web import SamPredictor, build_mobile_sam  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--checkpoint", default=str(FIXTURE / "weights_fp16.pt"))
-    ap.add_argument("--image", default=str(FIXTURE / "image.png"))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--n", type=int, default=5)
+    ap = engine_arguments(__doc__.strip().splitlines()[0])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    image = np.array(Image.open(args.image).convert("RGB"))
+    image = load_rgb(args.image)
     predictor = SamPredictor(build_mobile_sam(args.checkpoint))
     h, w = image.shape[:2]
     pt = np.array([[w * 0.4, h * 0.5]])
