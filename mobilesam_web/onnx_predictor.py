@@ -11,7 +11,7 @@ from typing import Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from .export import APP_GRAPHS, ENGINE_GRAPHS, available_cores, cached_exports, ort_session
+from .export import APP_GRAPHS, ENGINE_GRAPHS, available_cores, cached_exports, discard_cached, ort_session
 from .predictor import ImageState
 from .transforms import ResizeLongestSide, get_preprocess_shape
 from .validation import check_image, check_prompts
@@ -245,6 +245,31 @@ def load_onnx_engine(checkpoint: Optional[PathLike] = None, cache_dir: Optional[
     with _ENGINES_LOCK:
         if key not in _ENGINES:
             graphs = APP_GRAPHS if app else ENGINE_GRAPHS
-            paths = cached_exports(path, cache_dir, graphs, log=log, decoder_checkpoint=decoder_checkpoint)
-            _ENGINES[key] = OnnxSam(paths, threads, providers)
+            for attempt in (1, 2):
+                paths = cached_exports(path, cache_dir, graphs, log=log, decoder_checkpoint=decoder_checkpoint)
+                engine = OnnxSam(paths, threads, providers)
+                refused = _refused_by_ort(engine)
+                if not refused:
+                    break
+                if attempt == 2:
+                    raise RuntimeError(f"ONNX Runtime refuses freshly exported graphs: {refused}")
+                for name, why in refused.items():
+                    discard_cached(paths[name], log, f"ONNX Runtime refused it ({why})")
+            _ENGINES[key] = engine
         return _ENGINES[key]
+
+
+def _refused_by_ort(engine: OnnxSam) -> Dict[str, str]:
+    """{graph: reason} for each graph ONNX Runtime cannot load. The engine's own graphs get
+    their (kept) sessions now; the browser graphs are loaded once and dropped: a graph the
+    server can't load is no better for a browser."""
+    refused = {}
+    for name, p in engine.paths.items():
+        try:
+            if name in ENGINE_GRAPHS:
+                engine.session(name)
+            else:
+                ort_session(p, 1, engine.providers)
+        except Exception as exc:
+            refused[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    return refused
