@@ -5,7 +5,8 @@
 
 Every option also has an environment variable (for a Space): MOBILESAM_CHECKPOINT,
 MOBILESAMV2_DETECTOR, MOBILESAMV2_DECODER, MOBILESAM_BACKEND, MOBILESAM_MAX_IMAGE_SIDE,
-GRADIO_SERVER_NAME, GRADIO_SERVER_PORT.
+MOBILESAM_MAX_UPLOAD_MB, MOBILESAM_MAX_PIXELS, MOBILESAM_MAX_POINTS, GRADIO_SERVER_NAME,
+GRADIO_SERVER_PORT; more limits only as variables (README "Limits").
 """
 import argparse
 import logging
@@ -25,7 +26,14 @@ def main() -> None:
                                                  "everything tab (default: MobileSAM's own decoder)")
     ap.add_argument("--backend", choices=["onnxruntime", "torch"], default=None)
     ap.add_argument("--max-image-side", type=int, default=None,
-                    help="downscale larger images to this many pixels on the long side (default 2048)")
+                    help="work on larger images downscaled to this long side; results stay in the "
+                         "image's own pixels (default 2048)")
+    ap.add_argument("--max-upload-mb", type=float, default=None,
+                    help="refuse uploads larger than this (default 50; $MOBILESAM_MAX_UPLOAD_MB)")
+    ap.add_argument("--max-pixels", type=int, default=None,
+                    help="refuse images with more pixels (default 100000000; $MOBILESAM_MAX_PIXELS)")
+    ap.add_argument("--max-points", type=int, default=None,
+                    help="prompt points per request / object (default 64; $MOBILESAM_MAX_POINTS)")
     ap.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     ap.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     ap.add_argument("--share", action="store_true", help="create a public gradio.live link")
@@ -35,11 +43,15 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config = AppConfig.from_env(checkpoint=args.checkpoint, detector_checkpoint=args.detector_checkpoint,
                                 decoder_checkpoint=args.decoder_checkpoint, backend=args.backend,
-                                max_image_side=args.max_image_side)
+                                max_image_side=args.max_image_side, max_upload_mb=args.max_upload_mb,
+                                max_pixels=args.max_pixels, max_points=args.max_points)
     demo = build_app(config=config)
     demo.queue(default_concurrency_limit=args.concurrency, max_size=64)
     if args.share:  # a share link needs Gradio's own launcher (no cross-origin isolation headers)
-        demo.launch(server_name=args.host, server_port=args.port, share=True, show_error=True)
+        from mobilesam_web.ui.web import max_upload_bytes
+
+        demo.launch(server_name=args.host, server_port=args.port, share=True, show_error=True,
+                    max_file_size=max_upload_bytes(config), state_session_capacity=config.max_sessions)
         return
     import uvicorn
 

@@ -34,12 +34,9 @@ def load_prompt_guided_decoder(model: Sam, path: PathLike) -> Sam:
     """Replace the prompt encoder and mask decoder weights with MobileSAMv2's prompt-guided
     decoder (`Prompt_guided_Mask_Decoder.pt`: {"PromtEncoder": ..., "MaskDecoder": ...},
     SAM's architecture, loaded strictly). Returns the model, in eval mode."""
-    from .weights import CheckpointError
+    from .weights import CheckpointError, load_weights_only
 
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path} is not a loadable weights-only checkpoint ({type(exc).__name__})") from None
+    obj = load_weights_only(path)
     if not isinstance(obj, Mapping) or not {"PromtEncoder", "MaskDecoder"} <= set(obj):
         keys = sorted(obj) if isinstance(obj, Mapping) else type(obj).__name__
         raise CheckpointError(f"{path}: expected a dict with 'PromtEncoder' and 'MaskDecoder' state dicts, got {keys}")

@@ -5,7 +5,7 @@ object-aware detector proposes at most a few hundred boxes and each is decoded o
 multimask_output=False. Runs on the CPU with the ONNX Runtime engine (or the torch one).
 """
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -94,12 +94,15 @@ class SegmentEverything:
             return np.zeros((0, 256, 256), np.float32), np.zeros(0, np.float32)
         return np.concatenate(lows), np.concatenate(ious)
 
-    def generate(self, image: np.ndarray, progress: Optional[Callable[[float, str], None]] = None
-                 ) -> List[Dict[str, Any]]:
+    def generate(self, image: np.ndarray, progress: Optional[Callable[[float, str], None]] = None,
+                 output_size: Optional[Tuple[int, int]] = None) -> List[Dict[str, Any]]:
         """Records sorted by area (largest first), in the grid generator's format:
         segmentation, area, bbox (XYWH, of the mask), predicted_iou, stability_score,
         point_coords ([]: no point prompts), crop_box (the whole image), plus prompt_box
-        (the detector's XYXY box) and detector_score."""
+        (the detector's XYXY box) and detector_score.
+
+        output_size: (H, W) to give masks and boxes in, when `image` is a downscaled copy of
+        the user's image (default: the image's own size)."""
         progress = progress or (lambda f, s: None)
         image = check_image(image)
         h, w = image.shape[:2]
@@ -132,9 +135,11 @@ class SegmentEverything:
         if self.mask_nms_thresh is not None and len(idx) > 1:
             valid = ((input_size[0] + 3) // 4, (input_size[1] + 3) // 4)
             idx = idx[_mask_nms(low[idx], valid, pred_iou[idx], self.mask_nms_thresh)]
+        oh, ow = output_size or (h, w)
+        box_scale = np.array([ow / w, oh / h, ow / w, oh / h])
         records = []
         for i in idx:
-            mask = mask_from_low_res(low[i], input_size, (h, w))
+            mask = mask_from_low_res(low[i], input_size, (oh, ow))
             area = int(mask.sum())
             if area == 0 or area < self.min_area:
                 continue
@@ -146,8 +151,8 @@ class SegmentEverything:
                 "predicted_iou": float(pred_iou[i]),
                 "stability_score": float(stab[i]),
                 "point_coords": [],
-                "crop_box": [0, 0, w, h],
-                "prompt_box": [float(v) for v in boxes[i]],
+                "crop_box": [0, 0, ow, oh],
+                "prompt_box": [float(v) for v in boxes[i] * box_scale],
                 "detector_score": float(det_scores[i]),
             })
         records.sort(key=lambda r: -r["area"])

@@ -6,6 +6,9 @@ variable -> the Hugging Face cache (downloading into it when online). When none 
 """
 import hashlib
 import os
+import pickle
+import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Union
@@ -122,15 +125,27 @@ def verify_sha256(path: PathLike, expected: str) -> None:
         )
 
 
+def load_weights_only(path: PathLike):
+    """`torch.load(weights_only=True)`; a refused or broken file raises CheckpointError naming
+    the refused global, if any (and never suggesting to disable the check)."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        text = str(exc)
+        refused = re.search(r"(?:[Uu]nsupported global: |unsupported )GLOBAL ([\w.]+)", text)
+        if refused:
+            why = (f"it refers to `{refused.group(1)}`, which a weights-only checkpoint may not contain; "
+                   "it was refused without running anything")
+        elif isinstance(exc, (EOFError, zipfile.BadZipFile, pickle.UnpicklingError)) or "zip" in text.lower():
+            why = "the file is truncated or not a PyTorch checkpoint"
+        else:
+            why = f"{type(exc).__name__}"
+        raise CheckpointError(f"{path} is not a usable weights-only PyTorch checkpoint: {why}") from None
+
+
 def load_state_dict_file(path: PathLike) -> Dict[str, torch.Tensor]:
     """Load a flat tensor state_dict with `torch.load(weights_only=True)` (no code execution)."""
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"{path} is not a loadable weights-only PyTorch checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''})"
-        ) from None
+    obj = load_weights_only(path)
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

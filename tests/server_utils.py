@@ -22,16 +22,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class AppUrl(str):
+    """The app's base URL; `.pid` is the server process (for memory checks)."""
+    pid: int = 0
+
+
 @contextlib.contextmanager
-def running_app(args, env_extra=None, timeout=180):
+def running_app(args, env_extra=None, timeout=180, script=None):
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     log_path = ARTIFACTS / f"server-{port}.log"
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "app.py"), "--port", str(port), *args],
+    proc = subprocess.Popen([sys.executable, str(script or REPO_ROOT / "app.py"), "--port", str(port), *args],
                             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    url = AppUrl(f"http://127.0.0.1:{port}/")
+    url.pid = proc.pid
     try:
         deadline = time.time() + timeout
         while True:

@@ -49,7 +49,7 @@ def test_key_mismatch_names_keys(sam_weights_path):
 def test_not_a_checkpoint(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(CheckpointError, match="not a loadable"):
+    with pytest.raises(CheckpointError, match="not a usable.*truncated or not a PyTorch checkpoint"):
         build_mobile_sam(bad)
 
 

@@ -1,78 +1,107 @@
 """Stateless API endpoints (usable with gradio_client without the UI).
 
 Every call gets its own predictor; the only thing shared between callers is the read-only
-model and the embedding cache keyed by image content.
+model and the embedding cache keyed by image content. Coordinates and masks are in the
+pixels of the image the caller sent, whatever its size: the server works on a copy whose long
+side is at most `max_image_side`, maps prompts into it and sizes masks back.
 """
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ..image_io import ImageLoadError, load_image
+from ..image_io import ImageLoadError, LoadedImage, read_image
 from ..masks import coco_annotations, mask_to_coco_rle
+from ..upscale import mask_from_low_res
 from .everything_tab import run_everything
+from .params import parse_bool, parse_box, parse_fraction, parse_imgsz, parse_labels, parse_points
 from .segment import UserError
+from .sessions import is_uploaded
 
 
-def _floats(name: str, value, shape_last: Optional[int] = None) -> Optional[np.ndarray]:
-    if value is None or (isinstance(value, (list, tuple)) and len(value) == 0):
-        return None
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be numbers, got {value!r}") from None
-    if shape_last is not None and (arr.ndim != 2 or arr.shape[1] != shape_last):
-        raise UserError(f"{name} must be a list of [x, y] pairs, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise UserError(f"{name} contains NaN or infinite values")
-    return arr
-
-
-def segment_api(services, image_path: str, points: Optional[List[List[float]]] = None,
-                labels: Optional[List[int]] = None, box: Optional[List[float]] = None,
-                multimask: bool = False, max_side: int = 2048) -> Dict[str, Any]:
+def segment_api(services, image_path: Any, points: Any = None, labels: Any = None, box: Any = None,
+                multimask: Any = False) -> Dict[str, Any]:
     """Masks for one object from points (x, y in image pixels) and/or a box [x1, y1, x2, y2].
     Returns {"size": [H, W], "masks": [COCO RLE], "scores": [...], "areas": [...]}."""
-    image = _load(image_path, max_side)
-    pts = _floats("points", points, 2)
-    lbl = None
-    if pts is not None:
-        if labels is None or len(labels) != len(pts):
-            raise UserError("labels must give one label (1 = include, 0 = exclude) per point")
-        lbl = np.asarray(labels)
-    bx = _floats("box", box)
+    cfg = services.config
+    pts = parse_points(points, cfg.max_points)
+    lbl = parse_labels(labels, 0 if pts is None else len(pts))
+    bx = parse_box(box)
+    multi = parse_bool("multimask", multimask, False)
     if pts is None and bx is None:
         raise UserError("give at least one point or a box")
-    h, w = image.shape[:2]
-    for name, arr in (("points", pts), ("box", None if bx is None else bx.reshape(-1, 2))):
+    loaded = load_user_image(services, image_path)
+    h, w = loaded.original_size
+    for name, arr in (("points", pts), ("box", None if bx is None else bx.reshape(2, 2))):
         if arr is not None and (np.any(arr[:, 0] < 0) or np.any(arr[:, 0] > w) or np.any(arr[:, 1] < 0)
                                 or np.any(arr[:, 1] > h)):
             raise UserError(f"{name} fall outside the {w}x{h} image")
+    work = loaded.image
+    sx, sy = work.shape[1] / w, work.shape[0] / h  # user pixels -> working pixels
     predictor = services.new_predictor()
-    predictor.set_image(image)
+    predictor.set_image(work)
     try:
-        masks, scores, _ = predictor.predict(pts, lbl, bx, multimask_output=bool(multimask))
+        masks, scores, low = predictor.predict(
+            None if pts is None else pts * [sx, sy], lbl, None if bx is None else bx * [sx, sy, sx, sy],
+            multimask_output=multi)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    masks = masks.numpy() if hasattr(masks, "numpy") else masks
-    scores = scores.numpy() if hasattr(scores, "numpy") else scores
-    return {"size": [h, w], "masks": [mask_to_coco_rle(m) for m in masks],
-            "scores": [float(s) for s in scores], "areas": [int(m.sum()) for m in masks]}
+    scores = np.asarray(scores.numpy() if hasattr(scores, "numpy") else scores)
+    if work.shape[:2] == (h, w):
+        masks = list(masks.numpy() if hasattr(masks, "numpy") else masks)
+    else:  # up to the caller's size one mask at a time (a 100 MP mask is 100 MB)
+        low = np.asarray(low.numpy() if hasattr(low, "numpy") else low)
+        masks = (mask_from_low_res(m, tuple(predictor.input_size), (h, w)) for m in low)
+    rles, areas = [], []
+    for m in masks:
+        rles.append(mask_to_coco_rle(m))
+        areas.append(int(m.sum()))
+    return {"size": [h, w], "masks": rles, "scores": [float(s) for s in scores], "areas": areas}
 
 
-def everything_api(services, image_path: str, conf: float = 0.4, iou: float = 0.9, imgsz: int = 1024,
-                   max_side: int = 2048) -> Dict[str, Any]:
-    """COCO-format annotations (RLE + polygons) of every object MobileSAMv2 finds."""
-    image = _load(image_path, max_side)
-    records, timings = run_everything(services, image, conf, iou, imgsz, output_mode="binary_mask")
-    coco = coco_annotations(records, image.shape[:2])
+def everything_api(services, image_path: Any, conf: Any = None, iou: Any = None,
+                   imgsz: Any = None) -> Dict[str, Any]:
+    """COCO-format annotations (RLE + polygons) of every object MobileSAMv2 finds, in the
+    caller's pixels."""
+    cfg = services.config
+    conf_v = parse_fraction("conf", conf, 0.4, low_inclusive=False)
+    iou_v = parse_fraction("iou", iou, 0.9)
+    size = parse_imgsz(imgsz, 1024, cfg.min_imgsz, cfg.max_imgsz)
+    loaded = load_user_image(services, image_path)
+    records, timings = run_everything(services, loaded.image, conf_v, iou_v, size, output_mode="binary_mask",
+                                      output_size=loaded.original_size)
+    coco = coco_annotations(records, loaded.original_size)
     coco["timings"] = {k: round(v, 4) for k, v in timings.items()}
+    coco["imgsz"] = size
     return coco
 
 
-def _load(path: str, max_side: int) -> np.ndarray:
+def uploaded_path(value: Any) -> Optional[str]:
+    """The server path of an uploaded file from a raw (unpreprocessed) File payload. Gradio has
+    already checked it is an upload by the time a handler runs."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = value.get("path")
+    if isinstance(value, str) and value:
+        return value
+    raise UserError("image must be an uploaded file (e.g. gradio_client.handle_file(path))")
+
+
+def client_file(value: Any) -> Optional[str]:
+    """For handlers of client requests: the uploaded file's path, refused unless it lies in
+    Gradio's upload folder (a second line behind Gradio's own rule, see sessions.py)."""
+    path = uploaded_path(value)
+    if path is not None and not is_uploaded(path):
+        raise UserError("only files uploaded to this server can be used; upload the image first")
+    return path
+
+
+def load_user_image(services, value: Any) -> LoadedImage:
+    path = uploaded_path(value)
     if not path:
         raise UserError("no image was given")
+    cfg = services.config
     try:
-        return load_image(path, max_side=max_side)[0]
+        return read_image(path, max_side=cfg.max_image_side, max_pixels=cfg.max_pixels)
     except ImageLoadError as exc:
         raise UserError(f"cannot use this image: {exc}") from None

@@ -14,13 +14,15 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from ..image_io import ImageLoadError, load_image
+from ..image_io import ImageLoadError
 from ..masks import color_for
 from . import segment as seg
-from .api import everything_api, segment_api
+from .api import client_file, everything_api, load_user_image, segment_api
 from .everything_tab import render_records, run_everything, run_grid
 from .exports import records_from_masks, write_exports
+from .params import parse_bool, parse_fraction, parse_imgsz
 from .services import AppConfig, Services, load_services
+from .sessions import enforce_upload_rule, start_session_pruning
 from .web import EmbeddingStore
 
 log = logging.getLogger("mobilesam_web")
@@ -47,6 +49,11 @@ should be excluded, **Box** for two-corner boxes, **Keep object** to start the n
 """
 
 
+def UserFacingError(message: str) -> gr.Error:  # noqa: N802 (raised like a class)
+    """gr.Error for an expected problem: shown to the user, no traceback in the server log."""
+    return gr.Error(message, print_exception=False)
+
+
 def user_errors(fn):
     """Turn expected problems into gr.Error (shown to the user, server keeps serving) and log
     unexpected ones without leaking a stack trace to the page."""
@@ -57,10 +64,11 @@ def user_errors(fn):
         except gr.Error:
             raise
         except (seg.UserError, ImageLoadError) as exc:
-            raise gr.Error(str(exc)) from None
+            raise UserFacingError(str(exc)) from None
         except Exception as exc:  # a bug: log it, tell the user briefly
             log.error("unexpected error in %s: %s", fn.__name__, traceback.format_exc())
-            raise gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Please try again.") from None
+            raise UserFacingError(f"Something went wrong ({type(exc).__name__}: {str(exc)[:200]}). "
+                                  "Please try again.") from None
     return wrapper
 
 
@@ -77,7 +85,6 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
               services: Optional[Services] = None) -> gr.Blocks:
     config = config or AppConfig.from_env(checkpoint=checkpoint)
     services = services or load_services(config)
-    max_side = config.max_image_side
     store = EmbeddingStore()
     browser_available = services.engine is not None  # the browser decoder is the exported ONNX graph
 
@@ -99,16 +106,17 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
 
     def require_model():
         if not services.ready:
-            raise gr.Error(f"Model weights unavailable. {services.sam_error}")
+            raise UserFacingError(f"Model weights unavailable. {services.sam_error}")
 
     # ---------------------------------------------------------------- segment tab handlers
     def status(s: Optional[seg.SegmentSession]) -> str:
         if s is None:
             return "Upload an image to start."
-        h, w = s.size
+        h, w = s.user_size
         enc = ("embedding reused (same image as before)" if s.encode_cached
                else f"encoded in {s.encode_seconds:.2f} s")
-        parts = [f"**{w}×{h}** · {enc} ({services.config.backend})"]
+        size = f"**{w}×{h}**" + (f" (worked on at {s.size[1]}×{s.size[0]})" if s.original_size else "")
+        parts = [f"{size} · {enc} ({services.config.backend})"]
         if s.result is not None:
             sel = s.result.selected
             parts.append(f"decoded in {s.decode_ms:.0f} ms · predicted IoU {s.result.scores[sel]:.3f}")
@@ -139,22 +147,26 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
             return (None,) + view(None) + (None,)
         require_model()
         progress(0.1, desc="reading image")
-        image, _ = load_image(path, max_side=max_side)
+        loaded = load_user_image(services, client_file(path))
         progress(0.3, desc="encoding image (once per image)")
-        s = seg.start_session(services, image, name=os.path.basename(path))
+        s = seg.start_session(services, loaded.image, name=os.path.basename(path),
+                              original_size=loaded.original_size if loaded.scale != 1.0 else None)
         return (s,) + view(s) + (browser_view(s, refine_on),)
 
     @user_errors
     def on_browser_keep(s, refine_on, evt: gr.EventData):
         if s is None:
-            raise gr.Error("Upload an image first.")
-        data = evt._data or {}
+            raise UserFacingError("Upload an image first.")
+        data = evt._data if isinstance(evt._data, dict) else {}
         try:
-            low = np.frombuffer(base64.b64decode(data["low_res_f16"]), dtype="<f2").astype(np.float32)
+            encoded = data["low_res_f16"]
+            if not isinstance(encoded, str) or len(encoded) > 4 * (256 * 256 * 2) // 3 + 4:
+                raise ValueError("wrong size")
+            low = np.frombuffer(base64.b64decode(encoded), dtype="<f2").astype(np.float32)
             low = low.reshape(256, 256)
         except (KeyError, ValueError, TypeError):
-            raise gr.Error("The browser sent a malformed mask.") from None
-        s = seg.keep_low_res(s, low, float(data.get("score", 0.0)), data.get("points"), data.get("box"))
+            raise UserFacingError("The browser sent a malformed mask.") from None
+        s = seg.keep_low_res(s, low, data.get("score", 0.0), data.get("points"), data.get("box"))
         return (s,) + view(s) + (browser_view(s, refine_on),)
 
     def set_mode(s, use_browser, refine_on, reason=None):
@@ -165,23 +177,27 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
                  gr.update(visible=not on), gr.update(value=on)] + server_controls + [msg])
 
     def on_fallback(s, refine_on, evt: gr.EventData):
-        reason = (evt._data or {}).get("reason", "unknown reason")
+        data = evt._data if isinstance(evt._data, dict) else {}
+        reason = data.get("reason", "unknown reason")
         log.warning("browser decoding unavailable for a session: %s", reason)
         return set_mode(s, False, refine_on, reason=str(reason)[:300])
 
     @user_errors
     def on_click(s, mode_label, refine, evt: gr.SelectData):
         if s is None:
-            raise gr.Error("Upload an image first.")
-        x, y = evt.index[0] / s.display_scale, evt.index[1] / s.display_scale
-        s = seg.add_click(services, s, x, y, MODES.get(mode_label, "add"), refine)
+            raise UserFacingError("Upload an image first.")
+        try:
+            x, y = float(evt.index[0]) / s.display_scale, float(evt.index[1]) / s.display_scale
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise UserFacingError("The click position is not a number.") from None
+        s = seg.add_click(services, s, x, y, MODES.get(mode_label, "add"), parse_bool("refine", refine, True))
         return (s,) + view(s)
 
     def simple(op):
         @user_errors
         def handler(s):
             if s is None:
-                raise gr.Error("Upload an image first.")
+                raise UserFacingError("Upload an image first.")
             s = op(s)
             return (s,) + view(s)
         handler.__name__ = op.__name__
@@ -190,21 +206,24 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
     @user_errors
     def on_pick(s, evt: gr.SelectData):
         if s is None:
-            raise gr.Error("Upload an image first.")
-        s = seg.select_candidate(s, int(evt.index))
+            raise UserFacingError("Upload an image first.")
+        if not isinstance(evt.index, int) or isinstance(evt.index, bool):
+            raise UserFacingError("There is no such candidate mask.")
+        s = seg.select_candidate(s, evt.index)
         return (s,) + view(s)
 
     @user_errors
     def on_export(s):
         if s is None:
-            raise gr.Error("Upload an image first.")
-        masks = s.object_masks()
+            raise UserFacingError("Upload an image first.")
+        masks = [s.user_mask(o.low_res) for o in s.objects]
         scores = [o.score for o in s.objects]
         if not masks and s.result is not None:
-            masks, scores = [s.current_mask()], [float(s.result.scores[s.result.selected])]
+            masks = [s.user_mask(s.result.low_res[s.result.selected])]
+            scores = [float(s.result.scores[s.result.selected])]
         if not masks:
-            raise gr.Error("Segment an object first (click it), then export.")
-        return write_exports(s.image, records_from_masks(masks, scores), s.name)
+            raise UserFacingError("Segment an object first (click it), then export.")
+        return write_exports(s.image, records_from_masks(masks, scores), s.name, size=s.user_size)
 
     # ------------------------------------------------------------- everything tab handler
     @user_errors
@@ -212,13 +231,23 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
                       progress=gr.Progress()):
         require_model()
         if not path:
-            raise gr.Error("Upload an image first.")
-        image, _ = load_image(path, max_side=max_side)
+            raise UserFacingError("Upload an image first.")
+        cfg = services.config
+        conf = parse_fraction("Detector confidence", conf, 0.4, low_inclusive=False)
+        iou = parse_fraction("Detector NMS IoU", iou, 0.9)
+        imgsz = parse_imgsz(imgsz, 1024, cfg.min_imgsz, cfg.max_imgsz)
+        iou_filter = parse_fraction("Min predicted IoU", iou_filter, 0.0)
+        stab_filter = parse_fraction("Min stability score", stab_filter, 0.0)
+        dedupe = parse_bool("Merge near-duplicate masks", dedupe, False)
+        compare_grid = parse_bool("Grid comparison", compare_grid, False)
+        loaded = load_user_image(services, client_file(path))
+        image = loaded.image
         report = lambda f, msg: progress(f, desc=msg)  # noqa: E731
-        records, t = run_everything(services, image, conf, iou, int(imgsz),
+        records, t = run_everything(services, image, conf, iou, imgsz,
                                     pred_iou_thresh=iou_filter if iou_filter > 0 else None,
                                     stability_thresh=stab_filter if stab_filter > 0 else None,
-                                    mask_nms_thresh=0.9 if dedupe else None, progress=report)
+                                    mask_nms_thresh=0.9 if dedupe else None, progress=report,
+                                    output_size=loaded.original_size)
         total = sum(t[k] for k in ("encode", "detect", "decode", "postprocess"))
         enc = "embedding reused" if t.get("encode_cached") else f"encode {t['encode']:.2f} s"
         noun = "object" if len(records) == 1 else "objects"
@@ -230,7 +259,7 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
             grid_records, grid_t = run_grid(services, image, progress=report)
             grid_img = render_records(image, grid_records)
             md += f"\n\nGrid 32×32 (SAM's automatic mask generator): **{len(grid_records)} objects in {grid_t:.1f} s**"
-        files = write_exports(image, records, os.path.basename(path), cutouts=False)
+        files = write_exports(image, records, os.path.basename(path), cutouts=False, size=loaded.original_size)
         return render_records(image, records), md, files, grid_img
 
     # --------------------------------------------------------------------- layout
@@ -240,7 +269,7 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
         gr.Markdown(INTRO)
         if not services.ready:
             gr.Markdown(f"**Model weights unavailable.** {services.sam_error}", elem_classes=["msw-banner"])
-        state = gr.State(None, time_to_live=3600)
+        state = gr.State(None, time_to_live=config.session_ttl)
         start_in_browser = browser_available and os.environ.get("MOBILESAM_BROWSER_DECODING", "1") != "0"
         with gr.Tab("Segment anything"):
             with gr.Row():
@@ -329,22 +358,28 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
             api_btn1 = gr.Button()
             api_btn2 = gr.Button()
 
+        # The API events skip Gradio's preprocessing: values arrive as sent and are checked by
+        # params.py, so every bad value gets one clear message (files are still checked by
+        # Gradio's upload rule before anything runs).
         @user_errors
         def api_segment(image, points, labels, box, multimask):
-            """Segment one object. points: [[x, y], ...] (image pixels), labels: [1 or 0, ...],
+            """Segment one object. points: [[x, y], ...] (pixels of the image sent), labels: [1 or 0, ...],
             box: [x1, y1, x2, y2] or null. Returns {size, masks (COCO RLE), scores, areas}."""
             require_model()
-            return segment_api(services, image, points, labels, box, bool(multimask), max_side)
+            return segment_api(services, client_file(image), points, labels, box, multimask)
 
         @user_errors
         def api_everything(image, conf, iou, imgsz):
             """Segment everything (MobileSAMv2). Returns COCO annotations with RLE and polygons."""
             require_model()
-            return everything_api(services, image, float(conf), float(iou), int(imgsz), max_side)
+            return everything_api(services, client_file(image), conf, iou, imgsz)
 
         api_btn1.click(api_segment, [api_image, api_points, api_labels, api_box, api_multi], api_out,
-                       api_name="segment")
-        api_btn2.click(api_everything, [api_image, api_conf, api_iou, api_size], api_out, api_name="everything")
+                       api_name="segment", preprocess=False)
+        api_btn2.click(api_everything, [api_image, api_conf, api_iou, api_size], api_out, api_name="everything",
+                       preprocess=False)
     demo.services = services
     demo.embedding_store = store
+    enforce_upload_rule(demo)
+    start_session_pruning(demo, ttl=config.session_ttl, capacity=config.max_sessions)
     return demo

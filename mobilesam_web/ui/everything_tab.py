@@ -2,6 +2,7 @@
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import cv2
 import numpy as np
 
 from ..everything import SegmentEverything
@@ -14,8 +15,11 @@ from .segment import UserError
 def run_everything(services, image: np.ndarray, conf: float = 0.4, iou: float = 0.9, imgsz: int = 1024,
                    pred_iou_thresh: Optional[float] = None, stability_thresh: Optional[float] = None,
                    mask_nms_thresh: Optional[float] = None, output_mode: str = "binary_mask",
-                   progress: Optional[Callable[[float, str], None]] = None
+                   progress: Optional[Callable[[float, str], None]] = None,
+                   output_size: Optional[Tuple[int, int]] = None
                    ) -> Tuple[List[Dict[str, Any]], Dict[str, float]]:
+    """MobileSAMv2 on `image`; masks and boxes come in `output_size` (the user's own image size
+    when `image` was downscaled)."""
     detector = services.get_detector()
     if detector is None:
         raise UserError(f"Segment-everything needs the MobileSAMv2 object-aware detector. {services.detector_error}")
@@ -23,7 +27,7 @@ def run_everything(services, image: np.ndarray, conf: float = 0.4, iou: float = 
                            conf=float(conf), iou=float(iou), pred_iou_thresh=pred_iou_thresh,
                            stability_score_thresh=stability_thresh, mask_nms_thresh=mask_nms_thresh,
                            output_mode=output_mode)
-    records = se.generate(image, progress=progress)
+    records = se.generate(image, progress=progress, output_size=output_size)
     return records, se.timings
 
 
@@ -41,5 +45,10 @@ def run_grid(services, image: np.ndarray, points_per_side: int = 32,
 
 
 def render_records(image: np.ndarray, records: List[Dict[str, Any]]) -> np.ndarray:
-    """Largest first, so small objects stay visible on top."""
-    return overlay(image, [r["segmentation"] for r in records], alpha=0.5)
+    """Largest first, so small objects stay visible on top. Masks in another size than the
+    (downscaled) image are resized to it for display."""
+    h, w = image.shape[:2]
+    masks = [r["segmentation"] for r in records]
+    masks = [m if m.shape == (h, w) else cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+             for m in masks]
+    return overlay(image, masks, alpha=0.5)

@@ -3,7 +3,7 @@ import json
 import os
 import re
 import tempfile
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -27,19 +27,21 @@ def records_from_masks(masks: List[np.ndarray], scores: List[float]) -> List[Dic
 
 
 def write_exports(image: np.ndarray, records: List[Dict[str, Any]], name: str, cutouts: bool = True,
-                  max_files: int = 50) -> List[str]:
-    """Write the downloads into a fresh temp folder; returns their paths."""
+                  max_files: int = 50, size: Optional[Tuple[int, int]] = None) -> List[str]:
+    """Write the downloads into a fresh temp folder; returns their paths. Masks are in `size`
+    (the user's image, default the image's own size); cut-outs are cut from `image`."""
     folder = tempfile.mkdtemp(prefix="mobilesam-export-")
     stem = _stem(name)
     paths = []
-    coco = coco_annotations(records, image.shape[:2], file_name=os.path.basename(name or "image.png"))
+    size = tuple(size or image.shape[:2])
+    coco = coco_annotations(records, size, file_name=os.path.basename(name or "image.png"))
     p = os.path.join(folder, f"{stem}_coco.json")
     with open(p, "w") as f:
         json.dump(coco, f)
     paths.append(p)
     masks = [r["segmentation"] for r in records]
     if masks:
-        labels = np.zeros(image.shape[:2], np.uint16)
+        labels = np.zeros(size, np.uint16)
         for i, m in enumerate(masks, 1):  # later objects on top
             labels[m] = i
         p = os.path.join(folder, f"{stem}_labels.png")
@@ -58,6 +60,8 @@ def write_exports(image: np.ndarray, records: List[Dict[str, Any]], name: str, c
         if cutouts:
             p = os.path.join(folder, f"{stem}_object{i:03d}_cutout.png")
             with open(p, "wb") as f:
+                if m.shape != image.shape[:2]:  # the working copy was downscaled
+                    m = cv2.resize(m.astype(np.uint8), image.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
                 f.write(cutout_png(image, m))
             paths.append(p)
     return paths

@@ -61,6 +61,13 @@ class SegmentSession:
     encode_seconds: float = 0.0
     encode_cached: bool = False
     decode_ms: float = 0.0
+    original_size: Optional[Tuple[int, int]] = None  # the user's image (H, W) when `image` is downscaled
+    max_points: int = 64
+
+    @property
+    def user_size(self) -> Tuple[int, int]:
+        """(H, W) of the image as the user has it: exports are in these pixels."""
+        return self.original_size or self.size
 
     @property
     def size(self) -> Tuple[int, int]:
@@ -81,20 +88,32 @@ class SegmentSession:
     def object_masks(self) -> List[np.ndarray]:
         return [self.mask(o.low_res) for o in self.objects]
 
+    def user_mask(self, low_res: np.ndarray) -> np.ndarray:
+        """A mask in the user's own pixels (the exported size)."""
+        return mask_from_low_res(low_res, self.input_size, self.user_size)
 
-def start_session(services, image: np.ndarray, name: str = "image") -> SegmentSession:
-    """Encode the image once; the embedding stays in the session."""
+
+def start_session(services, image: np.ndarray, name: str = "image",
+                  original_size: Optional[Tuple[int, int]] = None) -> SegmentSession:
+    """Encode the image once; the embedding stays in the session. original_size: the user's
+    image size when `image` is a downscaled copy."""
     predictor = services.new_predictor()
     t = time.perf_counter()
     predictor.set_image(image)
     took = time.perf_counter() - t
     return SegmentSession(image=image, embedding=predictor.get_image_embedding(),
                           input_size=tuple(predictor.input_size), name=name, encode_seconds=took,
-                          encode_cached=bool(getattr(predictor, "last_encode_cached", False)))
+                          encode_cached=bool(getattr(predictor, "last_encode_cached", False)),
+                          original_size=None if original_size is None else tuple(original_size),
+                          max_points=int(getattr(getattr(services, "config", None), "max_points", 64)))
 
 
 def _checked_xy(session: SegmentSession, x: float, y: float) -> Tuple[float, float]:
-    if x is None or y is None or not np.isfinite(x) or not np.isfinite(y):
+    try:
+        x, y = float(x), float(y)
+    except (TypeError, ValueError):
+        raise UserError("the click position is not a number") from None
+    if not np.isfinite(x) or not np.isfinite(y):
         raise UserError("the click position is not a number")
     h, w = session.size
     if not (0 <= x < w and 0 <= y < h):
@@ -144,6 +163,8 @@ def add_click(services, session: SegmentSession, x: float, y: float, mode: str, 
         _push_history(session)
         session.prompts.box = (min(x0, x), min(y0, y), max(x0, x), max(y0, y))
     elif mode in ("add", "remove"):
+        if len(session.prompts.points) >= session.max_points:
+            raise UserError(f"at most {session.max_points} points per object: keep or clear this one first")
         _push_history(session)
         session.prompts.points.append((x, y, 1 if mode == "add" else 0))
     else:
@@ -194,18 +215,32 @@ def keep_low_res(session: SegmentSession, low_res: np.ndarray, score: float, poi
     low_res = np.asarray(low_res, dtype=np.float32)
     if low_res.shape != (256, 256) or not np.all(np.isfinite(low_res)):
         raise UserError("the mask sent by the browser is malformed")
+    if not isinstance(points, (list, tuple, type(None))) or len(points or []) > session.max_points:
+        raise UserError(f"the browser sent malformed prompts (at most {session.max_points} points)")
     pts = []
     for p in points or []:
-        if len(p) != 3 or p[2] not in (0, 1):
+        if not isinstance(p, (list, tuple)) or len(p) != 3 or p[2] not in (0, 1):
             raise UserError("the prompts sent by the browser are malformed")
-        x, y = _checked_xy(session, float(p[0]), float(p[1]))
+        x, y = _checked_xy(session, p[0], p[1])
         pts.append((x, y, int(p[2])))
     bx = None
     if box is not None:
-        if len(box) != 4:
+        try:
+            b = [float(v) for v in box]
+        except (TypeError, ValueError):
+            b = []
+        if len(b) != 4:
             raise UserError("the box sent by the browser is malformed")
-        bx = tuple(float(v) for v in box)
-    session.objects.append(KeptObject(low_res, float(score), Prompts(pts, bx)))
+        x0, y0 = _checked_xy(session, b[0], b[1])
+        x1, y1 = _checked_xy(session, min(b[2], session.size[1] - 1e-3), min(b[3], session.size[0] - 1e-3))
+        bx = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    try:
+        score = float(score)
+    except (TypeError, ValueError):
+        score = float("nan")
+    if not np.isfinite(score):
+        raise UserError("the browser sent a malformed score")
+    session.objects.append(KeptObject(low_res, score, Prompts(pts, bx)))
     return clear(session)
 
 

@@ -16,9 +16,17 @@ class AppConfig:
     detector_checkpoint: Optional[str] = None
     decoder_checkpoint: Optional[str] = None  # MobileSAMv2 prompt-guided decoder (optional)
     backend: str = "onnxruntime"
-    max_image_side: int = 2048
     onnx_cache_dir: Optional[str] = None
     threads: Optional[int] = None
+    # Limits for a public server (README "Limits"); each has an env var, see LIMIT_ENV.
+    max_image_side: int = 2048       # images are worked on at most this large (results in the user's pixels)
+    max_pixels: int = 100_000_000    # larger images are refused from their header
+    max_upload_mb: float = 50.0      # uploads larger than this are refused by the upload route
+    max_points: int = 64             # prompt points per request / per object
+    min_imgsz: int = 320             # detector input size range for segment-everything
+    max_imgsz: int = 1280
+    session_ttl: float = 3600.0      # seconds an idle browser session keeps its image and objects
+    max_sessions: int = 1000         # sessions kept at most (least recently used dropped first)
 
     @classmethod
     def from_env(cls, **overrides) -> "AppConfig":
@@ -28,13 +36,30 @@ class AppConfig:
             detector_checkpoint=env("MOBILESAMV2_DETECTOR"),
             decoder_checkpoint=env("MOBILESAMV2_DECODER"),
             backend=env("MOBILESAM_BACKEND", "onnxruntime"),
-            max_image_side=int(env("MOBILESAM_MAX_IMAGE_SIDE", "2048")),
             onnx_cache_dir=env("MOBILESAM_ONNX_CACHE"),
         )
+        for name, (var, kind) in LIMIT_ENV.items():
+            if env(var):
+                try:
+                    setattr(cfg, name, kind(env(var)))
+                except ValueError:
+                    raise ValueError(f"${var} must be a number, got {env(var)!r}") from None
         for k, v in overrides.items():
             if v is not None:
                 setattr(cfg, k, v)
         return cfg
+
+
+LIMIT_ENV = {
+    "max_image_side": ("MOBILESAM_MAX_IMAGE_SIDE", int),
+    "max_pixels": ("MOBILESAM_MAX_PIXELS", int),
+    "max_upload_mb": ("MOBILESAM_MAX_UPLOAD_MB", float),
+    "max_points": ("MOBILESAM_MAX_POINTS", int),
+    "min_imgsz": ("MOBILESAM_MIN_IMGSZ", int),
+    "max_imgsz": ("MOBILESAM_MAX_IMGSZ", int),
+    "session_ttl": ("MOBILESAM_SESSION_TTL", float),
+    "max_sessions": ("MOBILESAM_MAX_SESSIONS", int),
+}
 
 
 @dataclass
@@ -75,6 +100,9 @@ class Services:
                     self.detector = ObjectAwareDetector.from_checkpoint(path)
                 except (WeightsUnavailableError, CheckpointError) as exc:
                     self.detector_error = str(exc)
+                except Exception as exc:  # a crafted or damaged file; kept, so it is not re-read per call
+                    self.detector_error = (f"{self.config.detector_checkpoint or 'the detector checkpoint'} is "
+                                           f"not a usable object-aware detector ({type(exc).__name__})")
             return self.detector
 
 

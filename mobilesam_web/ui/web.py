@@ -121,7 +121,12 @@ def create_server(demo, services, store: EmbeddingStore):
     app.mount("/msw/static", StaticFiles(directory=str(STATIC)), name="msw-static")
     if ORT_LOCAL.is_dir():
         app.mount("/msw/ort", StaticFiles(directory=str(ORT_LOCAL)), name="msw-ort")
-    return gr.mount_gradio_app(app, demo, path="/")
+    # Uploads over the limit are refused by Gradio's upload route while they stream in.
+    return gr.mount_gradio_app(app, demo, path="/", max_file_size=max_upload_bytes(services.config))
+
+
+def max_upload_bytes(config) -> int:
+    return int(config.max_upload_mb * 1024 * 1024)
 
 
 def ort_sri_matches_local() -> dict:
