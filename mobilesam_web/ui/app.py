@@ -263,9 +263,11 @@ def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = No
         return render_records(image, records), md, files, grid_img
 
     # --------------------------------------------------------------------- layout
-    # Exported files and uploads are removed after a day; a session's state after an idle hour
-    # (an image, its embedding and kept masks: ~20 MB at most), so memory stays bounded.
-    with gr.Blocks(title="MobileSAM — segment anything", delete_cache=(3600, 86400)) as demo:
+    # Uploads and exported files are removed once older than twice the session TTL (at least an
+    # hour); a session's state after an idle TTL (an image, its embedding and kept masks: ~20 MB
+    # at most), so disk and memory stay bounded.
+    file_ttl = int(max(2 * config.session_ttl, 3600))
+    with gr.Blocks(title="MobileSAM — segment anything", delete_cache=(min(1800, file_ttl), file_ttl)) as demo:
         gr.Markdown(INTRO)
         if not services.ready:
             gr.Markdown(f"**Model weights unavailable.** {services.sam_error}", elem_classes=["msw-banner"])
