@@ -1,5 +1,5 @@
 """Box utilities: greedy NMS (torchvision semantics) and boxes of binary masks."""
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -61,15 +61,38 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     return out.reshape(*shape[:-2], 4)
 
 
-def mask_bbox(mask: np.ndarray) -> list:
-    """Inclusive pixel box [x0, y0, x1, y1] of an (H, W) bool mask ([0, 0, 0, 0] if empty)."""
-    rows = np.flatnonzero(mask.any(axis=1))
+def mask_bounds(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
+    """Inclusive pixel box (x0, y0, x1, y1) of an (H, W) bool mask, None if it is empty."""
+    rows = np.flatnonzero(np.any(mask, axis=1))
     if rows.size == 0:
-        return [0, 0, 0, 0]
-    cols = np.flatnonzero(mask.any(axis=0))
-    return [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])]
+        return None
+    # columns only over the mask's rows: objects are usually small
+    cols = np.flatnonzero(np.any(mask[rows[0]:rows[-1] + 1], axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
+
+
+def mask_bbox(mask: np.ndarray) -> list:
+    """Inclusive pixel box [x0, y0, x1, y1] of an (H, W) bool mask ([0, 0, 0, 0] if empty):
+    x1, y1 are the last mask column and row."""
+    bounds = mask_bounds(mask)
+    return [0, 0, 0, 0] if bounds is None else list(bounds)
+
+
+def inclusive_xyxy_to_xywh(box) -> list:
+    """An inclusive pixel box (x1, y1 = last pixel) -> COCO [x, y, w, h] that covers every pixel:
+    w = x1 - x0 + 1. (SAM's own records use x1 - x0, one pixel short of the mask.)"""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return [x0, y0, x1 - x0 + 1, y1 - y0 + 1]
+
+
+def mask_bbox_xywh(mask: np.ndarray) -> list:
+    """COCO bbox [x, y, w, h] of an (H, W) bool mask: the tightest box containing every mask
+    pixel ([0, 0, 0, 0] if the mask is empty)."""
+    bounds = mask_bounds(mask)
+    return [0, 0, 0, 0] if bounds is None else inclusive_xyxy_to_xywh(bounds)
 
 
 def xyxy_to_xywh(box) -> list:
+    """An exclusive box (x1, y1 = one past the last pixel, as crop boxes) -> [x, y, w, h]."""
     x0, y0, x1, y1 = [int(v) if float(v).is_integer() else float(v) for v in box]
     return [x0, y0, x1 - x0, y1 - y0]

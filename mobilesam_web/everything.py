@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .boxes import mask_bbox
+from .boxes import mask_bbox_xywh
 from .detector import ObjectAwareDetector
 from .masks import mask_to_coco_rle
 from .upscale import mask_from_low_res
@@ -97,7 +97,7 @@ class SegmentEverything:
     def generate(self, image: np.ndarray, progress: Optional[Callable[[float, str], None]] = None,
                  output_size: Optional[Tuple[int, int]] = None) -> List[Dict[str, Any]]:
         """Records sorted by area (largest first), in the grid generator's format:
-        segmentation, area, bbox (XYWH, of the mask), predicted_iou, stability_score,
+        segmentation, area, bbox (COCO XYWH: the tight box of every mask pixel), predicted_iou, stability_score,
         point_coords ([]: no point prompts), crop_box (the whole image), plus prompt_box
         (the detector's XYXY box) and detector_score.
 
@@ -111,7 +111,6 @@ class SegmentEverything:
         progress(0.0, "encoding image")
         self.predictor.set_image(image)
         t["encode"] = time.perf_counter() - t0
-        t["encode_cached"] = float(bool(getattr(self.predictor, "last_encode_cached", False)))
 
         t0 = time.perf_counter()
         progress(0.0, "detecting objects")
@@ -124,6 +123,7 @@ class SegmentEverything:
         t["decode"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        progress(1.0, "post-processing masks")
         stab = _low_res_stability(low)
         keep = np.ones(len(low), bool)
         if self.pred_iou_thresh is not None:
@@ -143,11 +143,10 @@ class SegmentEverything:
             area = int(mask.sum())
             if area == 0 or area < self.min_area:
                 continue
-            x0, y0, x1, y1 = mask_bbox(mask)
             records.append({
                 "segmentation": mask_to_coco_rle(mask) if self.output_mode == "coco_rle" else mask,
                 "area": area,
-                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "bbox": mask_bbox_xywh(mask),
                 "predicted_iou": float(pred_iou[i]),
                 "stability_score": float(stab[i]),
                 "point_coords": [],

@@ -6,7 +6,7 @@ segment-anything's `SamAutomaticMaskGenerator`.
 """
 import math
 from itertools import product
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -86,20 +86,43 @@ class SamAutomaticMaskGenerator:
         self.crop_overlap_ratio = crop_overlap_ratio
         self.output_mode = output_mode
 
-    @torch.no_grad()
-    def generate(self, image: np.ndarray) -> List[Dict[str, Any]]:
-        """Records sorted as the official generator: segmentation, area, bbox (XYWH),
-        predicted_iou, point_coords, stability_score, crop_box (XYWH)."""
+    def generate(self, image: np.ndarray, progress: Optional[Callable[[int, int], None]] = None
+                 ) -> List[Dict[str, Any]]:
+        """Records sorted as the official generator: segmentation, area, bbox (XYWH as
+        SAM's records: w = last column - first, one short of the mask; our COCO exports
+        measure the box on the mask), predicted_iou, point_coords, stability_score, crop_box (XYWH).
+
+        progress(points_done, points_total) is called after each batch of points."""
+        steps = self.iter_generate(image)
+        while True:
+            try:
+                done, total = next(steps)
+            except StopIteration as finished:
+                return finished.value
+            if progress is not None:
+                progress(done, total)
+
+    def iter_generate(self, image: np.ndarray) -> Generator[Tuple[int, int], None, List[Dict[str, Any]]]:
+        """`generate` one batch of points at a time: yields (points_done, points_total) after
+        each batch and returns the records. Closing the generator stops the work at the next
+        batch (how a cancelled request stops using the CPU)."""
         image = check_image(image)
         orig_h, orig_w = image.shape[:2]
         crop_boxes, layer_idxs = generate_crop_boxes((orig_h, orig_w), self.crop_n_layers,
                                                      self.crop_overlap_ratio)
+        total = sum(len(self.point_grids[layer]) for layer in layer_idxs)
+        done = 0
         data: Dict[str, list] = {k: [] for k in ("rles", "boxes", "iou", "points", "stability", "crop")}
         for crop_box, layer in zip(crop_boxes, layer_idxs):
-            self._process_crop(image, crop_box, layer, (orig_h, orig_w), data)
+            for n in self._process_crop(image, crop_box, layer, (orig_h, orig_w), data):
+                done += n
+                yield done, total
+        return self._records(data, len(crop_boxes))
+
+    def _records(self, data: Dict[str, list], n_crops: int) -> List[Dict[str, Any]]:
         boxes = torch.tensor(np.array(data["boxes"]), dtype=torch.float32).reshape(-1, 4)
         order = np.arange(len(data["rles"]))
-        if len(crop_boxes) > 1 and len(order):
+        if n_crops > 1 and len(order):
             # Prefer masks from smaller crops when crops overlap.
             crops = np.array(data["crop"], dtype=np.float64)
             scores = 1 / ((crops[:, 2] - crops[:, 0]) * (crops[:, 3] - crops[:, 1]))
@@ -113,9 +136,10 @@ class SamAutomaticMaskGenerator:
                 seg = coco_rle(rle)
             else:
                 seg = rle
+            area = area_from_rle(rle)
             records.append({
                 "segmentation": seg,
-                "area": area_from_rle(rle),
+                "area": area,
                 "bbox": xyxy_to_xywh(data["boxes"][i]),
                 "predicted_iou": float(data["iou"][i]),
                 "point_coords": [list(map(float, data["points"][i]))],
@@ -125,7 +149,8 @@ class SamAutomaticMaskGenerator:
         return records
 
     def _process_crop(self, image: np.ndarray, crop_box: List[int], layer: int,
-                      orig_size: Tuple[int, int], data: Dict[str, list]) -> None:
+                      orig_size: Tuple[int, int], data: Dict[str, list]) -> Iterator[int]:
+        """Yields the number of points of each batch once it is decoded."""
         x0, y0, x1, y1 = crop_box
         crop = image[y0:y1, x0:x1, :]
         crop_h, crop_w = crop.shape[:2]
@@ -133,8 +158,10 @@ class SamAutomaticMaskGenerator:
         points = self.point_grids[layer] * np.array([[crop_w, crop_h]])
         crop_data: Dict[str, list] = {k: [] for k in ("rles", "boxes", "iou", "points", "stability")}
         for start in range(0, len(points), self.points_per_batch):
-            self._process_batch(points[start:start + self.points_per_batch], (crop_h, crop_w),
-                                crop_box, orig_size, crop_data)
+            batch = points[start:start + self.points_per_batch]
+            with torch.no_grad():  # per batch: the generator may be resumed from another thread
+                self._process_batch(batch, (crop_h, crop_w), crop_box, orig_size, crop_data)
+            yield len(batch)
         self.predictor.reset_image()
         if not crop_data["rles"]:
             return

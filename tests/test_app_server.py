@@ -47,6 +47,47 @@ def test_api_everything(client):
     assert r["images"][0]["width"] == 900 and len(r["annotations"]) > 0
     assert {"segmentation", "bbox", "area", "polygons", "prompt_box"} <= set(r["annotations"][0])
     assert r["timings"]["boxes"] == 137
+    assert "encode_cached" not in r["timings"]  # nothing about other callers' images
+    for ann in r["annotations"]:  # COCO bboxes contain their masks, tightly
+        ys, xs = np.nonzero(rle_mask(ann["segmentation"]))
+        x, y, w, h = ann["bbox"]
+        assert (x, y, x + w - 1, y + h - 1) == (xs.min(), ys.min(), xs.max(), ys.max())
+
+
+def _example_events(raw):
+    """The examples' load events: the segment tab's, then the everything tab's."""
+    return [i for i, d in raw.dependencies() if str(d["api_name"]).startswith("load_example")]
+
+
+def test_examples_load_into_the_upload_folder_and_run(app_url):
+    """Clicking an example sends only its index; the handler gets Gradio's copy in the upload
+    folder, which passes the "only uploaded files" rule, on both tabs."""
+    from hostile_client import RawGradio, file_data
+
+    raw = RawGradio(app_url)
+    seg_load, ev_load = _example_events(raw)
+    names = {d["api_name"]: i for i, d in raw.dependencies()}
+    loaded = raw.event(seg_load, [0], session="examples-1")
+    assert loaded["success"], loaded
+    value = loaded["output"][0]["value"]
+    assert value["path"].endswith("astronaut.jpg") and "/examples/" not in value["path"]
+    up = raw.event(names["on_upload"], [value, True], session="examples-1", timeout=120)
+    assert up["success"], up
+    assert "512×512" in up["output"][3] and "ready — click an object" in up["output"][3]
+    ev_value = raw.event(ev_load, [1], session="examples-2")["output"][0]["value"]
+    assert ev_value["path"].endswith("coffee.jpg")
+    ev = raw.event(names["on_everything_1"], [ev_value, 0.4, 0.9, 1024, 0, 0, False, None], session="examples-2",
+                   timeout=180)
+    assert ev["success"], ev
+    assert "in all" in ev["output"][1] and "coco_coffee.json" in str(ev["output"][2])
+    # the example's own file (outside the upload folder) named by a client is still refused
+    from mobilesam_web.ui.examples import EXAMPLES_DIR
+
+    refused = raw.event(names["on_upload"], [file_data(str(EXAMPLES_DIR / "astronaut.jpg")), True])
+    assert not refused["success"] and "not uploaded" in refused["error"]
+    for bad in (99, "x", {"path": "/etc/passwd"}):
+        res = raw.event(seg_load, [bad])
+        assert not res["success"] and "Traceback" not in res["error"], res
 
 
 def test_api_errors_are_clear(client, tmp_path):

@@ -71,9 +71,9 @@ def test_pipeline_records(onnx_predictor, detector, det_image):  # noqa: F811
         m = r["segmentation"]
         assert m.shape == (h, w) and m.dtype == bool
         assert r["area"] == int(m.sum()) > 0
-        x, y, bw, bh = r["bbox"]
+        x, y, bw, bh = r["bbox"]  # COCO: the tight box containing every mask pixel
         ys, xs = np.nonzero(m)
-        assert (x, y, x + bw, y + bh) == (xs.min(), ys.min(), xs.max(), ys.max())
+        assert (x, y, x + bw - 1, y + bh - 1) == (xs.min(), ys.min(), xs.max(), ys.max())
         x0, y0, x1, y1 = r["prompt_box"]
         assert 0 <= x0 <= x1 <= w and 0 <= y0 <= y1 <= h
         assert isinstance(r["predicted_iou"], float) and 0 <= r["stability_score"] <= 1
@@ -118,3 +118,45 @@ def test_prompt_guided_decoder_loads_strictly(tmp_path, sam_weights_path):
     torch.save({"MaskDecoder": other.mask_decoder.state_dict()}, bad)
     with pytest.raises(CheckpointError, match="PromtEncoder"):
         load_prompt_guided_decoder(build_mobile_sam(), bad)
+
+
+def test_grid_bboxes_follow_sam_and_exports_contain_masks(sam_model, sam_image):
+    """The SAM-compatible generator keeps SAM's record convention (w = last column - first);
+    the COCO export measures each box on its mask, so the exported box contains it."""
+    from mobilesam_web import SamAutomaticMaskGenerator
+    from mobilesam_web.masks import coco_annotations
+
+    records = SamAutomaticMaskGenerator(sam_model, points_per_side=4, pred_iou_thresh=0.0,
+                                        stability_score_thresh=0.0).generate(sam_image)
+    assert records
+    for r in records:
+        ys, xs = np.nonzero(r["segmentation"])
+        x, y, w, h = r["bbox"]
+        assert (x, y, x + w, y + h) == (xs.min(), ys.min(), xs.max(), ys.max())
+    for r, ann in zip(records, coco_annotations(records, sam_image.shape[:2])["annotations"]):
+        ys, xs = np.nonzero(r["segmentation"])
+        x, y, w, h = ann["bbox"]
+        assert (x, y, x + w - 1, y + h - 1) == (xs.min(), ys.min(), xs.max(), ys.max())
+
+
+def test_grid_reports_progress_and_stops_when_closed(sam_model):
+    """One batch of points per step; closing the generator (a cancelled request) stops the work."""
+    from mobilesam_web import SamAutomaticMaskGenerator, SamPredictor
+
+    calls = []
+    pred = SamPredictor(sam_model)
+    real = pred.predict_torch
+    pred.predict_torch = lambda *a, **k: calls.append(1) or real(*a, **k)
+    image = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    gen = SamAutomaticMaskGenerator(pred, points_per_side=6, points_per_batch=8)
+    seen = []
+    records = gen.generate(image, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(8, 36), (16, 36), (24, 36), (32, 36), (36, 36)] and len(calls) == 5
+    assert isinstance(records, list)
+    calls.clear()
+    steps = gen.iter_generate(image)
+    assert next(steps) == (8, 36) and next(steps) == (16, 36)
+    steps.close()
+    assert len(calls) == 2
+    with pytest.raises(StopIteration):
+        next(steps)

@@ -221,7 +221,7 @@ def test_bad_images_get_clear_errors(server, kind):
         data = png_header_only(30000, 30000)
     f = server.uploaded(data, f"{kind}.png")
     assert_refused(server.event(server.fn_index("segment"), [f, [[1, 1]], [1], None, False]), match)
-    assert_refused(server.event(0, [f, True]), match)  # the segment tab's upload
+    assert_refused(server.event(_fn(server, "on_upload"), [f, True]), match)  # the segment tab's upload
 
 
 def test_16bit_100_megapixel_png_in_bounded_memory(server):

@@ -118,20 +118,24 @@ def test_exports(session, services, tmp_path):
     s = seg.keep_object(seg.add_click(services, session, 320, 400, "add"))
     s = seg.keep_object(seg.add_click(services, s, 600, 150, "add"))
     masks = s.object_masks()
-    paths = write_exports(s.image, records_from_masks(masks, [o.score for o in s.objects]), "my photo.jpg")
+    export = write_exports(s.image, records_from_masks(masks, [o.score for o in s.objects]), "my photo.jpg")
+    paths = export.paths
     names = sorted(os.path.basename(p) for p in paths)
-    assert "my_photo_coco.json" in names and "my_photo_labels.png" in names
-    assert "my_photo_object001_cutout.png" in names and "my_photo_object002_mask.png" in names
-    coco = json.load(open(next(p for p in paths if p.endswith("_coco.json"))))
+    assert names == ["coco_my_photo.json", "cutout01_my_photo.png", "cutout02_my_photo.png", "labels_my_photo.png",
+                     "mask01_my_photo.png", "mask02_my_photo.png"]
+    assert export.objects == 2 and export.summary.startswith("2 objects")
+    coco = json.load(open(next(p for p in paths if p.endswith(".json"))))
     assert len(coco["annotations"]) == 2 and coco["images"][0]["height"] == 800
     ann = coco["annotations"][0]
     dec = mask_utils.decode({"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode()})
     assert (dec.astype(bool) == masks[0]).all()
     assert ann["polygons"] and len(ann["polygons"][0]) >= 6
-    cut = cv2.imread(next(p for p in paths if p.endswith("object001_cutout.png")), cv2.IMREAD_UNCHANGED)
+    cut = cv2.imread(next(p for p in paths if "cutout01_" in p), cv2.IMREAD_UNCHANGED)
     assert cut.shape[2] == 4
-    mask_png = cv2.imread(next(p for p in paths if p.endswith("object001_mask.png")), cv2.IMREAD_UNCHANGED)
+    mask_png = cv2.imread(next(p for p in paths if "mask01_" in p), cv2.IMREAD_UNCHANGED)
     assert ((mask_png > 0) == masks[0]).all()
+    labels = cv2.imread(next(p for p in paths if "labels_" in p), cv2.IMREAD_UNCHANGED)
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2} and (labels == 2).any()
 
 
 def test_two_sessions_are_independent(services, sam_image):
@@ -161,3 +165,255 @@ def test_missing_weights_services(tmp_path, monkeypatch):
     assert not s.ready and "mobile_sam.pt" in s.sam_error and "--checkpoint" in s.sam_error
     s2 = load_services(AppConfig(checkpoint=None, detector_checkpoint=str(tmp_path / "missing.pt")))
     assert s2.get_detector() is None and "missing.pt" in s2.detector_error
+
+
+# ------------------------------------------------------------ module-level handlers over AppContext
+import base64  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+import zipfile  # noqa: E402
+
+import gradio as gr  # noqa: E402
+
+from mobilesam_web.ui import everything_ui, segment_tab  # noqa: E402
+from mobilesam_web.ui.context import AppContext  # noqa: E402
+from mobilesam_web.ui.web import EmbeddingStore  # noqa: E402
+
+from conftest import MOBILESAM_FIXTURE  # noqa: E402
+
+WIDGET_KEYS = {"token", "image", "width", "height", "display_width", "display_height", "input_size", "embedding",
+               "objects_count", "objects", "refine", "max_points", "status"}
+
+
+def no_progress(*args, **kwargs):
+    return None
+
+
+@pytest.fixture()
+def ctx(services):
+    return AppContext(services=services, store=EmbeddingStore(), config=services.config, browser_available=True)
+
+
+@pytest.fixture()
+def uploaded(tmp_path, monkeypatch):
+    """Copy a file into Gradio's upload folder, as an upload does (handlers refuse other paths)."""
+    folder = tmp_path / "gradio-uploads"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
+
+    def put(src, name=None):
+        dst = folder / "abc123" / (name or os.path.basename(src))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+        return str(dst)
+    return put
+
+
+def upload(ctx, path, refine=True):
+    out = segment_tab.on_upload(ctx, path, refine, progress=no_progress)
+    assert len(out) == 7
+    return out
+
+
+def event(data):
+    return gr.EventData(None, data)
+
+
+def f16(low):
+    return base64.b64encode(np.asarray(low, "<f2").tobytes()).decode()
+
+
+def test_upload_status_and_widget_value(ctx, uploaded):
+    path = uploaded(MOBILESAM_FIXTURE / "image.png")
+    s, canvas, cands, info, table, value, files = upload(ctx, path)
+    assert isinstance(s, seg.SegmentSession) and canvas.shape == (800, 799, 3) and cands == [] and table == []
+    assert set(value) == WIDGET_KEYS
+    assert value["max_points"] == ctx.config.max_points and value["refine"] is True
+    assert value["width"] == 799 and value["height"] == 800 and value["embedding"].endswith(value["token"])
+    assert ctx.store.get(value["token"]) is not None
+    assert "**" not in value["status"] and value["status"].endswith("ready — click an object")
+    assert info.endswith("ready — click an object") and "799×800" in info and "0 object(s) kept" in info
+    assert files == gr.update(value=None, visible=False)
+    # The same image again (another visitor, or the embedding cache): nothing says it was reused.
+    s2, *_, info2, _, value2, _ = upload(ctx, uploaded(MOBILESAM_FIXTURE / "image.png", "again.png"))
+    for text in (info2, value2["status"]):
+        assert "reuse" not in text.lower() and "cache" not in text.lower() and "same image" not in text.lower()
+        assert re.search(r"encoded in \d+\.\d\d s", text)
+    assert value2["token"] != value["token"]  # a token is never shared between sessions
+
+
+def test_upload_refuses_paths_outside_the_upload_folder(ctx, uploaded):
+    uploaded(MOBILESAM_FIXTURE / "image.png")  # sets the upload folder
+    with pytest.raises(gr.Error, match="only files uploaded"):
+        segment_tab.on_upload(ctx, str(MOBILESAM_FIXTURE / "image.png"), True, progress=no_progress)
+
+
+def test_browser_keep_and_export_current_mask(ctx, services, uploaded, sam_cases):
+    s = upload(ctx, uploaded(MOBILESAM_FIXTURE / "image.png"))[0]
+    low = sam_cases["a_low_res_logits"][0]
+    mask_event = {"low_res_f16": f16(low), "score": 0.9, "points": [[300, 400, 1]], "box": None}
+    with pytest.raises(gr.Error, match="Segment an object first"):
+        segment_tab.on_browser_export(ctx, s, event({}))
+    # export before Keep: the current browser mask alone
+    files = segment_tab.on_browser_export(ctx, s, event(mask_event))
+    assert files["visible"] is True and len(files["value"]) == 4 and "1 object:" in files["label"]
+    s, canvas, cands, info, table, value = segment_tab.on_browser_keep(ctx, s, True, event(mask_event))
+    assert len(s.objects) == 1 and value["objects_count"] == 1 and value["objects"].startswith("data:image/png")
+    assert "1 object(s) kept" in info and len(table) == 1
+    # kept objects plus the current mask; a payload that is not an object means "no current mask"
+    assert "2 objects" in segment_tab.on_browser_export(ctx, s, event(mask_event))["label"]
+    assert "1 object" in segment_tab.on_browser_export(ctx, s, event("not a dict"))["label"]
+    assert "1 object" in segment_tab.on_browser_export(ctx, s, event(None))["label"]
+    with pytest.raises(gr.Error, match="malformed mask"):
+        segment_tab.on_browser_export(ctx, s, event({"low_res_f16": "A" * 10}))
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        segment_tab.on_browser_export(ctx, None, event({}))
+
+
+def test_event_fields_never_reads_private_data():
+    assert segment_tab.event_fields(event({"a": 1, "b": 2}), ["a", "c"]) == {"a": 1}
+    for payload in ("low_res_f16", None, 5, [1, 2], "x"):
+        assert segment_tab.event_fields(event(payload), ["low_res_f16", "reason"]) == {}
+    assert segment_tab.event_fields(None, ["reason"]) == {}
+
+
+def test_server_export_without_keep(ctx, services, uploaded):
+    s = upload(ctx, uploaded(MOBILESAM_FIXTURE / "image.png", "photo with a long name for testing.png"))[0]
+    with pytest.raises(gr.Error, match="Segment an object first"):
+        segment_tab.on_export(ctx, s)
+    s = segment_tab.on_click(ctx, s, "Add (+)", True, gr.SelectData(None, {"index": [320, 400], "value": None}))[0]
+    files = segment_tab.on_export(ctx, s)  # the current mask, not kept
+    names = sorted(os.path.basename(p) for p in files["value"])
+    assert names == ["coco_photo_with_a_long_name_f.json", "cutout01_photo_with_a_long_name_f.png",
+                     "labels_photo_with_a_long_name_f.png", "mask01_photo_with_a_long_name_f.png"]
+    s = segment_tab.keep_object(ctx, s)[0]
+    s = segment_tab.on_click(ctx, s, "Add (+)", True, gr.SelectData(None, {"index": [600, 150], "value": None}))[0]
+    files = segment_tab.on_export(ctx, s)
+    assert "2 objects" in files["label"]
+    coco = json.load(open(next(p for p in files["value"] if p.endswith(".json"))))
+    assert len(coco["annotations"]) == 2
+
+
+def test_browser_mode_hides_server_controls(ctx, uploaded):
+    s = upload(ctx, uploaded(MOBILESAM_FIXTURE / "image.png"))[0]
+    # [widget, canvas, use_browser, mode, undo, clear, keep, candidates, export, info]
+    on = segment_tab.set_mode(ctx, s, True, False)
+    assert on[0]["visible"] is True and set(on[0]["value"]) == WIDGET_KEYS and on[0]["value"]["refine"] is False
+    assert all(u["visible"] is False for u in on[1:2] + on[3:9])
+    off = segment_tab.set_mode(ctx, s, False, True)
+    assert off[0]["visible"] is False and all(u["visible"] is True for u in off[1:2] + off[3:9])
+    fallback = segment_tab.on_fallback(ctx, s, True, event({"reason": "no WebAssembly"}))
+    assert "no WebAssembly" in fallback[-1] and "decoding on the server" in fallback[-1]
+    assert fallback[2]["value"] is False
+    no_browser = AppContext(ctx.services, ctx.store, ctx.config, browser_available=False)
+    assert segment_tab.set_mode(no_browser, s, True, True)[0]["visible"] is False
+
+
+def test_refine_change_resends_the_widget_value(ctx, uploaded):
+    s, *_, value, _ = upload(ctx, uploaded(MOBILESAM_FIXTURE / "image.png"))
+    again = segment_tab.on_refine_change(ctx, s, True, False)
+    assert again["refine"] is False and again["token"] == value["token"]  # same token: nothing re-fetched
+    assert again["image"] is value["image"]  # the display image is encoded once per session
+    assert segment_tab.on_refine_change(ctx, s, False, False) == gr.update()  # server mode: nothing to send
+    assert segment_tab.on_refine_change(ctx, None, True, False) == gr.update()
+
+
+def test_widget_js_registers_every_event():
+    for name in ("keep", "fallback", "export"):
+        assert f"'{name}'" in segment_tab.WIDGET_JS
+
+
+# ----------------------------------------------------------------------------- everything tab
+def everything(ctx, path, seg_session=None):
+    t = time.perf_counter()
+    out = everything_ui.on_everything(ctx, path, 0.4, 0.9, 1024, 0, 0, False, seg_session, progress=no_progress)
+    return out, time.perf_counter() - t
+
+
+def reported_total(md):
+    return float(re.search(r"\*\*([\d.]+) s\*\* in all", md).group(1))
+
+
+def test_everything_reports_the_wall_time_and_exports_every_object(ctx, uploaded, monkeypatch):
+    from mobilesam_web.ui import exports
+
+    slow = exports.write_exports
+
+    def slow_exports(*args, **kwargs):  # the downloads are part of the wait
+        time.sleep(1.0)
+        return slow(*args, **kwargs)
+    monkeypatch.setattr(everything_ui, "write_exports", slow_exports)
+    (shown, md, files, run, grid_btn, grid_out, grid_md), waited = everything(
+        ctx, uploaded(OBJECTAWARE_FIXTURE / "image.png", "street.png"))
+    total = reported_total(md)
+    assert waited - 0.3 <= total <= waited + 0.01 and total >= 1.0  # 2 decimals shown
+    parts = dict((k, float(v)) for k, v in re.findall(
+        r"(read image|load the detector|encode|detect|decode|post-process|downloads|draw) ([\d.]+) s", md))
+    assert {"read image", "encode", "detect", "decode", "post-process", "downloads", "draw"} <= set(parts)
+    assert parts["downloads"] >= 1.0 and sum(parts.values()) <= total + 0.03
+    assert sum(parts.values()) >= 0.9 * total - 0.05  # the breakdown accounts for the wait
+    n = int(re.match(r"\*\*(\d+) objects", md).group(1))
+    assert n == run.objects > 10 and f"{n} objects" in files["label"] and files["visible"] is True
+    assert shown.shape == (600, 900, 3) and run.image.shape == (600, 900, 3) and run.output_size == (600, 900)
+    assert grid_btn["interactive"] is True
+    names = sorted(os.path.basename(p) for p in files["value"])
+    assert names == ["coco_street.json", "labels_street.png", "masks_street.zip"]
+    coco = json.load(open(next(p for p in files["value"] if p.endswith(".json"))))
+    with zipfile.ZipFile(next(p for p in files["value"] if p.endswith(".zip"))) as z:
+        assert sorted(z.namelist()) == [f"mask{i:03d}.png" for i in range(1, n + 1)]
+    assert len(coco["annotations"]) == n
+    assert "reuse" not in md.lower()
+
+
+def test_everything_uses_the_segment_tab_image(ctx, uploaded):
+    s = upload(ctx, uploaded(OBJECTAWARE_FIXTURE / "image.png", "street.png"))[0]
+    (shown, md, files, run, *_), _ = everything(ctx, None, s)
+    assert run.name == "street.png" and run.objects > 0 and "coco_street.json" in str(files["value"])
+    out = everything_ui.on_everything_from_segment(ctx, 0.4, 0.9, 1024, 0, 0, False, s, progress=no_progress)
+    assert len(out) == 8 and out[-1] is None  # clears this tab's own upload
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        everything(ctx, None, None)
+    with pytest.raises(gr.Error, match="Segment anything tab first"):
+        everything_ui.on_everything_from_segment(ctx, 0.4, 0.9, 1024, 0, 0, False, None, progress=no_progress)
+
+
+def test_grid_comparison_reuses_the_run_and_reports_progress(ctx, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(everything_ui, "GRID_SIDE", 4)
+    img = np.array(Image.open(OBJECTAWARE_FIXTURE / "image.png").convert("RGB"))[:300, :400]
+    run = everything_ui.EverythingRun(image=img, output_size=(300, 400), name="x.png", objects=7, seconds=2.0)
+    monkeypatch.setattr(everything_ui, "run_everything", lambda *a, **k: pytest.fail("the run is not repeated"))
+    steps = list(everything_ui.on_grid(ctx, run, progress=no_progress))
+    assert "encoding" in steps[0][0] and steps[0][3]["visible"] is True  # Cancel shown while it runs
+    assert any("/16 points" in s[0] for s in steps[1:-1])
+    md, grid_out, grid_btn, cancel = steps[-1]
+    assert "Grid 4×4" in md and "objects in" in md and grid_out["visible"] is True
+    assert grid_out["value"].shape == img.shape and grid_btn["interactive"] is True and cancel["visible"] is False
+    with pytest.raises(gr.Error, match="Run Segment everything first"):
+        next(everything_ui.on_grid(ctx, None, progress=no_progress))
+
+
+def test_grid_cancel_stops_the_work(ctx, monkeypatch):
+    """Gradio cancels a generator handler by not resuming it (and closing it): no batch runs after."""
+    monkeypatch.setattr(everything_ui, "GRID_SIDE", 8)
+    batches, closed = [], []
+    real = everything_ui.grid_steps
+
+    def counting_steps(*args, **kwargs):
+        inner = real(*args, **kwargs)
+        try:
+            for step in inner:
+                batches.append(step)
+                yield step
+        finally:
+            closed.append(True)
+    monkeypatch.setattr(everything_ui, "grid_steps", counting_steps)
+    img = np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    run = everything_ui.EverythingRun(image=img, output_size=(200, 300), name="x.png", objects=1, seconds=1.0)
+    gen = everything_ui.on_grid(ctx, run, progress=no_progress)
+    next(gen), next(gen), next(gen)
+    assert len(batches) == 2
+    gen.close()
+    assert closed == [True] and len(batches) == 2  # stopped after the batch in progress, of 4
+    assert everything_ui.on_grid_cancel(ctx)[1]["interactive"] is True

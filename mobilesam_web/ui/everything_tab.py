@@ -1,6 +1,6 @@
-"""Everything tab: MobileSAMv2 box prompts (and the grid baseline for comparison)."""
-import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+"""The everything tab's computations, without Gradio: MobileSAMv2 box prompts, SAM's grid
+baseline for comparison, and the overlay of the results (the tab itself: everything_ui.py)."""
+from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -31,17 +31,18 @@ def run_everything(services, image: np.ndarray, conf: float = 0.4, iou: float = 
     return records, se.timings
 
 
-def run_grid(services, image: np.ndarray, points_per_side: int = 32,
-             progress: Optional[Callable[[float, str], None]] = None
-             ) -> Tuple[List[Dict[str, Any]], float]:
-    """SAM's grid generator (torch engine) for comparison; returns records and seconds."""
-    t = time.perf_counter()
-    pred = SamPredictor(services.torch_model)
-    gen = SamAutomaticMaskGenerator(pred, points_per_side=points_per_side)
-    if progress:
-        progress(0.0, f"grid {points_per_side}x{points_per_side}: decoding {points_per_side ** 2} points")
-    records = gen.generate(image)
-    return records, time.perf_counter() - t
+GRID_BATCH = 16  # points per grid batch: progress and cancel every few seconds, bounded memory
+
+
+def grid_steps(services, image: np.ndarray, points_per_side: int = 32, points_per_batch: int = GRID_BATCH
+               ) -> Generator[Tuple[int, int], None, List[Dict[str, Any]]]:
+    """SAM's grid generator (torch engine) for comparison, one batch of points per step: yields
+    (points_done, points_total), returns the records. Stop iterating (or close it) to cancel."""
+    if services.torch_model is None:
+        raise UserError("The grid comparison needs the MobileSAM model.")
+    gen = SamAutomaticMaskGenerator(SamPredictor(services.torch_model), points_per_side=points_per_side,
+                                    points_per_batch=points_per_batch)
+    return gen.iter_generate(image)
 
 
 def render_records(image: np.ndarray, records: List[Dict[str, Any]]) -> np.ndarray:

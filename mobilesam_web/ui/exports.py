@@ -1,67 +1,129 @@
-"""Downloads for both tabs: mask PNGs, cut-outs, a label map and COCO JSON (RLE + polygons)."""
+"""Downloads for both tabs: COCO JSON (RLE + polygons), a label map, and every object's mask
+(and cut-out), named so that a file list that shortens long names in the middle still shows
+what each file is: the kind first, then a short stem of the image's name.
+
+- `coco_<stem>.json`   every object; bboxes are the tight boxes of the masks
+- `labels_<stem>.png`  pixel value i = object i (annotation id i); 16-bit above 255 objects
+- few objects:  `mask01_<stem>.png`, `cutout01_<stem>.png`, ... one file each
+- many objects: `masks_<stem>.zip` holding `mask001.png` (and `cutout001.png`) for every object
+
+Nothing is dropped: every object is in every file. Writing is fast (1-bit mask PNGs, an
+uncompressed zip of already-compressed PNGs): hundreds of objects take about a second.
+"""
 import json
 import os
 import re
+import shutil
 import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
-from ..boxes import mask_bbox
+from ..boxes import mask_bbox_xywh
 from ..masks import coco_annotations, cutout_png, mask_png
 
+STEM_CHARS = 24      # long enough to recognise the image, short enough to show in full
+SEPARATE_FILES = 10  # up to this many objects, each mask is its own download; beyond, one zip
+FOLDER_PREFIX = "mobilesam-export-"
+FOLDER_MAX_AGE = 3600.0  # s; Gradio serves copies from its own cache (which it expires itself)
 
-def _stem(name: str) -> str:
+
+@dataclass
+class Export:
+    """What was written: the files to offer and what they hold."""
+    paths: List[str] = field(default_factory=list)
+    objects: int = 0
+    masks_zipped: bool = False
+    cutouts: bool = False
+
+    @property
+    def summary(self) -> str:
+        """One line for the page, e.g. '3 objects: COCO JSON, label map, 3 masks + 3 cut-outs'."""
+        n = self.objects
+        plural = "" if n == 1 else "s"
+        parts = ["COCO JSON", "label map"]
+        if n:
+            what = f"{n} mask{plural}" + (f" + {n} cut-out{plural}" if self.cutouts else "")
+            parts.append(what + (" (zip)" if self.masks_zipped else ""))
+        return f"{n} object{plural}: " + ", ".join(parts)
+
+
+def file_stem(name: str, limit: int = STEM_CHARS) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.splitext(os.path.basename(name or "image"))[0])
-    return stem[:60] or "image"
+    return stem.strip("._")[:limit].rstrip("._") or "image"
 
 
 def records_from_masks(masks: List[np.ndarray], scores: List[float]) -> List[Dict[str, Any]]:
-    recs = []
-    for m, s in zip(masks, scores):
-        x0, y0, x1, y1 = mask_bbox(m)
-        recs.append({"segmentation": m, "area": int(m.sum()), "bbox": [x0, y0, x1 - x0, y1 - y0],
-                     "predicted_iou": float(s)})
-    return recs
+    return [{"segmentation": m, "area": int(m.sum()), "bbox": mask_bbox_xywh(m), "predicted_iou": float(s)}
+            for m, s in zip(masks, scores)]
+
+
+def _cutout(image: np.ndarray, mask: np.ndarray) -> bytes:
+    if mask.shape != image.shape[:2]:  # the working copy was downscaled
+        mask = cv2.resize(mask.astype(np.uint8), image.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
+    return cutout_png(image, mask)
+
+
+def prune_export_folders(max_age: float = FOLDER_MAX_AGE, now: Optional[float] = None) -> int:
+    """Remove our export folders older than `max_age` seconds; returns how many. Gradio copies
+    the files it offers into its cache when the handler returns, so the originals are only
+    needed for moments; without this they would pile up in the temp folder forever."""
+    now = time.time() if now is None else now
+    removed = 0
+    root = tempfile.gettempdir()
+    for entry in os.scandir(root):
+        try:
+            if (entry.name.startswith(FOLDER_PREFIX) and entry.is_dir(follow_symlinks=False)
+                    and now - entry.stat(follow_symlinks=False).st_mtime > max_age):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed += 1
+        except OSError:  # another process removed it first
+            continue
+    return removed
 
 
 def write_exports(image: np.ndarray, records: List[Dict[str, Any]], name: str, cutouts: bool = True,
-                  max_files: int = 50, size: Optional[Tuple[int, int]] = None) -> List[str]:
-    """Write the downloads into a fresh temp folder; returns their paths. Masks are in `size`
-    (the user's image, default the image's own size); cut-outs are cut from `image`."""
-    folder = tempfile.mkdtemp(prefix="mobilesam-export-")
-    stem = _stem(name)
-    paths = []
+                  size: Optional[Tuple[int, int]] = None, separate_files: int = SEPARATE_FILES) -> Export:
+    """Write the downloads of `records` into a fresh temp folder. Masks are in `size` (the
+    user's image, default the image's own size); cut-outs are cut from `image`."""
+    prune_export_folders()
+    folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX)
+    stem = file_stem(name)
     size = tuple(size or image.shape[:2])
+    out = Export(objects=len(records), cutouts=cutouts)
+
+    def path(filename: str) -> str:
+        p = os.path.join(folder, filename)
+        out.paths.append(p)
+        return p
+
     coco = coco_annotations(records, size, file_name=os.path.basename(name or "image.png"))
-    p = os.path.join(folder, f"{stem}_coco.json")
-    with open(p, "w") as f:
+    with open(path(f"coco_{stem}.json"), "w") as f:
         json.dump(coco, f)
-    paths.append(p)
     masks = [r["segmentation"] for r in records]
-    if masks:
-        labels = np.zeros(size, np.uint16)
-        for i, m in enumerate(masks, 1):  # later objects on top
-            labels[m] = i
-        p = os.path.join(folder, f"{stem}_labels.png")
-        cv2.imwrite(p, labels if len(masks) > 255 else labels.astype(np.uint8))
-        paths.append(p)
-        union = np.any(np.stack(masks), axis=0)
-        p = os.path.join(folder, f"{stem}_all_masks.png")
-        with open(p, "wb") as f:
-            f.write(mask_png(union))
-        paths.append(p)
-    for i, m in enumerate(masks[:max_files], 1):
-        p = os.path.join(folder, f"{stem}_object{i:03d}_mask.png")
-        with open(p, "wb") as f:
-            f.write(mask_png(m))
-        paths.append(p)
-        if cutouts:
-            p = os.path.join(folder, f"{stem}_object{i:03d}_cutout.png")
-            with open(p, "wb") as f:
-                if m.shape != image.shape[:2]:  # the working copy was downscaled
-                    m = cv2.resize(m.astype(np.uint8), image.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
-                f.write(cutout_png(image, m))
-            paths.append(p)
-    return paths
+    if not masks:
+        return out
+    labels = np.zeros(size, np.uint16 if len(masks) > 255 else np.uint8)
+    for i, m in enumerate(masks, 1):  # later objects on top
+        labels[m] = i
+    cv2.imwrite(path(f"labels_{stem}.png"), labels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if len(masks) <= separate_files:
+        for i, m in enumerate(masks, 1):
+            with open(path(f"mask{i:02d}_{stem}.png"), "wb") as f:
+                f.write(mask_png(m))
+            if cutouts:
+                with open(path(f"cutout{i:02d}_{stem}.png"), "wb") as f:
+                    f.write(_cutout(image, m))
+        return out
+    out.masks_zipped = True
+    # PNGs are compressed already: storing them is as small and much faster than deflating
+    with zipfile.ZipFile(path(f"masks_{stem}.zip"), "w", zipfile.ZIP_STORED) as z:
+        for i, m in enumerate(masks, 1):
+            z.writestr(f"mask{i:03d}.png", mask_png(m))
+            if cutouts:
+                z.writestr(f"cutout{i:03d}.png", _cutout(image, m))
+    return out

@@ -3,9 +3,11 @@
 The state object lives in `gr.State`, so every browser session has its own; handlers are plain
 functions of (state, inputs) -> (state, outputs) and are unit-tested without a server.
 """
+import base64
+import binascii
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -58,11 +60,12 @@ class SegmentSession:
     result: Optional[Result] = None
     history: List[Tuple[Prompts, Optional[Result]]] = field(default_factory=list)
     objects: List[KeptObject] = field(default_factory=list)
-    encode_seconds: float = 0.0
-    encode_cached: bool = False
+    encode_seconds: float = 0.0                      # this upload's encoding time
     decode_ms: float = 0.0
     original_size: Optional[Tuple[int, int]] = None  # the user's image (H, W) when `image` is downscaled
     max_points: int = 64
+    browser_token: Optional[str] = None              # the embedding handed to this user's browser
+    browser_image: Optional[str] = None              # the display image as a data URL (made once)
 
     @property
     def user_size(self) -> Tuple[int, int]:
@@ -103,7 +106,6 @@ def start_session(services, image: np.ndarray, name: str = "image",
     took = time.perf_counter() - t
     return SegmentSession(image=image, embedding=predictor.get_image_embedding(),
                           input_size=tuple(predictor.input_size), name=name, encode_seconds=took,
-                          encode_cached=bool(getattr(predictor, "last_encode_cached", False)),
                           original_size=None if original_size is None else tuple(original_size),
                           max_points=int(getattr(getattr(services, "config", None), "max_points", 64)))
 
@@ -210,11 +212,25 @@ def keep_object(session: SegmentSession) -> SegmentSession:
     return clear(session)
 
 
-def keep_low_res(session: SegmentSession, low_res: np.ndarray, score: float, points, box) -> SegmentSession:
-    """Keep a mask decoded in the browser: its low-res logits plus the prompts that made it."""
-    low_res = np.asarray(low_res, dtype=np.float32)
-    if low_res.shape != (256, 256) or not np.all(np.isfinite(low_res)):
+MAX_F16_BASE64 = 4 * (256 * 256 * 2) // 3 + 4  # a 256x256 float16 mask in base64
+
+
+def browser_object(session: SegmentSession, data: Any) -> KeptObject:
+    """A mask decoded in the browser, as its widget sends it ({low_res_f16: base64 of 256x256
+    little-endian float16 logits, score, points: [[x, y, 1|0], ...], box: [x0, y0, x1, y1] or
+    null}, in the session image's pixels), checked value by value."""
+    data = data if isinstance(data, dict) else {}
+    encoded = data.get("low_res_f16")
+    try:
+        if not isinstance(encoded, str) or len(encoded) > MAX_F16_BASE64:
+            raise ValueError("wrong size")
+        low = np.frombuffer(base64.b64decode(encoded, validate=True), dtype="<f2").astype(np.float32)
+        low = low.reshape(256, 256)
+    except (ValueError, TypeError, binascii.Error):
+        raise UserError("The browser sent a malformed mask.") from None
+    if not np.all(np.isfinite(low)):
         raise UserError("the mask sent by the browser is malformed")
+    points, box = data.get("points"), data.get("box")
     if not isinstance(points, (list, tuple, type(None))) or len(points or []) > session.max_points:
         raise UserError(f"the browser sent malformed prompts (at most {session.max_points} points)")
     pts = []
@@ -235,13 +251,34 @@ def keep_low_res(session: SegmentSession, low_res: np.ndarray, score: float, poi
         x1, y1 = _checked_xy(session, min(b[2], session.size[1] - 1e-3), min(b[3], session.size[0] - 1e-3))
         bx = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
     try:
-        score = float(score)
+        score = float(data.get("score", 0.0))
     except (TypeError, ValueError):
         score = float("nan")
     if not np.isfinite(score):
         raise UserError("the browser sent a malformed score")
-    session.objects.append(KeptObject(low_res, score, Prompts(pts, bx)))
+    return KeptObject(low, score, Prompts(pts, bx))
+
+
+def keep_browser_object(session: SegmentSession, data: Any) -> SegmentSession:
+    """Keep a mask decoded in the browser (see `browser_object`) and start the next object."""
+    session.objects.append(browser_object(session, data))
     return clear(session)
+
+
+def export_masks(session: SegmentSession, current: Optional[KeptObject] = None
+                 ) -> Tuple[List[np.ndarray], List[float]]:
+    """The masks to export, in the user's pixels: every kept object, then the current mask (the
+    server's own, or `current` decoded in the browser) when there is one: export works without
+    pressing Keep."""
+    objects = list(session.objects)
+    if current is not None:
+        objects.append(current)
+    elif session.result is not None:
+        r = session.result
+        objects.append(KeptObject(r.low_res[r.selected], float(r.scores[r.selected]), session.prompts))
+    if not objects:
+        raise UserError("Segment an object first (click it), then export.")
+    return [session.user_mask(o.low_res) for o in objects], [o.score for o in objects]
 
 
 def remove_object(session: SegmentSession, index: int = -1) -> SegmentSession:

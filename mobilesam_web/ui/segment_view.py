@@ -1,0 +1,98 @@
+"""What the segment tab shows for a session: the status line, the kept-objects table, the
+server-drawn canvas, and the value of the in-browser widget."""
+import base64
+from typing import Any, Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from ..masks import color_for
+from . import segment as seg
+from .context import AppContext
+
+NO_IMAGE = "Upload an image to start, or click an example."
+
+
+def next_step(s: seg.SegmentSession) -> str:
+    if s.prompts.corner is not None:
+        return "click the opposite corner of the box"
+    if s.result is None:
+        return "ready — click an object"
+    return "click to refine, or keep the object"
+
+
+def status_markdown(ctx: AppContext, s: Optional[seg.SegmentSession]) -> str:
+    """The status line: what is loaded, what the last action took, what to do next. Only this
+    user's own timings: never whether another visitor's work was reused."""
+    if s is None:
+        return NO_IMAGE
+    h, w = s.user_size
+    size = f"**{w}×{h}**" + (f" (worked on at {s.size[1]}×{s.size[0]})" if s.original_size else "")
+    parts = [f"{size} · encoded in {s.encode_seconds:.2f} s ({ctx.config.backend})"]
+    if s.result is not None:
+        sel = s.result.selected
+        parts.append(f"decoded in {s.decode_ms:.0f} ms · predicted IoU {s.result.scores[sel]:.3f}")
+    parts.append(f"{len(s.objects)} object(s) kept")
+    parts.append(next_step(s))
+    return " · ".join(parts)
+
+
+def status_text(ctx: AppContext, s: Optional[seg.SegmentSession]) -> str:
+    """The status line as plain text (for the in-browser widget)."""
+    return status_markdown(ctx, s).replace("**", "")
+
+
+def objects_table(s: Optional[seg.SegmentSession]) -> List[list]:
+    if s is None or not s.objects:
+        return []
+
+    def swatch(i: int) -> str:
+        r, g, b = (int(v) for v in color_for(i))
+        return f"<span style='color:rgb({r},{g},{b});font-size:1.4em' aria-label='colour {i + 1}'>■</span>"
+
+    return [[i + 1, swatch(i), int(m.sum()), round(o.score, 3), len(o.prompts.points), o.prompts.box is not None]
+            for i, (o, m) in enumerate(zip(s.objects, s.object_masks()))]
+
+
+def view(ctx: AppContext, s: Optional[seg.SegmentSession]) -> Tuple[Any, list, str, list]:
+    """(canvas, candidate thumbnails, status, kept objects) for the server-drawn view."""
+    if s is None:
+        return None, [], status_markdown(ctx, s), []
+    return seg.render(s), seg.candidate_thumbnails(s), status_markdown(ctx, s), objects_table(s)
+
+
+def data_url(image: np.ndarray, ext: str = ".jpg") -> str:
+    if image.ndim == 3 and image.shape[2] == 4:
+        ok, buf = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA))
+    else:
+        ok, buf = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    mime = "image/png" if ext == ".png" else "image/jpeg"
+    return f"data:{mime};base64," + base64.b64encode(buf.tobytes()).decode()
+
+
+def browser_view(ctx: AppContext, s: Optional[seg.SegmentSession], refine_on: bool = True
+                 ) -> Optional[Dict[str, Any]]:
+    """The in-browser widget's value: what it needs to decode this session's image locally.
+
+    Keys: token (changes only with a new image: the widget re-fetches nothing while it stays),
+    image (display-size JPEG data URL), width/height (the worked-on image, the frame of points
+    and boxes), display_width/display_height, input_size ([h, w] in the 1024 frame), embedding
+    (URL of the float16 embedding), objects_count, objects (PNG data URL of the kept objects at
+    display size, or null), refine (use the previous mask as mask_input), max_points (per
+    object), status (the status line as plain text)."""
+    if s is None:
+        return None
+    if s.browser_token is None:
+        s.browser_token = ctx.store.put(np.asarray(s.embedding))
+    sc = s.display_scale
+    h, w = s.size
+    dw, dh = max(1, round(w * sc)), max(1, round(h * sc))
+    if s.browser_image is None:  # made once per image: re-sending the view must stay cheap
+        small = s.image if sc == 1.0 else cv2.resize(s.image, (dw, dh), interpolation=cv2.INTER_AREA)
+        s.browser_image = data_url(small)
+    return {"token": s.browser_token, "image": s.browser_image, "width": w, "height": h,
+            "display_width": dw, "display_height": dh, "input_size": list(s.input_size),
+            "embedding": f"/msw/embedding/{s.browser_token}", "objects_count": len(s.objects),
+            "objects": data_url(seg.objects_layer(s), ".png") if s.objects else None,
+            "refine": bool(refine_on), "max_points": int(ctx.config.max_points),
+            "status": status_text(ctx, s)}
