@@ -12,7 +12,7 @@ import argparse
 import logging
 import os
 
-from mobilesam_web.ui import build_app
+from mobilesam_web.ui import create_app
 from mobilesam_web.ui.services import AppConfig
 
 
@@ -45,19 +45,18 @@ def main() -> None:
                                 decoder_checkpoint=args.decoder_checkpoint, backend=args.backend,
                                 max_image_side=args.max_image_side, max_upload_mb=args.max_upload_mb,
                                 max_pixels=args.max_pixels, max_points=args.max_points)
-    demo = build_app(config=config)
+    demo, context = create_app(config=config)
     demo.queue(default_concurrency_limit=args.concurrency, max_size=64)
-    if args.share:  # a share link needs Gradio's own launcher (no cross-origin isolation headers)
-        from mobilesam_web.ui.web import max_upload_bytes
+    if args.share:  # a share link needs Gradio's own launcher; it gets the same /msw routes
+        from mobilesam_web.ui.web import launch_with_share_link
 
-        demo.launch(server_name=args.host, server_port=args.port, share=True, show_error=True,
-                    max_file_size=max_upload_bytes(config), state_session_capacity=config.max_sessions)
+        launch_with_share_link(demo, context, args.host, args.port)
         return
     import uvicorn
 
     from mobilesam_web.ui.web import create_server
 
-    app = create_server(demo, demo.services, demo.embedding_store)
+    app = create_server(demo, context)
     print(f"* Running on local URL:  http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 

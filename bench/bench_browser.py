@@ -1,6 +1,11 @@
-"""In-browser decode latency: headless Chromium (Debian's) driving the app's canvas widget.
+"""The visitor's numbers and in-browser decode latency: headless Chromium (Debian's) driving the app.
 
     python bench/bench_browser.py [--n 60] [--webgpu-n 5]
+
+Visitor: page load -> first painted mask for a new visitor and a returning one (cached runtime and
+decoder), on the local link and on an emulated 20 Mbit/s connection, with the bytes that went over
+the wire; click -> painted mask p50/p95 while a hover preview is in flight, against server-side
+decoding measured in the same run.
 
 Starts the app on the parity-fixture weights, then in one run measures the median time of one
 decode call (onnxruntime-web session.run + reading the outputs) over N prompts for
@@ -27,29 +32,36 @@ FIX = ROOT.parent / "shared" / "fixtures" / "mobilesam_parity"
 from server_utils import browser, running_app  # noqa: E402
 
 JS = """async ([n, warm, fast]) => {
-  const d = window.mswDebug.decoder, ts = [];
-  if (fast) { await d.fastReady; if (!d.fastSession) return null; }
+  const ts = [], rt = [];
+  if (fast) await window.mswDebug.startHover();
   for (let i = 0; i < warm + n; i++) {
     const x = 100 + (i * 37) % 800, y = 100 + (i * 53) % 800;
-    const t = performance.now();
-    await d.decode([[x, y, 1]], null, null, {fast});
-    if (i >= warm) ts.push(performance.now() - t);
+    const r = await window.mswDebug.decodeTimed(x, y, fast);
+    if (i >= warm) { ts.push(r.ms); rt.push(r.roundTripMs); }
   }
-  ts.sort((a, b) => a - b);
-  return {median: ts[Math.floor(ts.length / 2)], min: ts[0], label: d.label};
+  ts.sort((a, b) => a - b); rt.sort((a, b) => a - b);
+  return {median: ts[Math.floor(ts.length / 2)], min: ts[0], roundTrip: rt[Math.floor(rt.length / 2)]};
 }"""
 
-HOVER_JS = """async (n) => {
+# Click -> painted mask while a hover preview is in flight: a pointermove starts a preview, the
+# click follows at once; timed until the mask is on the canvas (the next animation frame).
+CLICK_JS = """async (n) => {
   const c = document.querySelector('.msw-overlay'), r = c.getBoundingClientRect(), ts = [];
+  const ev = (type, fx, fy) => c.dispatchEvent(new PointerEvent(type, {clientX: r.left + r.width * fx,
+    clientY: r.top + r.height * fy, pointerType: 'mouse', pointerId: 1, button: 0, bubbles: true}));
   for (let i = 0; i < n; i++) {
-    const before = window.mswDebug.hoverCount || 0, t = performance.now();
-    c.dispatchEvent(new PointerEvent('pointermove', {clientX: r.left + r.width * (0.2 + 0.6 * (i % 10) / 10),
-      clientY: r.top + r.height * 0.5, pointerType: 'mouse', bubbles: true}));
-    while ((window.mswDebug.hoverCount || 0) === before) await new Promise((ok) => setTimeout(ok, 1));
+    document.querySelector('.msw-root [data-act=clear]').click();
+    const fx = 0.2 + 0.6 * ((i * 7) % 10) / 10, fy = 0.3 + 0.4 * ((i * 3) % 10) / 10;
+    ev('pointermove', fx + 0.05, fy);
+    await new Promise((ok) => setTimeout(ok, 5));
+    const before = window.mswDebug.clicks.length, t = performance.now();
+    ev('pointerdown', fx, fy); ev('pointerup', fx, fy);
+    while (window.mswDebug.clicks.length === before) await new Promise((ok) => setTimeout(ok, 1));
+    await new Promise((ok) => requestAnimationFrame(() => ok()));
     ts.push(performance.now() - t);
   }
   ts.sort((a, b) => a - b);
-  return ts[Math.floor(ts.length / 2)];
+  return {p50: ts[Math.floor(ts.length * 0.5)], p95: ts[Math.min(ts.length - 1, Math.floor(ts.length * 0.95))]};
 }"""
 
 
@@ -60,8 +72,62 @@ def page_for(b, url, query):
     if page.evaluate("window.mswDebug.error || null"):
         return None, page.evaluate("window.mswDebug.error")
     page.locator("#msw-upload input[type=file]").set_input_files(str(FIX / "image.png"))
-    page.wait_for_function("window.mswDebug.decoder.embedding", timeout=120_000)
+    page.wait_for_function("window.mswDebug.imageReady", timeout=120_000)
     return page, None
+
+
+def first_mask(ctx, url, mbit=None):
+    """A visitor: open the page, upload at once, click as soon as the image shows. Returns
+    (seconds from navigation to the painted mask, MB over the wire, decoder state at the click)."""
+    page = ctx.new_page()
+    page.set_viewport_size({"width": 1366, "height": 768})
+    got = []
+    page.on("requestfinished", lambda r: got.append(r.sizes()["responseBodySize"] + r.sizes()["responseHeadersSize"]))
+    if mbit:
+        cdp = ctx.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 40,
+                                                       "downloadThroughput": mbit * 125_000,
+                                                       "uploadThroughput": mbit / 4 * 125_000})
+    t = time.perf_counter()
+    page.goto(url)
+    page.locator("#msw-upload input[type=file]").set_input_files(str(FIX / "image.png"))
+    page.wait_for_selector(".msw-img[src]", timeout=300_000)
+    page.wait_for_function("window.mswDebug.state().image !== 'fetching'", timeout=300_000)
+    state = page.evaluate("window.mswDebug.state().decoder")
+    box = page.locator(".msw-overlay").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5)
+    page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=300_000)
+    took = time.perf_counter() - t
+    page.close()
+    return took, sum(got) / 1e6, state
+
+
+def server_click_ms(b, url, n):
+    """Server-side decoding (the baseline in the same run): click on the image -> new canvas."""
+    page = b.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url + "?msw_backend=none")   # no browser backend: the page falls back to the server
+    page.wait_for_selector("#msw-canvas", state="visible", timeout=120_000)
+    page.locator("#msw-upload input[type=file]").set_input_files(str(FIX / "image.png"))
+    page.wait_for_function("document.querySelector('#msw-canvas img') && "
+                           "document.querySelector('#msw-status').innerText.includes('encoded in')", timeout=120_000)
+    ts = []
+    src = lambda: page.evaluate("document.querySelector('#msw-canvas img').src")  # noqa: E731
+    changed = "(s) => document.querySelector('#msw-canvas img').src !== s"
+    for i in range(n):   # one-point clicks (three candidates), as on the browser side
+        if i:
+            before = src()
+            page.locator("#msw-clear").click()
+            page.wait_for_function(changed, arg=before, timeout=60_000)
+        before = src()
+        bb = page.locator("#msw-canvas img").bounding_box()
+        t = time.perf_counter()
+        page.mouse.click(bb["x"] + bb["width"] * (0.2 + 0.06 * (i % 10)), bb["y"] + bb["height"] * 0.5)
+        page.wait_for_function(changed, arg=before, timeout=60_000)
+        ts.append((time.perf_counter() - t) * 1e3)
+    page.close()
+    ts.sort()
+    return {"p50": ts[len(ts) // 2], "p95": ts[min(len(ts) - 1, int(len(ts) * 0.95))]}
 
 
 def main() -> None:
@@ -86,29 +152,47 @@ def main() -> None:
     rows = []
     with running_app(["--checkpoint", str(FIX / "weights_fp16.pt")], {"MOBILESAM_ONNX_CACHE": cache}) as url:
         with browser(["--enable-unsafe-webgpu"]) as b:
+            visits = []
+            for label, mbit in (("fast local link", None), ("ordinary 20 Mbit/s", 20.0)):
+                ctx = b.new_context()
+                visits.append((label, "new visitor") + first_mask(ctx, url, mbit))
+                visits.append((label, "cached") + first_mask(ctx, url, mbit))
+                ctx.close()
+            page, _ = page_for(b, url, "?msw_backend=wasm")
+            page.evaluate("window.mswDebug.startHover()")
+            page.wait_for_function("window.mswDebug.state().hover === 'ready'", timeout=120_000)
+            clicks = page.evaluate(CLICK_JS, max(10, args.n // 3))
+            page.close()
+            server_clicks = server_click_ms(b, url, max(10, args.n // 3))
             for name, query, n in [("WASM, 1 thread", "?msw_backend=wasm&msw_threads=1", args.n),
                                    ("WASM, threads", "?msw_backend=wasm", args.n),
                                    ("WebGPU", "?msw_backend=webgpu", args.webgpu_n)]:
                 page, err = page_for(b, url, query)
                 if page is None:
-                    rows.append((name, None, None, err))
+                    rows.append((name, None, err))
                     continue
-                r = page.evaluate(JS, [n, 2, False])
-                fast = page.evaluate(JS, [n, 2, True]) if "WASM" in name else None
-                hover = page.evaluate(HOVER_JS, 10) if "WASM" in name else None
-                rows.append((name, r, hover, r["label"]))
-                if fast:
-                    rows.append((name + " hover", fast, None, "fast decoder"))
+                label = page.evaluate("window.mswDebug.backend") + f" x{page.evaluate('window.mswDebug.threads')}"
+                rows.append((name, page.evaluate(JS, [n, 2, False]), label))
+                if "WASM" in name:
+                    rows.append((name + " hover", page.evaluate(JS, [n, 2, True]), "fast decoder, 1 thread"))
                 page.close()
-    print(f"median decode over {args.n} prompts (WebGPU: {args.webgpu_n}), 2-core machine, Chromium headless")
+    print("A visitor on this 2-core machine (headless Chromium, server on the same machine):")
+    for link, who, took, mb, state in visits:
+        print(f"  {link:20s} {who:12s} page load -> first painted mask {took:5.1f} s, {mb:5.1f} MB over the wire "
+              f"(decoder {state} when the image was ready)")
+    print(f"  click -> painted mask with a hover preview in flight (browser, WASM): p50 {clicks['p50']:.0f} ms, "
+          f"p95 {clicks['p95']:.0f} ms")
+    print(f"  click -> new canvas, server decoding (baseline, same run):            p50 {server_clicks['p50']:.0f} ms, "
+          f"p95 {server_clicks['p95']:.0f} ms  ({server_clicks['p50'] / clicks['p50']:.1f}x the browser's p50)")
+    print(f"median decode over {args.n} prompts (WebGPU: {args.webgpu_n}); decode = session.run in the worker, "
+          "round trip = request to reply on the page")
     print(f"server onnxruntime (native, same decoder graph): {server_ms:.1f} ms")
-    for name, r, hover, label in rows:
+    for name, r, label in rows:
         if r is None:
             print(f"{name:16s} unavailable: {label}")
             continue
-        h = f", full hover (fast decode + upscale + draw) {hover:.1f} ms" if hover else ""
-        print(f"{name:16s} {label:18s} median {r['median']:.1f} ms, min {r['min']:.1f} ms "
-              f"({r['median'] / server_ms:.1f}x server){h}")
+        print(f"{name:16s} {label:24s} decode median {r['median']:.1f} ms, min {r['min']:.1f} ms "
+              f"({r['median'] / server_ms:.1f}x server), round trip {r['roundTrip']:.1f} ms")
 
 
 if __name__ == "__main__":

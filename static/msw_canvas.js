@@ -1,299 +1,612 @@
-// The browser-mode segment canvas. Prompts are decoded locally (msw_runtime.js); the server only
-// hears about a mask when the user keeps it (trigger "keep"). If no backend works, the widget
-// asks the server to switch back to server-side decoding (trigger "fallback").
-import { BrowserDecoder, upscaleMask } from "./msw_runtime.js";
-
-const PALETTE = [[30, 144, 255], [255, 99, 71], [60, 179, 113], [255, 215, 0], [186, 85, 211], [0, 206, 209],
-  [255, 140, 0], [199, 21, 133], [154, 205, 50], [70, 130, 180], [244, 164, 96], [123, 104, 238]];
-const colorFor = (i) => PALETTE[i % PALETTE.length];
+// The browser-mode segment canvas. Prompts are decoded in Web Workers (msw_worker.js); the server
+// only hears about a mask when the user keeps or exports it (triggers "keep", "export"). If no
+// backend works, the widget asks the server to decode instead (trigger "fallback").
+//
+// The page is a small state machine, so any order of events ends in a working canvas:
+//   decoder: loading -> ready | failed          (the click worker, started at once)
+//   image:   none -> uploading -> fetching -> ready   (per upload; the embedding is fetched as
+//            soon as the server sends the image, whether or not the decoder has loaded)
+// Clicks made before both are ready are kept (markers shown) and decoded as soon as they are.
+import { colorFor, toHalf } from "./msw_runtime.js";
 
 const HTML = `
 <div class="msw-bar">
   <div class="msw-modes" role="radiogroup" aria-label="Click adds">
-    <button data-mode="add" class="on" title="click: include point">+ Add</button>
-    <button data-mode="remove" title="click: exclude point (or right-click / Alt-click)">− Remove</button>
-    <button data-mode="box" title="drag, or tap two corners">▭ Box</button>
+    <button type="button" data-mode="add" class="on" role="radio" aria-checked="true"
+      title="click: include point">+ Add</button>
+    <button type="button" data-mode="remove" role="radio" aria-checked="false"
+      title="click: exclude point (or right-click / Alt-click)">− Remove</button>
+    <button type="button" data-mode="box" role="radio" aria-checked="false"
+      title="drag, or tap two corners">▭ Box</button>
   </div>
-  <button data-act="undo">Undo</button><button data-act="clear">Clear</button>
-  <button data-act="keep" class="msw-primary">Keep object</button>
-  <span class="msw-info">loading the in-browser decoder…</span>
+  <button type="button" data-act="undo" title="Undo (U)">Undo</button>
+  <button type="button" data-act="clear" title="Clear the current object (Esc)">Clear</button>
+  <button type="button" data-act="keep" class="msw-primary" title="Keep this object and start the next (K)">Keep object</button>
+  <button type="button" data-act="export" title="Download masks, cut-outs and COCO JSON (E)">Export</button>
 </div>
-<div class="msw-stage"><img class="msw-img" alt=""><canvas class="msw-objects"></canvas><canvas class="msw-overlay"></canvas></div>
-<div class="msw-cands"></div>`;
+<div class="msw-info" role="status" aria-live="polite">loading the in-browser decoder…</div>
+<div class="msw-stage">
+  <img class="msw-img" alt="">
+  <canvas class="msw-objects" aria-hidden="true"></canvas>
+  <canvas class="msw-overlay" tabindex="0" role="application" aria-label="Image to segment"
+    aria-describedby="msw-keys"></canvas>
+  <div class="msw-spinner" aria-hidden="true"></div>
+</div>
+<div class="msw-cands" role="group" aria-label="Candidate masks"></div>
+<p class="msw-keys" id="msw-keys">Keyboard: focus the image, arrows move the crosshair (Shift: faster),
+Enter adds a point, Shift+Enter excludes one, B sets a box corner, 1–3 pick a candidate, U undo,
+K keep, Esc clear, E export.</p>`;
 
 const CSS = `
+.msw-root{--msw-accent:#1e90ff}
 .msw-bar{display:flex;flex-wrap:wrap;gap:6px;align-items:center;margin:4px 0}
-.msw-bar button{padding:4px 10px;border:1px solid #bbb;border-radius:6px;background:#f6f6f6;cursor:pointer;font:inherit}
-.msw-bar button.on{background:#1e90ff;color:#fff;border-color:#1e90ff}
-.msw-bar .msw-primary{background:#f97316;color:#fff;border-color:#f97316}
+.msw-root .msw-bar button,.msw-root .msw-cands button{padding:6px 12px;min-height:36px;border:1px solid #bbb;
+  border-radius:6px;background:#f6f6f6;color:#222;cursor:pointer;font-size:14px;font-weight:500;line-height:1.2}
+.msw-root .msw-bar button.on{background:var(--msw-accent);color:#fff;border-color:var(--msw-accent)}
+.msw-root .msw-bar .msw-primary{background:#f97316;color:#fff;border-color:#f97316}
+.msw-root button:focus-visible,.msw-overlay:focus-visible{outline:3px solid var(--msw-accent);outline-offset:2px}
 .msw-modes{display:inline-flex;gap:2px}
-.msw-info{font-size:.85em;color:#555;margin-left:auto}
-.msw-stage{position:relative;display:inline-block;max-width:100%;line-height:0;user-select:none}
-.msw-stage img{max-width:100%;display:block}
+.msw-info{font-size:.9em;color:#444;margin:2px 0 4px;min-height:1.3em}
+.msw-stage{position:relative;display:inline-block;max-width:100%;line-height:0;user-select:none;-webkit-user-select:none}
+.msw-stage img{max-width:100%;max-height:max(240px,calc(100vh - 190px));width:auto;height:auto;display:block}
 .msw-stage canvas{position:absolute;left:0;top:0;width:100%;height:100%}
-.msw-overlay{cursor:crosshair;touch-action:none}
-.msw-cands{display:flex;gap:6px;margin-top:4px}
-.msw-cands button{padding:3px 8px;border:1px solid #bbb;border-radius:6px;background:#fff;cursor:pointer}
-.msw-cands button.on{border-color:#1e90ff;box-shadow:0 0 0 2px #1e90ff55}`;
+.msw-overlay{cursor:crosshair;touch-action:pan-x pan-y pinch-zoom}
+.msw-spinner{display:none;position:absolute;right:8px;top:8px;width:22px;height:22px;border-radius:50%;
+  border:3px solid #fff8;border-top-color:var(--msw-accent);animation:msw-spin .8s linear infinite}
+.msw-stage[aria-busy=true] .msw-spinner{display:block}
+@keyframes msw-spin{to{transform:rotate(360deg)}}
+.msw-cands{display:flex;flex-wrap:wrap;gap:6px;margin-top:4px;min-height:0}
+.msw-root .msw-cands button.on{border-color:var(--msw-accent);box-shadow:0 0 0 2px #1e90ff55}
+.msw-keys{font-size:.8em;color:#666;margin:4px 0 0;line-height:1.3}`;
+
+const WHITE = [255, 255, 255];
+const COMMITTED_ALPHA = 150, PREVIEW_ALPHA = 70;   // a hover preview is visibly lighter, unoutlined
+const SLOW_HOVER_MS = 600;                         // slower previews are switched off
+
+const emptyPrompts = () => ({ points: [], box: null, corner: null, result: null, history: [] });
+
+class Worker2 {   // a decoder worker with request/response calls
+  constructor(onProgress) {
+    this.w = new Worker(new URL("./msw_worker.js", import.meta.url), { type: "module" });
+    this.seq = 0;
+    this.waiting = new Map();
+    this.token = null;   // the image whose embedding this worker holds
+    this.w.onmessage = (e) => {
+      const m = e.data;
+      if (m.type === "progress") { if (onProgress) onProgress(m.got, m.total); return; }
+      const p = this.waiting.get(m.id);
+      if (!p) return;
+      this.waiting.delete(m.id);
+      if (m.type === "error") p.reject(new Error(m.error)); else p.resolve(m);
+    };
+    this.w.onerror = (e) => {
+      for (const p of this.waiting.values()) p.reject(new Error(e.message || "decoder worker failed"));
+      this.waiting.clear();
+    };
+  }
+  call(msg, transfer) {
+    const id = ++this.seq;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.w.postMessage({ ...msg, id }, transfer || []);
+    });
+  }
+  async setEmbedding(token, f16) {
+    await this.call({ type: "embedding", token, f16: f16.slice(0) });
+    this.token = token;
+  }
+  terminate() { this.w.terminate(); }
+}
 
 export function mount({ element, props, trigger, watch }) {
+  if (element.__mswDispose) element.__mswDispose();
   const root = document.createElement("div");
   root.className = "msw-root";
   root.innerHTML = `<style>${CSS}</style>` + HTML;
   element.replaceChildren(root);
   const $ = (s) => root.querySelector(s);
   const img = $(".msw-img"), objCanvas = $(".msw-objects"), overlay = $(".msw-overlay"), info = $(".msw-info");
+  const stage = $(".msw-stage");
   const ctx = overlay.getContext("2d"), objCtx = objCanvas.getContext("2d");
+  const debug = (window.mswDebug = { ready: false, imageReady: false, hoverCount: 0, clicks: [], events: [] });
 
-  let decoder = null, view = null, mode = "add", refine = true;
-  let st = { points: [], box: null, corner: null, result: null, history: [] };
-  let chain = Promise.resolve(), hoverPending = null, hoverBusy = false, drag = null;
-  const debug = (window.mswDebug = window.mswDebug || {});
-  debug.ready = false;
-
-  const setInfo = (extra) => {
-    if (!decoder) { info.textContent = extra || ""; return; }
-    const mb = (decoder.modelBytes / 1048576).toFixed(1);
-    const hover = decoder.lastHoverMs ? ` · hover ${decoder.lastHoverMs.toFixed(0)} ms` : "";
-    info.textContent = `${decoder.label} · decoder ${mb} MB ${decoder.modelCached ? "(cached)" : "(downloaded)"}` +
-      ` · last decode ${decoder.lastMs.toFixed(0)} ms${hover}` + (extra ? ` · ${extra}` : "");
-    info.dataset.backend = decoder.backend;
-    info.dataset.lastMs = decoder.lastMs.toFixed(2);
+  const S = {
+    cfg: null, decoder: "loading", load: null, model: null, backendLabel: "",
+    image: "none", view: null, token: null, f16: null, lastMs: null,
+    hover: "off", hoverNote: "", message: "",
   };
+  let click = null, hoverW = null;
+  let mode = "add", refine = true, maxPoints = 64, keptPending = 0;
+  let st = emptyPrompts(), version = 0, preview = null, drag = null, touch = null, kb = null;
 
-  const exclusive = (fn) => (chain = chain.then(fn, fn));   // one session.run at a time
-
-  function to1024(x, y) {
-    return [x * view.input_size[1] / view.width, y * view.input_size[0] / view.height];
+  // ------------------------------------------------------------------ status line
+  const MB = (b) => (b / 1048576).toFixed(1);
+  function status() {
+    const parts = [];
+    if (S.decoder === "loading") {
+      parts.push(S.load && S.load.total ? `loading decoder ${MB(S.load.got)}/${MB(S.load.total)} MB`
+                                        : "loading the in-browser decoder");
+    } else if (S.decoder === "ready") {
+      const m = S.model;
+      parts.push(`${S.backendLabel} · decoder ${MB(m.bytes)} MB ${m.cached ? "(cached)" : "(downloaded)"}` +
+                 (S.transferred ? ` · ${MB(S.transferred)} MB transferred` : ""));
+    } else parts.push(`in-browser decoding unavailable: ${S.error}`);
+    if (S.image === "none") parts.push("upload an image or pick an example");
+    else if (S.image === "uploading") parts.push("uploading and encoding the image on the server");
+    else if (S.image === "fetching") parts.push("fetching the image embedding");
+    else if (st.points.length || st.box) {
+      if (st.queued) parts.push(`${st.points.length + (st.box ? 1 : 0)} prompt(s) queued: decoding once the decoder has loaded`);
+      else if (clickBusy) parts.push("decoding…");
+      else if (st.result && S.lastMs !== null) {
+        parts.push(`decoded in ${S.lastMs.toFixed(0)} ms · predicted IoU ${st.result.iou[st.result.selected].toFixed(3)}`);
+      }
+    } else if (S.image === "ready" && S.decoder === "ready") parts.push("ready — click an object");
+    else if (S.image === "ready") parts.push("image ready");
+    if (st.corner) parts.push("click the opposite corner of the box");
+    if (S.hoverNote) parts.push(S.hoverNote);
+    if (S.message) parts.push(S.message);
+    info.textContent = parts.join(" · ");
+    info.dataset.state = `${S.decoder}/${S.image}`;
+    if (S.decoder === "ready") { info.dataset.backend = S.backend; if (S.lastMs !== null) info.dataset.lastMs = S.lastMs.toFixed(2); }
   }
+  const say = (msg) => { S.message = msg || ""; status(); };
+
+  // ---------------------------------------------------------------- geometry & drawing
+  const canDecode = () => S.decoder === "ready" && click.token === S.token && S.image === "ready";
+  const to1024 = (x, y) => [x * S.view.input_size[1] / S.view.width, y * S.view.input_size[0] / S.view.height];
   function eventXY(e) {
     const r = overlay.getBoundingClientRect();
-    return [(e.clientX - r.left) / r.width * view.width, (e.clientY - r.top) / r.height * view.height];
+    return [Math.min(Math.max((e.clientX - r.left) / r.width, 0), 0.9999) * S.view.width,
+            Math.min(Math.max((e.clientY - r.top) / r.height, 0), 0.9999) * S.view.height];
   }
+  const colour = () => colorFor(S.cfg.palette, (S.view.objects_count || 0) + keptPending);
+  const coarse = () => window.matchMedia && window.matchMedia("(pointer: coarse)").matches;
 
-  async function decodePrompts(points, box, prev, fast = false) {
-    const multimask = points.length === 1 && !box;
-    const maskInput = refine && prev && !multimask ? prev.low[prev.selected] : null;
-    const pts = points.map(([x, y, l]) => [...to1024(x, y), l]);
-    const bx = box ? [...to1024(box[0], box[1]), ...to1024(box[2], box[3])] : null;
-    const { low, iou } = await decoder.decode(pts, bx, maskInput, { fast });
-    const sl = multimask ? [1, 2, 3] : [0];
-    const res = { low: sl.map((i) => low[i]), iou: sl.map((i) => iou[i]) };
-    res.selected = res.iou.indexOf(Math.max(...res.iou));
-    return res;
-  }
-
-  function drawMask(low, color, alpha) {
-    const w = overlay.width, h = overlay.height;
-    const m = upscaleMask(low, view.input_size, h, w);
-    const im = ctx.createImageData(w, h), d = im.data;
-    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
-      const i = y * w + x;
-      if (!m[i]) continue;
-      const edge = x === 0 || y === 0 || x === w - 1 || y === h - 1 || !m[i - 1] || !m[i + 1] || !m[i - w] || !m[i + w];
-      const o = i * 4;
-      if (edge) { d[o] = 255; d[o + 1] = 255; d[o + 2] = 255; d[o + 3] = 255; }
-      else { d[o] = color[0]; d[o + 1] = color[1]; d[o + 2] = color[2]; d[o + 3] = alpha; }
-    }
-    ctx.putImageData(im, 0, 0);
+  function putPaint(target, rgba) {
+    const im = new ImageData(rgba, overlay.width, overlay.height);
+    target.putImageData(im, 0, 0);
   }
 
   function drawMarkers(points, box, corner) {
-    const s = overlay.width / view.width, r = Math.max(5, overlay.width / 110);
-    ctx.lineWidth = Math.max(2, r / 2.5);
+    const s = overlay.width / S.view.width;
+    const cssPx = overlay.width / Math.max(overlay.getBoundingClientRect().width, 1);
+    const r = Math.max((coarse() ? 11 : 6) * cssPx, overlay.width / 160);   // touch: a finger-sized marker
+    debug.markerRadiusCss = r / cssPx;
+    ctx.lineWidth = Math.max(2, r / 3);
     if (box) { ctx.strokeStyle = "#ffd700"; ctx.strokeRect(box[0] * s, box[1] * s, (box[2] - box[0]) * s, (box[3] - box[1]) * s); }
     if (corner) { ctx.fillStyle = "#ffd700"; ctx.fillRect(corner[0] * s - r / 2, corner[1] * s - r / 2, r, r); }
     for (const [x, y, l] of points) {
       ctx.beginPath(); ctx.arc(x * s, y * s, r, 0, 2 * Math.PI);
       ctx.fillStyle = l === 1 ? "#28c850" : "#e63232"; ctx.fill(); ctx.strokeStyle = "#fff"; ctx.stroke();
+      ctx.beginPath(); ctx.moveTo(x * s - r / 2, y * s); ctx.lineTo(x * s + r / 2, y * s);
+      if (l === 1) { ctx.moveTo(x * s, y * s - r / 2); ctx.lineTo(x * s, y * s + r / 2); }
+      ctx.stroke();
     }
   }
 
-  function redraw(preview) {
+  function drawCrosshair() {
+    if (!kb || !overlay.matches(":focus-visible")) return;   // keyboard focus only, not after a click
+    const s = overlay.width / S.view.width, x = kb[0] * s, y = kb[1] * s;
+    const cssPx = overlay.width / Math.max(overlay.getBoundingClientRect().width, 1), a = 14 * cssPx;
+    for (const [c, w] of [["#000", 5 * cssPx], ["#fff", 2 * cssPx]]) {
+      ctx.strokeStyle = c; ctx.lineWidth = w;
+      ctx.beginPath(); ctx.moveTo(x - a, y); ctx.lineTo(x + a, y); ctx.moveTo(x, y - a); ctx.lineTo(x, y + a); ctx.stroke();
+    }
+  }
+
+  function redraw() {
+    if (!S.view) { ctx.clearRect(0, 0, overlay.width, overlay.height); return; }
     ctx.clearRect(0, 0, overlay.width, overlay.height);
-    const color = colorFor(view.objects_count || 0);
-    const res = preview ? preview.result : st.result;
-    if (res) drawMask(res.low[res.selected], color, preview ? 110 : 140);
+    const res = st.result;
+    if (preview) putPaint(ctx, preview.paint);
+    else if (res && res.paints[res.selected]) putPaint(ctx, res.paints[res.selected]);
     drawMarkers(preview ? preview.points : st.points, st.box, st.corner);
-    if (drag) drawMarkers([], drag.box, null);
+    if (drag && drag.box) drawMarkers([], drag.box, null);
+    drawCrosshair();
     const cands = $(".msw-cands");
     cands.replaceChildren();
-    if (st.result && st.result.low.length > 1) {
-      st.result.iou.forEach((v, i) => {
+    if (res && res.low.length > 1) {
+      res.iou.forEach((v, i) => {
         const b = document.createElement("button");
+        b.type = "button";
         b.textContent = `mask ${i + 1} · IoU ${v.toFixed(3)}`;
-        if (i === st.result.selected) b.className = "on";
-        b.onclick = () => { st.result.selected = i; redraw(); };
+        b.setAttribute("aria-pressed", String(i === res.selected));
+        if (i === res.selected) b.className = "on";
+        b.onclick = () => pick(i);
         cands.appendChild(b);
       });
+    }
+    status();
+  }
+
+  // ------------------------------------------------------------------------ decoding
+  function paintSpec(alpha, edge, all) {
+    return { inputSize: S.view.input_size, h: overlay.height, w: overlay.width, color: colour(), alpha, edge, all };
+  }
+  function request(points, box, prev, paint) {
+    const multimask = points.length === 1 && !box;
+    const maskInput = refine && prev && !multimask ? prev.low[prev.selected] : null;
+    debug.lastRequest = { points: points.length, box: !!box, multimask, hasMaskInput: !!maskInput };
+    return {
+      type: "decode", token: S.token, multimask, maskInput, paint,
+      points: points.map(([x, y, l]) => [...to1024(x, y), l]),
+      box: box ? [...to1024(box[0], box[1]), ...to1024(box[2], box[3])] : null,
+    };
+  }
+
+  let clickBusy = false, clickDirty = false;
+  async function runClicks() {   // decodes the latest prompts; clicks made meanwhile coalesce
+    clickDirty = true;
+    if (clickBusy) return;
+    clickBusy = true;
+    stage.setAttribute("aria-busy", "true");
+    try {
+      while (clickDirty) {
+        clickDirty = false;
+        if (!canDecode()) { st.queued = st.points.length > 0 || !!st.box; break; }
+        st.queued = false;
+        const mine = version, { points, box } = st;
+        if (!points.length && !box) { st.result = null; continue; }
+        preview = null;
+        status();
+        const t0 = performance.now();
+        debug.events.push("click-start");
+        const res = await click.call(request(points, box, st.result, paintSpec(COMMITTED_ALPHA, WHITE, false)));
+        debug.events.push("click-done");
+        if (res.stale) { clickDirty = true; continue; }
+        if (version === mine) st.result = res;   // else undo/clear/another click came meanwhile
+        S.lastMs = res.ms;
+        debug.clicks.push({ decodeMs: res.ms, totalMs: performance.now() - t0 });
+        redraw();
+      }
+    } catch (err) {
+      say(`decoding failed: ${err.message || err}`);
+    } finally {
+      clickBusy = false;
+      stage.setAttribute("aria-busy", "false");
+      redraw();
     }
   }
 
   function commit(points, box) {
-    exclusive(async () => {
-      st.history.push({ points: st.points, box: st.box, result: st.result });
-      st.points = points; st.box = box;
-      st.result = points.length || box ? await decodePrompts(points, box, st.result) : null;
-      redraw(); setInfo();
-    });
+    if (!S.view) return;
+    if (points.length > maxPoints) { say(`at most ${maxPoints} points per object: keep or clear this one first`); return; }
+    st.history.push({ points: st.points, box: st.box, result: st.result });
+    st.points = points; st.box = box; version++;
+    preview = null; say("");
+    redraw();
+    runClicks();
   }
 
-  async function pumpHover() {
-    if (hoverBusy) return;
-    hoverBusy = true;
-    while (hoverPending) {
-      const p = hoverPending; hoverPending = null;
-      await exclusive(async () => {
-        const points = [...st.points, p];
-        const result = await decodePrompts(points, st.box, st.result, true);
-        if (!hoverPending && !drag) { redraw({ points, result }); setInfo(); }
-        debug.hoverCount = (debug.hoverCount || 0) + 1;
-      });
+  async function pick(i) {
+    const r = st.result;
+    if (!r || i >= r.low.length) return;
+    r.selected = i;
+    redraw();
+    if (!r.paints[i]) {   // candidates other than the best are painted when first chosen
+      const res = await click.call({ type: "paint", low: r.low[i], paint: paintSpec(COMMITTED_ALPHA, WHITE, false) });
+      r.paints[i] = res.rgba;
     }
-    hoverBusy = false;
+    if (st.result === r) redraw();
   }
 
+  // Hover previews: their own worker, loaded on the first hover; latest position wins, nothing
+  // is sent while a click decodes, and previews stop if this device is too slow for them.
+  let hoverWant = null, hoverBusy = false;
+  function hoverAt(x, y, label) {
+    if (!S.view || S.decoder !== "ready" || S.hover === "slow" || S.hover === "failed") return;
+    hoverWant = { x, y, label };
+    if (S.hover === "off") startHover();
+    pumpHover();
+  }
+  async function startHover() {
+    S.hover = "loading";
+    const model = S.cfg.decoder_fast && S.cfg.hover !== "exact" ? S.cfg.decoder_fast : S.cfg.decoder;
+    S.hoverNote = `loading hover previews (${MB(model.transfer_bytes || model.bytes)} MB)`;
+    status();
+    try {
+      hoverW = new Worker2(null);
+      // One thread: the click worker keeps the other cores, so a preview never slows a click much.
+      const r = await hoverW.call({ type: "init", cfg: S.cfg, model, prefer: S.backend, threads: 1 });
+      S.hoverModel = r;
+      if (S.f16) await hoverW.setEmbedding(S.token, S.f16);
+      S.hover = "ready";
+      S.hoverNote = "";
+      debug.hoverBytes = r.bytes;
+    } catch (err) {
+      S.hover = "failed";
+      S.hoverNote = "hover previews unavailable";
+    }
+    status();
+    pumpHover();
+  }
+  async function pumpHover() {
+    if (hoverBusy || S.hover !== "ready") return;
+    hoverBusy = true;
+    try {
+      while (hoverWant && !clickBusy && !drag) {
+        if (hoverW.token !== S.token) { if (!S.f16) break; await hoverW.setEmbedding(S.token, S.f16); }
+        const h = hoverWant; hoverWant = null;
+        const mine = version, points = [...st.points, [h.x, h.y, h.label]];
+        debug.events.push("hover-start");
+        const res = await hoverW.call({ ...request(points, st.box, st.result, paintSpec(PREVIEW_ALPHA, null, false)),
+                                        delayMs: S.cfg.hoverDelayMs || 0 });
+        debug.events.push("hover-done");
+        debug.hoverCount++;
+        debug.lastHoverMs = res.ms;
+        if (res.ms > SLOW_HOVER_MS) {
+          S.hover = "slow";
+          S.hoverNote = `hover previews off (${(res.ms / 1000).toFixed(1)} s per preview here)`;
+          preview = null;
+          redraw();
+          break;
+        }
+        if (!res.stale && !hoverWant && !clickBusy && version === mine && !drag && S.pointerIn) {
+          preview = { points, paint: res.paints[res.selected] };
+          redraw();
+        }
+      }
+    } catch (err) {
+      S.hover = "failed"; S.hoverNote = "hover previews unavailable";
+    } finally {
+      hoverBusy = false;
+    }
+  }
+  function endHover() { hoverWant = null; if (preview) { preview = null; redraw(); } }
+
+  // ----------------------------------------------------------------- pointer & touch
   overlay.addEventListener("contextmenu", (e) => e.preventDefault());
   overlay.addEventListener("pointerdown", (e) => {
-    if (!decoder || !decoder.embedding) return;
+    if (!S.view) return;
+    if (e.pointerType === "touch") {   // a tap adds a point; a swipe is left to the browser (scroll)
+      touch = { id: e.pointerId, x: e.clientX, y: e.clientY, t: performance.now() };
+      return;
+    }
     overlay.setPointerCapture(e.pointerId);
     const [x, y] = eventXY(e);
     drag = { x, y, moved: false, negative: e.button === 2 || e.altKey || e.shiftKey, box: null };
+    endHover();
   });
   overlay.addEventListener("pointermove", (e) => {
-    if (!decoder || !decoder.embedding) return;
+    if (!S.view) return;
+    if (e.pointerType === "touch") {
+      if (touch && Math.hypot(e.clientX - touch.x, e.clientY - touch.y) > 10) touch = null;
+      return;
+    }
+    S.pointerIn = true;
     const [x, y] = eventXY(e);
     if (drag) {
-      const far = Math.hypot(x - drag.x, y - drag.y) * overlay.width / view.width > 6;
-      if (far && (mode === "box" || e.pointerType === "mouse")) {
+      const far = Math.hypot(x - drag.x, y - drag.y) * overlay.width / S.view.width > 6;
+      if (far) {
         drag.moved = true;
         drag.box = [Math.min(x, drag.x), Math.min(y, drag.y), Math.max(x, drag.x), Math.max(y, drag.y)];
         redraw();
       }
       return;
     }
-    if (e.pointerType === "mouse" && mode !== "box") {
-      hoverPending = [x, y, mode === "remove" ? 0 : 1];
-      pumpHover();
-    }
+    if (mode !== "box") hoverAt(x, y, mode === "remove" ? 0 : 1);
   });
+  overlay.addEventListener("pointercancel", () => { touch = null; drag = null; });
   overlay.addEventListener("pointerup", (e) => {
+    const [x, y] = S.view ? eventXY(e) : [0, 0];
+    if (e.pointerType === "touch") {
+      const t = touch; touch = null;
+      if (t && t.id === e.pointerId && performance.now() - t.t < 800) place(x, y, mode === "remove" ? 0 : 1);
+      return;
+    }
     if (!drag) return;
     const d = drag; drag = null;
-    const [x, y] = eventXY(e);
     if (d.moved && d.box) { st.corner = null; commit(st.points, d.box); return; }
+    place(x, y, d.negative || mode === "remove" ? 0 : 1);
+  });
+  overlay.addEventListener("pointerleave", () => { S.pointerIn = false; endHover(); });
+
+  function place(x, y, label) {   // a click, tap or Enter at image pixel (x, y)
     if (mode === "box") {
       if (!st.corner) { st.corner = [x, y]; redraw(); return; }
       const c = st.corner; st.corner = null;
       commit(st.points, [Math.min(c[0], x), Math.min(c[1], y), Math.max(c[0], x), Math.max(c[1], y)]);
       return;
     }
-    const label = d.negative || mode === "remove" ? 0 : 1;
     commit([...st.points, [x, y, label]], st.box);
-  });
-  overlay.addEventListener("pointerleave", () => { hoverPending = null; if (!drag) redraw(); });
+  }
 
+  // ------------------------------------------------------------------------ keyboard
+  overlay.addEventListener("focus", () => {
+    if (S.view && !kb) kb = [S.view.width / 2, S.view.height / 2];
+    redraw();
+  });
+  overlay.addEventListener("blur", () => { endHover(); redraw(); });
+  overlay.addEventListener("keydown", (e) => {
+    if (!S.view || e.ctrlKey && e.key !== "z" || e.metaKey || e.altKey) return;
+    const step = (e.shiftKey ? 0.1 : 0.02) * Math.max(S.view.width, S.view.height);
+    const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+    const k = e.key.length === 1 ? e.key.toLowerCase() : e.key;
+    if (moves[e.key]) {
+      kb = [Math.min(Math.max(kb[0] + moves[e.key][0], 0), S.view.width - 1),
+            Math.min(Math.max(kb[1] + moves[e.key][1], 0), S.view.height - 1)];
+      S.pointerIn = true;
+      hoverAt(kb[0], kb[1], 1);
+      redraw();
+    } else if (e.key === "Enter" || e.key === " ") {
+      endHover();
+      if (mode === "box") place(kb[0], kb[1], 1);
+      else commit([...st.points, [kb[0], kb[1], e.shiftKey || mode === "remove" ? 0 : 1]], st.box);
+    } else if (k === "-") commit([...st.points, [kb[0], kb[1], 0]], st.box);
+    else if (k === "b") {
+      if (!st.corner) { st.corner = [...kb]; redraw(); }
+      else { const c = st.corner; st.corner = null;
+             commit(st.points, [Math.min(c[0], kb[0]), Math.min(c[1], kb[1]), Math.max(c[0], kb[0]), Math.max(c[1], kb[1])]); }
+    } else if (k === "u" || k === "Backspace" || (e.ctrlKey && k === "z")) undo();
+    else if (k === "k") keep();
+    else if (k === "Escape") clear();
+    else if (k === "e") exportNow();
+    else if (["1", "2", "3"].includes(k)) pick(+k - 1);
+    else return;
+    e.preventDefault();
+  });
+
+  // -------------------------------------------------------------------------- actions
   root.querySelectorAll("[data-mode]").forEach((b) => b.addEventListener("click", () => {
     mode = b.dataset.mode; st.corner = null;
-    root.querySelectorAll("[data-mode]").forEach((o) => o.classList.toggle("on", o === b));
+    root.querySelectorAll("[data-mode]").forEach((o) => {
+      o.classList.toggle("on", o === b); o.setAttribute("aria-checked", String(o === b));
+    });
     redraw();
   }));
-  $("[data-act=undo]").onclick = () => exclusive(async () => {
+  function undo() {
     if (st.corner) st.corner = null;
-    else if (st.history.length) Object.assign(st, st.history.pop());
-    redraw();
-  });
-  $("[data-act=clear]").onclick = () => exclusive(async () => {
-    st = { points: [], box: null, corner: null, result: null, history: [] }; redraw();
-  });
-  $("[data-act=keep]").onclick = () => exclusive(async () => {
-    if (!st.result) { setInfo("add a point or a box first"); return; }
-    const low = st.result.low[st.result.selected];
+    else if (st.history.length) { Object.assign(st, st.history.pop()); version++; }
+    preview = null; redraw();
+  }
+  function clear() { st = emptyPrompts(); version++; preview = null; say(""); redraw(); }
+  function lowResPayload() {
+    const r = st.result, low = r.low[r.selected];
     const half = new Uint16Array(low.length);   // float16 bits, as the server stores masks' logits
     for (let i = 0; i < low.length; i++) half[i] = toHalf(low[i]);
-    trigger("keep", { low_res_f16: b64(new Uint8Array(half.buffer)), score: st.result.iou[st.result.selected],
-                      points: st.points, box: st.box });
-    st = { points: [], box: null, corner: null, result: null, history: [] };
+    return { low_res_f16: b64(new Uint8Array(half.buffer)), score: r.iou[r.selected], points: st.points, box: st.box };
+  }
+  function keep() {
+    if (!st.result || clickBusy) { say(clickBusy ? "wait for the mask, then keep it" : "add a point or a box first"); return; }
+    const r = st.result, paint = r.paints[r.selected];
+    if (paint) {   // show it among the kept objects at once; the server's layer replaces this
+      const tmp = document.createElement("canvas");
+      tmp.width = overlay.width; tmp.height = overlay.height;
+      tmp.getContext("2d").putImageData(new ImageData(paint, overlay.width, overlay.height), 0, 0);
+      objCtx.globalAlpha = 0.8; objCtx.drawImage(tmp, 0, 0); objCtx.globalAlpha = 1;
+    }
+    trigger("keep", lowResPayload());
+    keptPending++;
+    st = emptyPrompts(); version++; preview = null;
+    say("object kept");
     redraw();
-  });
+  }
+  function exportNow() {
+    trigger("export", st.result && !clickBusy ? lowResPayload() : {});
+    say("preparing downloads");
+  }
+  $("[data-act=undo]").onclick = undo;
+  $("[data-act=clear]").onclick = clear;
+  $("[data-act=keep]").onclick = keep;
+  $("[data-act=export]").onclick = exportNow;
+
+  // --------------------------------------------------------------- image & embedding
+  async function fetchEmbedding(v) {
+    try {
+      const r = await fetch(v.embedding);
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      const f16 = await r.arrayBuffer();
+      if (S.token !== v.token) return;          // another image came meanwhile
+      S.f16 = f16;
+      await feedWorkers();
+    } catch (err) {
+      if (S.token === v.token) say(`could not fetch the image embedding (${err.message || err}); upload it again`);
+    }
+  }
+  async function feedWorkers() {   // give the current embedding to every ready worker
+    if (!S.f16) return;
+    const token = S.token;
+    if (S.decoder === "ready" && click.token !== token) await click.setEmbedding(token, S.f16);
+    if (S.hover === "ready" && hoverW.token !== token) await hoverW.setEmbedding(token, S.f16);
+    if (S.token !== token) return;
+    S.image = "ready";
+    debug.imageReady = S.decoder === "ready";
+    status();
+    if (S.decoder === "ready") runClicks();   // prompts given while loading
+  }
 
   async function show(v) {
-    if (!v || !v.image) { view = null; img.removeAttribute("src"); return; }
-    const newImage = !view || view.token !== v.token;
-    view = v;
-    if (newImage) {
-      await new Promise((ok) => { img.onload = ok; img.src = v.image; });
-      for (const c of [overlay, objCanvas]) { c.width = v.display_width; c.height = v.display_height; }
-      st = { points: [], box: null, corner: null, result: null, history: [] };
-      if (decoder) {
-        setInfo("fetching image embedding");
-        await exclusive(() => decoder.setEmbedding(v.embedding));
-        setInfo();
-      }
+    if (!v || !v.image) {
+      S.view = null; S.token = null; S.f16 = null; S.image = "none"; debug.imageReady = false;
+      img.removeAttribute("src"); st = emptyPrompts(); redraw(); status(); return;
     }
-    objCtx.clearRect(0, 0, objCanvas.width, objCanvas.height);
+    const newImage = S.token !== v.token;
+    S.view = v;
+    refine = debug.refine = v.refine !== false;
+    maxPoints = v.max_points || maxPoints;
+    keptPending = 0;
+    if (newImage) {
+      S.token = v.token; S.f16 = null; S.image = "fetching"; debug.imageReady = false;
+      st = emptyPrompts(); version++; preview = null; kb = null; S.lastMs = null;
+      const embedding = fetchEmbedding(v);   // in parallel with drawing (and with the decoder's download)
+      await new Promise((ok) => { img.onload = ok; img.onerror = ok; img.src = v.image; });
+      for (const c of [overlay, objCanvas]) { c.width = v.display_width; c.height = v.display_height; }
+      objCtx.clearRect(0, 0, objCanvas.width, objCanvas.height);
+      revealStage();
+      redraw();
+      await embedding;
+    }
     if (v.objects) {
       const o = new Image();
-      await new Promise((ok) => { o.onload = ok; o.src = v.objects; });
-      objCtx.drawImage(o, 0, 0, objCanvas.width, objCanvas.height);
-    }
-    refine = v.refine !== false;
+      await new Promise((ok) => { o.onload = ok; o.onerror = ok; o.src = v.objects; });
+      if (S.view === v) { objCtx.clearRect(0, 0, objCanvas.width, objCanvas.height); objCtx.drawImage(o, 0, 0, objCanvas.width, objCanvas.height); }
+    } else objCtx.clearRect(0, 0, objCanvas.width, objCanvas.height);
     redraw();
   }
 
-  // Test hooks: decode at the original resolution with SAM's exact post-processing.
-  debug.decodeFull = (points, box) => exclusive(async () => {
-    const res = await decodePrompts(points, box, null);
-    return { iou: res.iou, masks: res.low.map((l) => rle(upscaleMask(l, view.input_size, view.height, view.width))) };
-  });
+  function revealStage() {   // on a phone the image may sit below the fold: bring it (and its candidates) into view
+    const r = root.getBoundingClientRect();
+    if (r.top < 0 || r.top > window.innerHeight * 0.5 || $(".msw-cands").getBoundingClientRect().bottom > window.innerHeight) {
+      root.scrollIntoView({ behavior: "smooth", block: "start" });
+    }
+  }
 
+  // Tell the visitor that an upload is on its way (the server answers once it has encoded it).
+  const uploadBox = document.querySelector("#msw-upload");
+  const onUpload = () => { if (S.image !== "uploading") { S.image = "uploading"; status(); } };
+  if (uploadBox) { uploadBox.addEventListener("change", onUpload, true); uploadBox.addEventListener("drop", onUpload, true); }
+
+  // ---------------------------------------------------------------------- test hooks
+  debug.state = () => ({ decoder: S.decoder, image: S.image, hover: S.hover, points: st.points.length,
+                         queued: !!st.queued, result: !!st.result, backend: S.backend });
+  debug.decodeFull = async (points, box) => {
+    const r = await click.call({ type: "full", token: S.token, multimask: points.length === 1 && !box, maskInput: null,
+      inputSize: S.view.input_size, size: [S.view.height, S.view.width],
+      points: points.map(([x, y, l]) => [...to1024(x, y), l]),
+      box: box ? [...to1024(box[0], box[1]), ...to1024(box[2], box[3])] : null });
+    return { iou: r.iou, masks: r.masks };
+  };
+  debug.decodeTimed = async (x, y, fast) => {   // one decode (worker round trip included), for benchmarks
+    const w = fast ? hoverW : click, t0 = performance.now();
+    const r = await w.call(request([[x, y, 1]], null, null, paintSpec(COMMITTED_ALPHA, WHITE, false)));
+    return { ms: r.ms, roundTripMs: performance.now() - t0 };
+  };
+  debug.startHover = () => { if (S.hover === "off") return startHover(); };
+
+  // --------------------------------------------------------------------------- start
   (async () => {
     try {
       const cfg = await (await fetch("/msw/config.json")).json();
       const q = new URLSearchParams(location.search);   // overrides for tests and benchmarks
-      if (q.get("msw_backend")) cfg.preferBackend = q.get("msw_backend");
       if (q.get("msw_threads")) cfg.threads = +q.get("msw_threads");
       if (q.get("msw_decoder") === "small" && cfg.decoder_small) cfg.decoder = cfg.decoder_small;
       if (q.get("msw_hover") === "exact") cfg.hover = "exact";
+      if (q.get("msw_hover_delay")) cfg.hoverDelayMs = +q.get("msw_hover_delay");   // tests: a slow preview
+      S.cfg = cfg;
+      maxPoints = cfg.max_points || maxPoints;
       if (!cfg.decoder) throw new Error("the server has no exported decoder");
-      decoder = await BrowserDecoder.create(cfg, setInfo);
-      debug.decoder = decoder;
-      debug.backend = decoder.backend;
-      await show(props.value);
-      setInfo();
-      debug.ready = true;
-    } catch (e) {
-      debug.error = String(e.message || e);
-      info.textContent = "in-browser decoding unavailable: " + debug.error;
-      trigger("fallback", { reason: debug.error });
+      click = new Worker2((got, total) => { S.load = { got, total }; status(); });
+      const r = await click.call({ type: "init", cfg, model: cfg.decoder, prefer: q.get("msw_backend"), threads: cfg.threads });
+      S.decoder = "ready"; S.backend = r.backend; S.threads = r.threads; S.model = r; S.transferred = r.transferred;
+      S.backendLabel = r.backend === "webgpu" ? "WebGPU" : r.threads > 1 ? `WASM (${r.threads} threads)` : "WASM (1 thread)";
+      Object.assign(debug, { ready: true, backend: r.backend, threads: r.threads, modelBytes: r.bytes, cached: r.cached });
+      status();
+      await feedWorkers();
+    } catch (err) {
+      S.decoder = "failed";
+      S.error = String(err.message || err);
+      debug.error = S.error;
+      status();
+      trigger("fallback", { reason: S.error });
     }
   })();
   if (watch) watch("value", () => show(props.value));
-}
-
-function toHalf(v) {
-  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
-  f[0] = v;
-  const x = u[0], sign = (x >> 16) & 0x8000, e = ((x >> 23) & 0xff) - 127 + 15, m = x & 0x7fffff;
-  if (e <= 0) return sign;                                  // tiny: signed zero
-  if (e >= 31) return sign | 0x7c00;                        // overflow: infinity
-  const r = (m >> 13) + ((m >> 12) & 1);                    // round half up on the mantissa
-  return r === 0x400 ? sign | ((e + 1) << 10) : sign | (e << 10) | r;
+  show(props.value);
+  element.__mswDispose = () => { if (click) click.terminate(); if (hoverW) hoverW.terminate(); };
 }
 
 function b64(bytes) {
   let s = "";
   for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
   return btoa(s);
-}
-
-function rle(mask) {   // row-major run lengths, starting with a run of zeros
-  const counts = [];
-  let cur = 0, n = 0;
-  for (let i = 0; i < mask.length; i++) {
-    if (mask[i] === cur) n++;
-    else { counts.push(n); cur = mask[i]; n = 1; }
-  }
-  counts.push(n);
-  return counts;
 }

@@ -1,6 +1,6 @@
-// In-browser MobileSAM decoding with onnxruntime-web: runtime loading (local copy, else pinned
-// CDN with subresource integrity), WebGPU first then WASM, the decoder model (Cache API), the
-// float16 image embedding, and SAM's mask post-processing on the client.
+// Pure helpers shared by the page and the decoder worker (no DOM here): onnxruntime-web loading
+// (local copy, else the pinned CDN with subresource integrity), the model cache, float16
+// embeddings, SAM's exact mask up-scaling, mask painting and the object colours.
 
 const MODEL_CACHE = "mobilesam-web-models-v1";
 
@@ -15,28 +15,29 @@ async function blobUrl(url, integrity, type) {
   return URL.createObjectURL(new Blob([await r.arrayBuffer()], { type }));
 }
 
-export async function loadOrt(cfg) {
+// bundle: {main, glue, wasm} file names (the WASM-only build, or the one with WebGPU).
+export async function loadOrt(cfg, bundle, threads) {
   const o = cfg.ort;
-  const main = "ort.webgpu.min.mjs", glue = "ort-wasm-simd-threaded.asyncify.mjs",
-        wasm = "ort-wasm-simd-threaded.asyncify.wasm";
   let ort;
   if (o.local) {
-    ort = await import(o.base + main);
+    ort = await import(o.base + bundle.main);
     ort.env.wasm.wasmPaths = o.base;
   } else {
     // Dynamic import() cannot carry an integrity attribute: fetch with SRI, import the bytes.
-    ort = await import(await blobUrl(o.base + main, o.sri[main], "text/javascript"));
-    ort.env.wasm.wasmPaths = { mjs: await blobUrl(o.base + glue, o.sri[glue], "text/javascript") };
-    ort.env.wasm.wasmBinary = await (await fetchChecked(o.base + wasm, o.sri[wasm])).arrayBuffer();
+    ort = await import(await blobUrl(o.base + bundle.main, o.sri[bundle.main], "text/javascript"));
+    ort.env.wasm.wasmPaths = { mjs: await blobUrl(o.base + bundle.glue, o.sri[bundle.glue], "text/javascript") };
+    ort.env.wasm.wasmBinary = await (await fetchChecked(o.base + bundle.wasm, o.sri[bundle.wasm])).arrayBuffer();
   }
   // Threads need SharedArrayBuffer, i.e. a cross-origin isolated page; otherwise one thread.
   const isolated = self.crossOriginIsolated === true;
-  const want = cfg.threads || Math.min(4, navigator.hardwareConcurrency || 1);
+  const want = threads || Math.min(4, navigator.hardwareConcurrency || 1);
   ort.env.wasm.numThreads = isolated ? want : 1;
+  ort.env.wasm.proxy = false;   // we already run in our own worker
   return ort;
 }
 
-async function cachedModel(url, onProgress) {
+// -> {bytes, cached}. onProgress(got, total) in uncompressed bytes (the server may gzip).
+export async function cachedModel(url, total, onProgress) {
   let cache = null;
   try { cache = await caches.open(MODEL_CACHE); } catch (e) { /* no Cache API (e.g. http) */ }
   if (cache) {
@@ -44,7 +45,7 @@ async function cachedModel(url, onProgress) {
     if (hit) return { bytes: new Uint8Array(await hit.arrayBuffer()), cached: true };
   }
   const r = await fetchChecked(url);
-  const total = +r.headers.get("content-length") || 0;
+  total = total || +r.headers.get("x-uncompressed-length") || +r.headers.get("content-length") || 0;
   const reader = r.body.getReader();
   const parts = [];
   let got = 0;
@@ -75,12 +76,23 @@ export function halfToFloat(u16) {
   return out;
 }
 
-// SAM's post-processing per axis: bilinear (half-pixel centres) 256 -> 1024, crop to the
-// resized size, bilinear -> out. Composed: each output index has <= 4 (index, weight) taps.
+export function toHalf(v) {
+  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
+  f[0] = v;
+  const x = u[0], sign = (x >> 16) & 0x8000, e = ((x >> 23) & 0xff) - 127 + 15, m = x & 0x7fffff;
+  if (e <= 0) return sign;                                  // tiny: signed zero
+  if (e >= 31) return sign | 0x7c00;                        // overflow: infinity
+  const r = (m >> 13) + ((m >> 12) & 1);                    // round half up on the mantissa
+  return r === 0x400 ? sign | ((e + 1) << 10) : sign | (e << 10) | r;
+}
+
+// SAM's post-processing per axis, the same rule as mobilesam_web/upscale.py (a test pins the two):
+// bilinear (half-pixel centres) 256 -> 1024, crop to the resized size, bilinear -> out.
+// Composed, each output index has <= 4 (index, weight) taps.
 function bilinearTaps(outSize, inSize) {
   const scale = inSize / outSize, taps = [];
   for (let i = 0; i < outSize; i++) {
-    let src = Math.max((i + 0.5) * scale - 0.5, 0);
+    const src = Math.max((i + 0.5) * scale - 0.5, 0);
     let i0 = Math.floor(src);
     const lam = src - i0;
     const i1 = Math.min(i0 + 1, inSize - 1);
@@ -132,100 +144,43 @@ export function upscaleMask(low, inputSize, h, w) {
   return out;
 }
 
-export class BrowserDecoder {
-  static async create(cfg, onStatus) {
-    const ort = await loadOrt(cfg);
-    const model = await cachedModel(cfg.decoder.url, (got, total) =>
-      onStatus && onStatus(`downloading decoder ${(got / 1048576).toFixed(1)}/${(total / 1048576).toFixed(1)} MB`));
-    const tried = [];
-    const want = cfg.preferBackend ? [cfg.preferBackend] : ["webgpu", "wasm"];
-    for (const ep of want) {
-      if (ep === "webgpu" && !("gpu" in navigator)) { tried.push("webgpu: not available"); continue; }
-      try {
-        if (ep === "webgpu") {
-          const adapter = await navigator.gpu.requestAdapter();
-          if (!adapter) throw new Error("no adapter");
-          const info = adapter.info || {};
-          const software = adapter.isFallbackAdapter || info.isFallbackAdapter ||
-            /swiftshader|llvmpipe|software/i.test(`${info.vendor} ${info.architecture} ${info.description}`);
-          // A software adapter decodes in seconds, WASM in tens of milliseconds: only on request.
-          if (software && !cfg.preferBackend) throw new Error(`software adapter (${info.architecture || info.vendor})`);
-        }
-        const session = await ort.InferenceSession.create(model.bytes, { executionProviders: [ep] });
-        const d = new BrowserDecoder(ort, session, ep, model);
-        await d.selfTest();
-        if (cfg.decoder_fast && cfg.hover !== "exact") d.fastReady = d.loadFast(cfg.decoder_fast.url);
-        return d;
-      } catch (e) {
-        tried.push(`${ep}: ${e.message || e}`);
-      }
-    }
-    throw new Error("no onnxruntime-web backend works here (" + tried.join("; ") + ")");
+// A mask as RGBA pixels: filled with `color` at `alpha`, with a `edge` outline (or none).
+export function paintMask(mask, h, w, color, alpha, edge) {
+  const d = new Uint8ClampedArray(w * h * 4);
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+    const i = y * w + x;
+    if (!mask[i]) continue;
+    const o = i * 4;
+    const border = edge && (x === 0 || y === 0 || x === w - 1 || y === h - 1 ||
+                            !mask[i - 1] || !mask[i + 1] || !mask[i - w] || !mask[i + w]);
+    if (border) { d[o] = edge[0]; d[o + 1] = edge[1]; d[o + 2] = edge[2]; d[o + 3] = 255; }
+    else { d[o] = color[0]; d[o + 1] = color[1]; d[o + 2] = color[2]; d[o + 3] = alpha; }
   }
+  return d;
+}
 
-  constructor(ort, session, backend, model) {
-    this.ort = ort;
-    this.session = session;
-    this.backend = backend;
-    this.modelBytes = model.bytes.length;
-    this.modelCached = model.cached;
-    this.threads = backend === "wasm" ? ort.env.wasm.numThreads : 0;
-    this.embedding = null;
-    this.lastMs = 0;
-    this.fastSession = null;   // hover previews (tanh GELU: WASM's erf is slow); clicks stay exact
-    this.lastHoverMs = 0;
-  }
+// Python's colorsys.hsv_to_rgb, then uint8 truncation as numpy does (mobilesam_web.masks.color_for).
+function hsvToRgb(h, s, v) {
+  if (s === 0) return [v, v, v];
+  let i = Math.trunc(h * 6.0);
+  const f = h * 6.0 - i, p = v * (1.0 - s), q = v * (1.0 - s * f), t = v * (1.0 - s * (1.0 - f));
+  i = i % 6;
+  return [[v, t, p], [q, v, p], [p, v, t], [p, q, v], [t, p, v], [v, p, q]][i];
+}
 
-  async loadFast(url) {
-    try {
-      const model = await cachedModel(url);
-      this.fastSession = await this.ort.InferenceSession.create(model.bytes, { executionProviders: [this.backend] });
-      this.fastBytes = model.bytes.length;
-    } catch (e) {
-      this.fastError = String(e.message || e);   // hover then uses the exact decoder
-    }
-  }
+// spec: /msw/config.json's "palette" (from mobilesam_web.masks.palette_spec).
+export function colorFor(spec, i) {
+  if (i < spec.base.length) return spec.base[i];
+  return hsvToRgb((i * spec.hue_step) % 1.0, spec.saturation, spec.value).map((c) => Math.trunc(c * 255) & 255);
+}
 
-  get label() {
-    if (this.backend === "webgpu") return "WebGPU";
-    return this.threads > 1 ? `WASM (${this.threads} threads)` : "WASM (1 thread)";
+export function rle(mask) {   // row-major run lengths, starting with a run of zeros
+  const counts = [];
+  let cur = 0, n = 0;
+  for (let i = 0; i < mask.length; i++) {
+    if (mask[i] === cur) n++;
+    else { counts.push(n); cur = mask[i]; n = 1; }
   }
-
-  async selfTest() {
-    // One decode on a zero embedding, so a backend that loads but cannot run is rejected now.
-    this.embedding = new this.ort.Tensor("float32", new Float32Array(256 * 64 * 64), [1, 256, 64, 64]);
-    await this.decode([[512, 512, 1]], null, null);
-    this.embedding = null;
-  }
-
-  async setEmbedding(url) {
-    const r = await fetchChecked(url);
-    const f32 = halfToFloat(new Uint16Array(await r.arrayBuffer()));
-    this.embedding = new this.ort.Tensor("float32", f32, [1, 256, 64, 64]);
-  }
-
-  // points: [[x, y, label], ...] and box [x0, y0, x1, y1] in the resized-1024 frame;
-  // maskInput: Float32Array(65536) or null. -> {low: [4 x Float32Array(65536)], iou: [4]}
-  async decode(points, box, maskInput, { fast = false } = {}) {
-    const coords = [], labels = [];
-    for (const [x, y, l] of points) { coords.push(x, y); labels.push(l); }
-    if (box) { coords.push(box[0], box[1], box[2], box[3]); labels.push(2, 3); }
-    else { coords.push(0, 0); labels.push(-1); }   // SAM's padding point
-    const T = this.ort.Tensor, n = labels.length;
-    const feeds = {
-      image_embeddings: this.embedding,
-      point_coords: new T("float32", Float32Array.from(coords), [1, n, 2]),
-      point_labels: new T("float32", Float32Array.from(labels), [1, n]),
-      mask_input: new T("float32", maskInput || new Float32Array(65536), [1, 1, 256, 256]),
-      has_mask_input: new T("float32", Float32Array.from([maskInput ? 1 : 0]), [1]),
-    };
-    const session = fast && this.fastSession ? this.fastSession : this.session;
-    const t0 = performance.now();
-    const out = await session.run(feeds);
-    const lowAll = await out.low_res_masks.getData(), iou = Array.from(await out.iou_predictions.getData());
-    if (session === this.session) this.lastMs = performance.now() - t0;
-    else this.lastHoverMs = performance.now() - t0;
-    const low = [0, 1, 2, 3].map((i) => lowAll.slice(i * 65536, (i + 1) * 65536));
-    return { low, iou };
-  }
+  counts.push(n);
+  return counts;
 }

@@ -35,7 +35,7 @@ def open_page(b, url, query=""):
     err = page.evaluate("window.mswDebug.error || null")
     assert err is None, f"in-browser decoder failed: {err}"
     page.locator("#msw-upload input[type=file]").set_input_files(str(MOBILESAM_FIXTURE / "image.png"))
-    page.wait_for_function("window.mswDebug.decoder.embedding && document.querySelector('.msw-img').naturalWidth > 0",
+    page.wait_for_function("window.mswDebug.imageReady && document.querySelector('.msw-img').naturalWidth > 0",
                            timeout=90_000)
     return page
 
@@ -78,7 +78,7 @@ def test_wasm_matches_server(app_url, server_predictor):
         page = open_page(b, app_url, "?msw_backend=wasm")
         with screenshot_on_failure(page, "browser_wasm"):
             assert page.evaluate("self.crossOriginIsolated") is True  # COOP/COEP served
-            assert page.evaluate("window.mswDebug.decoder.threads") >= 2
+            assert page.evaluate("window.mswDebug.threads") >= 2
             assert "WASM" in page.locator(".msw-info").inner_text()
             assert_browser_equals_server(page, server_predictor, list(PROMPTS))
 
@@ -147,7 +147,7 @@ def test_works_without_cross_origin_isolation(sam_weights_path, onnx_cache, serv
             page = open_page(b, url, "?msw_backend=wasm")
             with screenshot_on_failure(page, "browser_single_thread"):
                 assert page.evaluate("self.crossOriginIsolated") is False
-                assert page.evaluate("window.mswDebug.decoder.threads") == 1
+                assert page.evaluate("window.mswDebug.threads") == 1
                 assert "1 thread" in page.locator(".msw-info").inner_text()
                 assert_browser_equals_server(page, server_predictor, ["point_multimask"])
 

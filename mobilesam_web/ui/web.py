@@ -1,32 +1,75 @@
 """The HTTP server around the Gradio app: cross-origin isolation headers, browser assets,
 the decoder model and per-session embeddings for in-browser decoding.
 
-Routes (besides Gradio at /):
-- /msw/static/...        our browser code (static/)
-- /msw/ort/...           onnxruntime-web from static/node_modules (after `npm ci --prefix static`)
-- /msw/config.json       what the page needs: ORT location (local, or CDN + SRI), decoder URL/size
-- /msw/models/decoder-{fp32,small}.onnx   the low-res decoder (immutable, cache forever)
-- /msw/embedding/{token} one image's embedding as float16 (token: random, per upload)
+Routes (besides Gradio at /), the same in every start mode (`python app.py` mounts them beside
+Gradio; `--share` hands them to Gradio's own launcher):
+- /msw/static/...                 our browser code (static/)
+- /msw/ort/{version}/{file}       onnxruntime-web from static/node_modules (`npm ci --prefix static`)
+- /msw/config.json                what the page needs: ORT bundles (local, or CDN + SRI), decoder
+                                  URLs with their raw and transferred sizes, the colour palette
+- /msw/models/decoder-{fp32,small,fast}.onnx   the low-res decoders (immutable, cache forever)
+- /msw/embedding/{token}          one image's embedding as float16 (token: random, per upload)
+
+The runtime and the models are sent gzip-compressed to browsers that accept it (the WASM runtime
+shrinks 4x); each file is compressed once per process and kept in memory.
 """
+import gzip
 import os
+import re
 import secrets
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
 STATIC = Path(__file__).resolve().parent.parent.parent / "static"
 ORT_VERSION = "1.30.0"
+PAGE_CSS = STATIC / "msw_page.css"
 ORT_LOCAL = STATIC / "node_modules" / "onnxruntime-web" / "dist"
 ORT_CDN = f"https://cdn.jsdelivr.net/npm/onnxruntime-web@{ORT_VERSION}/dist/"
 # Subresource integrity of the pinned files (sha384 of the npm package's bytes; tests check it).
 ORT_SRI = {
+    "ort.wasm.min.mjs": "sha384-SfFfy/pvthiOsgaw3KX0bV5TfQ6Iq+oY9KutMe4SxIuHH4cl+DCSD4rTsYOoG1tJ",
+    "ort-wasm-simd-threaded.mjs": "sha384-XcXA/MtAf0WpB8e023xQH9CM7RIjiugakT7x99DIwpFf7k56BIFFcAPerIF7FDad",
+    "ort-wasm-simd-threaded.wasm": "sha384-vjBJ1z7qrhkTyYsNqKeF6c7N+nOJSU94czEo+tvZcu8G75JparGq9kB+kTnEUNVM",
     "ort.webgpu.min.mjs": "sha384-FPQBMbud8ICuP0Ii+Gr95KWEX9pKHtUC3lacIp0aPI8WYluKvTsEGQ3AE2Ze3QlL",
     "ort-wasm-simd-threaded.asyncify.mjs": "sha384-qViEcCGzsR/m8nlQwIsbYh7afN4thuraqFYDQY6huvmoLVoZq/eYawQ1wrv8nnhA",
     "ort-wasm-simd-threaded.asyncify.wasm": "sha384-EPVDLTxuO663dkZO/pcKJF6vOyyfq/5z9FY1oksN0UWFX2ABH4wDDZQHeNoUleWR",
 }
+# Two builds of the runtime: WASM only (14 MB, 3.7 MB gzipped) for most visitors, and the one
+# with the WebGPU backend (27 MB, 6.7 MB gzipped), loaded only when WebGPU will be used.
+ORT_BUNDLES = {
+    "wasm": {"main": "ort.wasm.min.mjs", "glue": "ort-wasm-simd-threaded.mjs",
+             "wasm": "ort-wasm-simd-threaded.wasm"},
+    "webgpu": {"main": "ort.webgpu.min.mjs", "glue": "ort-wasm-simd-threaded.asyncify.mjs",
+               "wasm": "ort-wasm-simd-threaded.asyncify.wasm"},
+}
+MEDIA_TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
+               ".onnx": "application/octet-stream"}
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+class CompressedFiles:
+    """gzip copies of large files, made on first use and kept in memory (keyed by path, size and
+    mtime, so a re-exported model is compressed again)."""
+
+    def __init__(self) -> None:
+        self._items: Dict[Tuple[str, int, int], bytes] = {}
+        self._lock = threading.Lock()
+
+    def gzipped(self, path: Path) -> bytes:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        with self._lock:  # one compression at a time; later callers get the cached copy
+            data = self._items.get(key)
+            if data is None:
+                data = gzip.compress(path.read_bytes(), compresslevel=6, mtime=0)
+                for old in [k for k in self._items if k[0] == key[0]]:
+                    del self._items[old]
+                self._items[key] = data
+            return data
 
 
 class EmbeddingStore:
@@ -59,70 +102,138 @@ def cross_origin_isolation_enabled() -> bool:
     return os.environ.get("MOBILESAM_CROSS_ORIGIN_ISOLATION", "1") not in ("0", "false", "no")
 
 
-def create_server(demo, services, store: EmbeddingStore):
-    """FastAPI app with Gradio mounted at / and the browser-decoding routes."""
-    import gradio as gr
-    from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import FileResponse, JSONResponse, Response
-    from fastapi.staticfiles import StaticFiles
+def isolation_middleware():
+    """Starlette middleware class adding the headers of a cross-origin isolated page (which gives
+    the page SharedArrayBuffer, i.e. multithreaded WASM) to every response."""
+    from starlette.middleware.base import BaseHTTPMiddleware
 
-    app = FastAPI()
     isolate = cross_origin_isolation_enabled()
 
-    @app.middleware("http")
-    async def headers(request: Request, call_next):
-        response = await call_next(request)
-        if isolate:
-            # Cross-origin isolation gives the page SharedArrayBuffer: multithreaded WASM.
-            response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
-            response.headers["Cross-Origin-Embedder-Policy"] = "credentialless"
-        response.headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
-        return response
+    class CrossOriginIsolation(BaseHTTPMiddleware):
+        async def dispatch(self, request, call_next):
+            response = await call_next(request)
+            if isolate:
+                response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+                response.headers["Cross-Origin-Embedder-Policy"] = "credentialless"
+            response.headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
+            return response
 
+    return CrossOriginIsolation
+
+
+def msw_app(services, store: EmbeddingStore):
+    """The /msw routes as a FastAPI app of their own (mounted at /msw in every start mode)."""
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.responses import JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
+
+    from ..masks import palette_spec
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    packed = CompressedFiles()
     paths = services.engine.paths if services.engine is not None else {}
     decoders = {"fp32": paths.get("decoder_lowres"), "small": paths.get("decoder_web"),
                 "fast": paths.get("decoder_fast")}
     tag = Path(decoders["fp32"]).parent.name if decoders["fp32"] else None
+    ort_local = ORT_LOCAL.joinpath(ORT_BUNDLES["wasm"]["main"]).is_file()
+    big = [Path(p) for p in decoders.values() if p]
+    if ort_local:
+        big += [ORT_LOCAL / f for files in ORT_BUNDLES.values() for f in files.values()]
+    # Compress now (about 3 s on 2 cores), not when the first visitor asks for the sizes.
+    threading.Thread(target=lambda: [packed.gzipped(p) for p in big], daemon=True,
+                     name="msw-gzip").start()
+
+    def send(path: Path, request: Request, cache: str):
+        """The file, gzipped when the browser accepts it; Content-Length is what goes over the wire."""
+        headers = {"Cache-Control": cache, "Vary": "Accept-Encoding"}
+        media = MEDIA_TYPES.get(path.suffix, "application/octet-stream")
+        if "gzip" in request.headers.get("accept-encoding", "").lower():
+            headers["Content-Encoding"] = "gzip"
+            headers["X-Uncompressed-Length"] = str(path.stat().st_size)
+            return Response(packed.gzipped(path), media_type=media, headers=headers)
+        return Response(path.read_bytes(), media_type=media, headers=headers)
+
+    def sizes(path: Path) -> Dict[str, int]:
+        return {"bytes": path.stat().st_size, "transfer_bytes": len(packed.gzipped(path))}
 
     def describe(kind):
         p = decoders.get(kind)
-        return {"url": f"/msw/models/decoder-{kind}.onnx?v={tag}", "bytes": os.path.getsize(p),
-                "version": tag, "kind": kind} if p else None
+        return {"url": f"/msw/models/decoder-{kind}.onnx?v={tag}", "version": tag, "kind": kind,
+                **sizes(Path(p))} if p else None
 
-    @app.get("/msw/config.json")
+    @app.get("/config.json")
     def config():
-        local = ORT_LOCAL.joinpath("ort.webgpu.min.mjs").is_file()
+        bundles = {}
+        for name, files in ORT_BUNDLES.items():
+            bundles[name] = dict(files)
+            if ort_local:
+                bundles[name]["bytes"] = sum(ORT_LOCAL.joinpath(f).stat().st_size for f in files.values())
+                bundles[name]["transfer_bytes"] = sum(sizes(ORT_LOCAL / f)["transfer_bytes"] for f in files.values())
         return JSONResponse({
-            "ort": {"version": ORT_VERSION, "local": local,
-                    "base": "/msw/ort/" if local else ORT_CDN, "sri": ORT_SRI},
+            "ort": {"version": ORT_VERSION, "local": ort_local,
+                    "base": f"/msw/ort/{ORT_VERSION}/" if ort_local else ORT_CDN, "sri": ORT_SRI,
+                    "bundles": bundles},
             # fp32 by default (exact parity with the server); "small" stores the weights as
             # float16 (half the download; mask IoU >= 0.999 against fp32, measured).
             "decoder": describe("fp32"),
             "decoder_small": describe("small"),
-            # hover previews: tanh GELU (WASM's erf is slow), float16 weights; ~1.5e-3 in logits
+            # hover previews, loaded on the first hover: tanh GELU (WASM's erf is slow), float16
+            # weights; ~1.5e-3 in logits
             "decoder_fast": describe("fast"),
-            "cross_origin_isolated_by_server": isolate,
+            "palette": palette_spec(),
+            "max_points": int(services.config.max_points),
+            "cross_origin_isolated_by_server": cross_origin_isolation_enabled(),
         }, headers={"Cache-Control": "no-cache"})
 
-    @app.get("/msw/models/decoder-{kind}.onnx")
-    def decoder(kind: str):
+    @app.get("/ort/{version}/{name}")
+    def ort_file(version: str, name: str, request: Request):
+        path = ORT_LOCAL / name
+        if (version != ORT_VERSION or not re.fullmatch(r"ort[A-Za-z0-9_.-]*\.(mjs|wasm)", name)
+                or not path.is_file()):
+            raise HTTPException(404, "no such onnxruntime-web file")
+        return send(path, request, IMMUTABLE)
+
+    @app.get("/models/decoder-{kind}.onnx")
+    def decoder(kind: str, request: Request):
         if not decoders.get(kind):
             raise HTTPException(404, "the in-browser decoder needs the onnxruntime backend and model weights")
-        return FileResponse(decoders[kind], media_type="application/octet-stream",
-                            headers={"Cache-Control": "public, max-age=31536000, immutable"})
+        return send(Path(decoders[kind]), request, IMMUTABLE)
 
-    @app.get("/msw/embedding/{token}")
+    @app.get("/embedding/{token}")
     def embedding(token: str):
         data = store.get(token)
         if data is None:
             raise HTTPException(404, "unknown or expired embedding; upload the image again")
         return Response(data, media_type="application/octet-stream", headers={"Cache-Control": "private, no-store"})
 
-    app.mount("/msw/static", StaticFiles(directory=str(STATIC)), name="msw-static")
-    if ORT_LOCAL.is_dir():
-        app.mount("/msw/ort", StaticFiles(directory=str(ORT_LOCAL)), name="msw-ort")
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="msw-static")
+    return app
+
+
+def create_server(demo, context):
+    """FastAPI app with Gradio mounted at / and the browser-decoding routes at /msw."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    app.add_middleware(isolation_middleware())
+    app.mount("/msw", msw_app(context.services, context.store))
     # Uploads over the limit are refused by Gradio's upload route while they stream in.
-    return gr.mount_gradio_app(app, demo, path="/", max_file_size=max_upload_bytes(services.config))
+    return gr.mount_gradio_app(app, demo, path="/", max_file_size=max_upload_bytes(context.config),
+                               css_paths=[PAGE_CSS])
+
+
+def launch_with_share_link(demo, context, host: str, port: int) -> None:
+    """`--share`: Gradio's own launcher (it makes the gradio.live tunnel), given the same /msw
+    routes, headers and page style as `python app.py`, so share-link visitors decode in the browser."""
+    from starlette.middleware import Middleware
+    from starlette.routing import Mount
+
+    demo.launch(server_name=host, server_port=port, share=True, show_error=True,
+                max_file_size=max_upload_bytes(context.config),
+                state_session_capacity=context.config.max_sessions, css_paths=[PAGE_CSS],
+                app_kwargs={"routes": [Mount("/msw", app=msw_app(context.services, context.store))],
+                            "middleware": [Middleware(isolation_middleware())]})
 
 
 def max_upload_bytes(config) -> int:

@@ -1,0 +1,137 @@
+// The in-browser decoder, off the page's main thread. The page runs two of these: one for clicks
+// (the exact decoder) and, from the first hover on, one for hover previews (the fast decoder), so
+// a preview in flight never delays a click. Each worker runs one request at a time, in order.
+//
+// Messages in:  {type: "init", cfg, model: {url, bytes}, prefer, threads}
+//               {type: "embedding", token, f16: ArrayBuffer}   (1x256x64x64 float16)
+//               {type: "decode", token, points, box, maskInput, multimask, paint}
+//               {type: "full", token, points, box, size: [h, w]}
+//               {type: "paint", low, paint}   (one low-res mask -> RGBA at display size)
+// Messages out: {type: "progress", got, total} while the model downloads; replies carry the
+//               request's id: {type: "ready"|"embedded"|"decoded"|"full"|"error", ...}.
+import { cachedModel, halfToFloat, loadOrt, paintMask, rle, upscaleMask } from "./msw_runtime.js";
+
+let ort = null, session = null, embedding = null, token = null;
+let chain = Promise.resolve();
+
+self.onmessage = (e) => {
+  const m = e.data;
+  chain = chain.then(() => handle(m)).catch((err) =>
+    self.postMessage({ type: "error", id: m.id, error: String((err && err.message) || err) }));
+};
+
+async function handle(m) {
+  if (m.type === "init") return init(m);
+  if (m.type === "embedding") {
+    embedding = new ort.Tensor("float32", halfToFloat(new Uint16Array(m.f16)), [1, 256, 64, 64]);
+    token = m.token;
+    return self.postMessage({ type: "embedded", id: m.id, token });
+  }
+  if (m.type === "decode") return decode(m);
+  if (m.type === "full") return full(m);
+  if (m.type === "paint") {   // another candidate chosen: paint it on demand
+    const p = m.paint, rgba = paintMask(upscaleMask(m.low, p.inputSize, p.h, p.w), p.h, p.w, p.color, p.alpha, p.edge);
+    return self.postMessage({ type: "painted", id: m.id, rgba }, [rgba.buffer]);
+  }
+  throw new Error(`unknown request ${m.type}`);
+}
+
+function isSoftware(adapter) {
+  const info = adapter.info || {};
+  return adapter.isFallbackAdapter || info.isFallbackAdapter ||
+    /swiftshader|llvmpipe|software/i.test(`${info.vendor} ${info.architecture} ${info.description}`);
+}
+
+async function backends(prefer, tried) {
+  if (prefer) return [prefer];
+  const out = [];
+  if ("gpu" in navigator) {
+    try {
+      const adapter = await navigator.gpu.requestAdapter();
+      // A software adapter decodes in seconds, WASM in tens of milliseconds: only on request.
+      if (!adapter) tried.push("webgpu: no adapter");
+      else if (isSoftware(adapter)) tried.push("webgpu: software adapter");
+      else out.push("webgpu");
+    } catch (err) { tried.push(`webgpu: ${err.message || err}`); }
+  } else tried.push("webgpu: not available");
+  out.push("wasm");
+  return out;
+}
+
+function transferred() {   // bytes that came over the network for this worker (0 when cached)
+  try {
+    return performance.getEntriesByType("resource").reduce((n, r) => n + (r.transferSize || 0), 0);
+  } catch (err) { return 0; }
+}
+
+async function init({ id, cfg, model, prefer, threads }) {
+  const tried = [];
+  const eps = await backends(prefer, tried);
+  ort = await loadOrt(cfg, cfg.ort.bundles[eps.includes("webgpu") ? "webgpu" : "wasm"], threads);
+  const m = await cachedModel(model.url, model.bytes, (got, total) => self.postMessage({ type: "progress", got, total }));
+  for (const ep of eps) {
+    try {
+      session = await ort.InferenceSession.create(m.bytes, { executionProviders: [ep] });
+      // One decode on a zero embedding, so a backend that loads but cannot run is rejected now.
+      embedding = new ort.Tensor("float32", new Float32Array(256 * 64 * 64), [1, 256, 64, 64]);
+      await run([[512, 512, 1]], null, null);
+      embedding = null;
+      return self.postMessage({ type: "ready", id, backend: ep, threads: ep === "wasm" ? ort.env.wasm.numThreads : 0,
+                                bytes: m.bytes.length, cached: m.cached, tried, transferred: transferred() });
+    } catch (err) {
+      tried.push(`${ep}: ${err.message || err}`);
+      session = null;
+    }
+  }
+  throw new Error("no onnxruntime-web backend works here (" + tried.join("; ") + ")");
+}
+
+// points [[x, y, label]] and box in the resized-1024 frame -> 4 low-res masks and their scores
+async function run(points, box, maskInput) {
+  const coords = [], labels = [];
+  for (const [x, y, l] of points) { coords.push(x, y); labels.push(l); }
+  if (box) { coords.push(box[0], box[1], box[2], box[3]); labels.push(2, 3); }
+  else { coords.push(0, 0); labels.push(-1); }   // SAM's padding point
+  const T = ort.Tensor, n = labels.length;
+  const feeds = {
+    image_embeddings: embedding,
+    point_coords: new T("float32", Float32Array.from(coords), [1, n, 2]),
+    point_labels: new T("float32", Float32Array.from(labels), [1, n]),
+    mask_input: new T("float32", maskInput || new Float32Array(65536), [1, 1, 256, 256]),
+    has_mask_input: new T("float32", Float32Array.from([maskInput ? 1 : 0]), [1]),
+  };
+  const t0 = performance.now();
+  const out = await session.run(feeds);
+  const low = await out.low_res_masks.getData(), iou = Array.from(await out.iou_predictions.getData());
+  return { low, iou, ms: performance.now() - t0 };
+}
+
+async function select(m) {
+  const r = await run(m.points, m.box, m.maskInput);
+  const sl = m.multimask ? [1, 2, 3] : [0];
+  const low = sl.map((i) => r.low.slice(i * 65536, (i + 1) * 65536)), iou = sl.map((i) => r.iou[i]);
+  return { low, iou, selected: iou.indexOf(Math.max(...iou)), ms: r.ms };
+}
+
+// paint: {inputSize, h, w, color, alpha, edge, all}: the masks as RGBA pixels at display size,
+// so the page only copies pixels (no per-pixel work on the main thread).
+async function decode(m) {
+  if (m.token !== token) return self.postMessage({ type: "decoded", id: m.id, stale: true });
+  const t0 = performance.now();
+  const r = await select(m);
+  if (m.delayMs) await new Promise((ok) => setTimeout(ok, m.delayMs));   // tests: stands for a slow backend
+  const p = m.paint, paints = [];
+  r.low.forEach((low, i) => {
+    if (!p.all && i !== r.selected) { paints.push(null); return; }
+    const mask = upscaleMask(low, p.inputSize, p.h, p.w);
+    paints.push(paintMask(mask, p.h, p.w, p.color, p.alpha, p.edge));
+  });
+  const transfer = [...r.low.map((a) => a.buffer), ...paints.filter(Boolean).map((a) => a.buffer)];
+  self.postMessage({ type: "decoded", id: m.id, token, ...r, paints, totalMs: performance.now() - t0 }, transfer);
+}
+
+async function full(m) {   // test hook: masks at the image's own size, exact SAM post-processing
+  const r = await select(m);
+  const masks = r.low.map((low) => rle(upscaleMask(low, m.inputSize, m.size[0], m.size[1])));
+  self.postMessage({ type: "full", id: m.id, iou: r.iou, masks });
+}
