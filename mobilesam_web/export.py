@@ -31,6 +31,7 @@ import torch
 from .build import build_mobile_sam
 from .modeling import Sam
 from .onnx_graphs import BoxBatchDecoder, EncoderGraph, LowResDecoder, SamOnnxDecoder
+from .paths import default_onnx_cache
 from .weights import PathLike, file_sha256
 
 EXPORTER_VERSION = "1"
@@ -38,7 +39,7 @@ OPSET = 17
 SAM_DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input",
                       "has_mask_input", "orig_im_size"]
 SAM_DECODER_OUTPUTS = ["masks", "iou_predictions", "low_res_masks"]
-DEFAULT_CACHE_DIR = Path(__file__).resolve().parent.parent / "onnx"
+DEFAULT_CACHE_DIR = default_onnx_cache()  # onnx/ in a checkout, a per-user cache when installed
 
 
 class ExportError(RuntimeError):

@@ -11,4 +11,5 @@ if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
 fi
 # onnxruntime-web for in-browser decoding, served from static/node_modules (pinned by package-lock.json)
 npm ci --prefix static --no-audit --no-fund --loglevel=error
+ruff check .
 python -m pytest -q "$@"

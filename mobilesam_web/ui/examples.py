@@ -10,7 +10,9 @@ from typing import List, Optional
 
 import gradio as gr
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent.parent / "examples"
+from ..paths import examples_dir
+
+EXAMPLES_DIR = examples_dir()
 EXAMPLES = [("astronaut.jpg", "Astronaut"), ("coffee.jpg", "Coffee cup"), ("chelsea.jpg", "Cat")]
 
 
