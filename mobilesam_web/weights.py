@@ -8,6 +8,8 @@ import hashlib
 import os
 import pickle
 import re
+import socket
+import urllib.parse
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,9 +85,7 @@ def resolve_checkpoint(name: str, path: Optional[PathLike] = None) -> Path:
         return p
     repo_id, filename = _repo_and_file(spec)
     try:
-        from huggingface_hub import hf_hub_download
-
-        local = Path(hf_hub_download(repo_id=repo_id, filename=filename))
+        local = _hub_file(repo_id, filename)
     except Exception as exc:  # offline, no such repo/file, auth, disk... all need the same advice
         raise WeightsUnavailableError(
             f"Could not get the {spec.name} weights '{filename}' from the Hugging Face Hub repo "
@@ -100,6 +100,34 @@ def resolve_checkpoint(name: str, path: Optional[PathLike] = None) -> Path:
 
 
 _SHA_CACHE: Dict[tuple, str] = {}
+_HUB_UNREACHABLE: Dict[str, str] = {}  # endpoint -> why, so a second checkpoint fails at once too
+
+
+class HubUnreachable(OSError):
+    """The Hub's host cannot be reached (no network, DNS, firewall)."""
+
+
+def _hub_file(repo_id: str, filename: str) -> Path:
+    """The file from the local Hub cache, else one download attempt. Offline this fails in
+    seconds: huggingface_hub itself would retry for ~25 s before giving up."""
+    from huggingface_hub import constants, hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=True))
+    except Exception:
+        if constants.HF_HUB_OFFLINE:
+            raise
+    endpoint = constants.ENDPOINT
+    if endpoint not in _HUB_UNREACHABLE:
+        parsed = urllib.parse.urlparse(endpoint)
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            socket.create_connection((parsed.hostname, port), timeout=5).close()
+        except OSError as exc:
+            _HUB_UNREACHABLE[endpoint] = f"{parsed.hostname}:{port} unreachable: {exc}"
+    if endpoint in _HUB_UNREACHABLE:
+        raise HubUnreachable(_HUB_UNREACHABLE[endpoint] + "; offline? set HF_HUB_OFFLINE=1 to skip the Hub")
+    return Path(hf_hub_download(repo_id=repo_id, filename=filename))
 
 
 def file_sha256(path: PathLike) -> str:

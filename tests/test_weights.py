@@ -100,3 +100,37 @@ def test_load_into_casts_to_module_dtype():
     lin = torch.nn.Linear(2, 2)
     load_into(lin, {"weight": torch.ones(2, 2, dtype=torch.float16), "bias": torch.zeros(2, dtype=torch.float16)}, "x")
     assert lin.weight.dtype == torch.float32 and torch.equal(lin.weight, torch.ones(2, 2))
+
+
+def test_unreachable_hub_is_tried_once_then_fails_clearly(monkeypatch, tmp_path):
+    """Without HF_HUB_OFFLINE and without a network: no retry loop (huggingface_hub's own retries
+    take ~25 s); the local cache is asked, the host is probed once, and a second checkpoint is
+    refused without another probe."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from mobilesam_web import weights
+
+    calls, probes = [], []
+    real = huggingface_hub.hf_hub_download
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("local_files_only", False))
+        return real(*args, **kwargs)
+
+    def probe(address, timeout=None):
+        probes.append(address)
+        raise OSError("no route to host")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", counting)
+    monkeypatch.setattr(weights.socket, "create_connection", probe)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hub.invalid")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(weights, "_HUB_UNREACHABLE", {})
+    for name in ("mobile_sam", "object_aware"):
+        monkeypatch.delenv(REGISTRY[name].env_var, raising=False)
+        with pytest.raises(WeightsUnavailableError, match="unreachable.*HF_HUB_OFFLINE=1"):
+            resolve_checkpoint(name)
+    assert calls == [True, True], "only the local cache may be asked"
+    assert probes == [("hub.invalid", 443)]
