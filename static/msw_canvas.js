@@ -579,7 +579,7 @@ export function mount({ element, props, trigger, watch }) {
       const cfg = await (await fetch("/msw/config.json")).json();
       const q = new URLSearchParams(location.search);   // overrides for tests and benchmarks
       if (q.get("msw_threads")) cfg.threads = +q.get("msw_threads");
-      if (q.get("msw_decoder") === "small" && cfg.decoder_small) cfg.decoder = cfg.decoder_small;
+      if (q.get("msw_decoder") === "decoder_web" && cfg.decoder_web) cfg.decoder = cfg.decoder_web;
       if (q.get("msw_hover") === "exact") cfg.hover = "exact";
       if (q.get("msw_hover_delay")) cfg.hoverDelayMs = +q.get("msw_hover_delay");   // tests: a slow preview
       S.cfg = cfg;

@@ -83,18 +83,18 @@ def test_wasm_matches_server(app_url, server_predictor):
             assert_browser_equals_server(page, server_predictor, list(PROMPTS))
 
 
-def test_small_decoder_download(app_url, server_predictor):
+def test_web_decoder_download(app_url, server_predictor):
     """The float16-weight decoder: half the bytes; on the fixture (whose weights are float16
     exact) it must still match the server."""
     import json
     import urllib.request
 
     cfg = json.load(urllib.request.urlopen(app_url + "msw/config.json"))
-    assert cfg["decoder_small"]["bytes"] < 0.55 * cfg["decoder"]["bytes"]
+    assert cfg["decoder_web"]["bytes"] < 0.55 * cfg["decoder"]["bytes"]
     with browser() as b:
-        page = open_page(b, app_url, "?msw_backend=wasm&msw_decoder=small")
-        with screenshot_on_failure(page, "browser_small_decoder"):
-            mb = cfg["decoder_small"]["bytes"] / 2 ** 20
+        page = open_page(b, app_url, "?msw_backend=wasm&msw_decoder=decoder_web")
+        with screenshot_on_failure(page, "browser_web_decoder"):
+            mb = cfg["decoder_web"]["bytes"] / 2 ** 20
             assert f"decoder {mb:.1f} MB" in page.locator(".msw-info").inner_text()
             assert_browser_equals_server(page, server_predictor, ["points_with_negative", "box"])
 

@@ -325,8 +325,8 @@ def test_first_visit_bytes_are_what_the_page_says(app_url):
         page.goto(app_url)
         page.wait_for_function("window.mswDebug && window.mswDebug.ready", timeout=120_000)
         urls = [u for u, _ in sizes]
-        assert [u for u in urls if "decoder-fp32" in u], urls   # the worker's requests are seen
-        assert not [u for u in urls if "decoder-fast" in u], "hover decoder loaded before any hover"
+        assert [u for u in urls if "decoder_lowres" in u], urls   # the worker's requests are seen
+        assert not [u for u in urls if "decoder_fast" in u], "hover decoder loaded before any hover"
         assert not [u for u in urls if "asyncify" in u], "WebGPU runtime loaded for a WASM visitor"
         assert "MB transferred" in page.locator(".msw-info").inner_text()
 

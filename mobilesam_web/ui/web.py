@@ -7,7 +7,8 @@ Gradio; `--share` hands them to Gradio's own launcher):
 - /msw/ort/{version}/{file}       onnxruntime-web from static/node_modules (`npm ci --prefix static`)
 - /msw/config.json                what the page needs: ORT bundles (local, or CDN + SRI), decoder
                                   URLs with their raw and transferred sizes, the colour palette
-- /msw/models/decoder-{fp32,small,fast}.onnx   the low-res decoders (immutable, cache forever)
+- /msw/models/{graph}.onnx         the browser's decoders, named as exported: decoder_lowres
+                                  (clicks), decoder_web (float16 weights), decoder_fast (hover)
 - /msw/embedding/{token}          one image's embedding as float16 (token: random, per upload)
 
 The runtime and the models are sent gzip-compressed to browsers that accept it (the WASM runtime
@@ -24,7 +25,9 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-STATIC = Path(__file__).resolve().parent.parent.parent / "static"
+from ..paths import static_dir
+
+STATIC = static_dir()
 ORT_VERSION = "1.30.0"
 PAGE_CSS = STATIC / "msw_page.css"
 ORT_LOCAL = STATIC / "node_modules" / "onnxruntime-web" / "dist"
@@ -132,9 +135,8 @@ def msw_app(services, store: EmbeddingStore):
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     packed = CompressedFiles()
     paths = services.engine.paths if services.engine is not None else {}
-    decoders = {"fp32": paths.get("decoder_lowres"), "small": paths.get("decoder_web"),
-                "fast": paths.get("decoder_fast")}
-    tag = Path(decoders["fp32"]).parent.name if decoders["fp32"] else None
+    decoders = {g: paths.get(g) for g in ("decoder_lowres", "decoder_web", "decoder_fast")}
+    tag = Path(decoders["decoder_lowres"]).parent.name if decoders["decoder_lowres"] else None
     ort_local = ORT_LOCAL.joinpath(ORT_BUNDLES["wasm"]["main"]).is_file()
     big = [Path(p) for p in decoders.values() if p]
     if ort_local:
@@ -156,9 +158,9 @@ def msw_app(services, store: EmbeddingStore):
     def sizes(path: Path) -> Dict[str, int]:
         return {"bytes": path.stat().st_size, "transfer_bytes": len(packed.gzipped(path))}
 
-    def describe(kind):
-        p = decoders.get(kind)
-        return {"url": f"/msw/models/decoder-{kind}.onnx?v={tag}", "version": tag, "kind": kind,
+    def describe(graph):
+        p = decoders.get(graph)
+        return {"url": f"/msw/models/{graph}.onnx?v={tag}", "version": tag, "graph": graph,
                 **sizes(Path(p))} if p else None
 
     @app.get("/config.json")
@@ -173,13 +175,13 @@ def msw_app(services, store: EmbeddingStore):
             "ort": {"version": ORT_VERSION, "local": ort_local,
                     "base": f"/msw/ort/{ORT_VERSION}/" if ort_local else ORT_CDN, "sri": ORT_SRI,
                     "bundles": bundles},
-            # fp32 by default (exact parity with the server); "small" stores the weights as
-            # float16 (half the download; mask IoU >= 0.999 against fp32, measured).
-            "decoder": describe("fp32"),
-            "decoder_small": describe("small"),
+            # decoder_lowres for clicks (exact parity with the server); decoder_web stores the
+            # weights as float16 (half the download; mask IoU >= 0.999 against it, measured).
+            "decoder": describe("decoder_lowres"),
+            "decoder_web": describe("decoder_web"),
             # hover previews, loaded on the first hover: tanh GELU (WASM's erf is slow), float16
             # weights; ~1.5e-3 in logits
-            "decoder_fast": describe("fast"),
+            "decoder_fast": describe("decoder_fast"),
             "palette": palette_spec(),
             "max_points": int(services.config.max_points),
             "cross_origin_isolated_by_server": cross_origin_isolation_enabled(),
@@ -193,11 +195,11 @@ def msw_app(services, store: EmbeddingStore):
             raise HTTPException(404, "no such onnxruntime-web file")
         return send(path, request, IMMUTABLE)
 
-    @app.get("/models/decoder-{kind}.onnx")
-    def decoder(kind: str, request: Request):
-        if not decoders.get(kind):
+    @app.get("/models/{graph}.onnx")
+    def decoder(graph: str, request: Request):
+        if not decoders.get(graph):
             raise HTTPException(404, "the in-browser decoder needs the onnxruntime backend and model weights")
-        return send(Path(decoders[kind]), request, IMMUTABLE)
+        return send(Path(decoders[graph]), request, IMMUTABLE)
 
     @app.get("/embedding/{token}")
     def embedding(token: str):
