@@ -110,7 +110,7 @@ def server_click_ms(b, url, n):
     page.wait_for_selector("#msw-canvas", state="visible", timeout=120_000)
     page.locator("#msw-upload input[type=file]").set_input_files(str(FIX / "image.png"))
     page.wait_for_function("document.querySelector('#msw-canvas img') && "
-                           "document.querySelector('#msw-status').innerText.includes('encoded in')", timeout=120_000)
+                           "document.querySelector('#msw-status').innerText.includes('image encoded')", timeout=120_000)
     ts = []
     src = lambda: page.evaluate("document.querySelector('#msw-canvas img').src")  # noqa: E731
     changed = "(s) => document.querySelector('#msw-canvas img').src !== s"

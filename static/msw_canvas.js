@@ -24,7 +24,7 @@ const HTML = `
   <button type="button" data-act="keep" class="msw-primary" title="Keep this object and start the next (K)">Keep object</button>
   <button type="button" data-act="export" title="Download masks, cut-outs and COCO JSON (E)">Export</button>
 </div>
-<div class="msw-info" role="status" aria-live="polite">loading the in-browser decoder…</div>
+<div class="msw-info"><span class="msw-tech"></span><span class="msw-live" role="status" aria-live="polite">loading the in-browser decoder…</span></div>
 <div class="msw-stage">
   <img class="msw-img" alt="">
   <canvas class="msw-objects" aria-hidden="true"></canvas>
@@ -57,7 +57,9 @@ const CSS = `
 @keyframes msw-spin{to{transform:rotate(360deg)}}
 .msw-cands{display:flex;flex-wrap:wrap;gap:6px;margin-top:4px;min-height:0}
 .msw-root .msw-cands button.on{border-color:var(--msw-accent);box-shadow:0 0 0 2px #1e90ff55}
-.msw-keys{font-size:.8em;color:#666;margin:4px 0 0;line-height:1.3}`;
+.msw-keys{font-size:.8em;color:#666;margin:4px 0 0;line-height:1.3}
+.msw-tech:not(:empty)::after{content:" · "}
+@media (pointer: coarse){.msw-keys{display:none}}`;
 
 const WHITE = [255, 255, 255];
 const COMMITTED_ALPHA = 150, PREVIEW_ALPHA = 70;   // a hover preview is visibly lighter, unoutlined
@@ -106,7 +108,7 @@ export function mount({ element, props, trigger, watch }) {
   element.replaceChildren(root);
   const $ = (s) => root.querySelector(s);
   const img = $(".msw-img"), objCanvas = $(".msw-objects"), overlay = $(".msw-overlay"), info = $(".msw-info");
-  const stage = $(".msw-stage");
+  const stage = $(".msw-stage"), techEl = $(".msw-tech"), liveEl = $(".msw-live");
   const ctx = overlay.getContext("2d"), objCtx = objCanvas.getContext("2d");
   const debug = (window.mswDebug = { ready: false, imageReady: false, hoverCount: 0, clicks: [], events: [] });
 
@@ -121,15 +123,17 @@ export function mount({ element, props, trigger, watch }) {
 
   // ------------------------------------------------------------------ status line
   const MB = (b) => (b / 1048576).toFixed(1);
+  // The line has two parts: what runs here (backend, bytes: not announced) and what is happening
+  // (a live region, written only when it changes, so screen readers hear news, not redraws).
   function status() {
-    const parts = [];
+    const tech = [], parts = [];
     if (S.decoder === "loading") {
       parts.push(S.load && S.load.total ? `loading decoder ${MB(S.load.got)}/${MB(S.load.total)} MB`
                                         : "loading the in-browser decoder");
     } else if (S.decoder === "ready") {
       const m = S.model;
-      parts.push(`${S.backendLabel} · decoder ${MB(m.bytes)} MB ${m.cached ? "(cached)" : "(downloaded)"}` +
-                 (S.transferred ? ` · ${MB(S.transferred)} MB transferred` : ""));
+      tech.push(`${S.backendLabel} · decoder ${MB(m.bytes)} MB ${m.cached ? "(cached)" : "(downloaded)"}` +
+                (S.transferred ? ` · ${MB(S.transferred)} MB transferred` : ""));
     } else parts.push(`in-browser decoding unavailable: ${S.error}`);
     if (S.image === "none") parts.push("upload an image or pick an example");
     else if (S.image === "uploading") parts.push("uploading and encoding the image on the server");
@@ -142,14 +146,21 @@ export function mount({ element, props, trigger, watch }) {
       }
     } else if (S.image === "ready" && S.decoder === "ready") parts.push("ready — click an object");
     else if (S.image === "ready") parts.push("image ready");
-    if (st.corner) parts.push("click the opposite corner of the box");
+    if (st.corner) parts.push(`${coarse() ? "tap" : "click"} the opposite corner of the box`);
     if (S.hoverNote) parts.push(S.hoverNote);
     if (S.message) parts.push(S.message);
-    info.textContent = parts.join(" · ");
+    const techText = tech.join(" · "), liveText = parts.join(" · ");
+    if (techEl.textContent !== techText) techEl.textContent = techText;
+    if (liveEl.textContent !== liveText) liveEl.textContent = liveText;
     info.dataset.state = `${S.decoder}/${S.image}`;
     if (S.decoder === "ready") { info.dataset.backend = S.backend; if (S.lastMs !== null) info.dataset.lastMs = S.lastMs.toFixed(2); }
   }
-  const say = (msg) => { S.message = msg || ""; status(); };
+  let sayTimer = 0;
+  const say = (msg, ms = 0) => {   // ms > 0: a passing note, cleared after that long
+    S.message = msg || ""; clearTimeout(sayTimer);
+    if (msg && ms) sayTimer = setTimeout(() => { if (S.message === msg) say(""); }, ms);
+    status();
+  };
 
   // ---------------------------------------------------------------- geometry & drawing
   const canDecode = () => S.decoder === "ready" && click.token === S.token && S.image === "ready";
@@ -203,20 +214,26 @@ export function mount({ element, props, trigger, watch }) {
     drawMarkers(preview ? preview.points : st.points, st.box, st.corner);
     if (drag && drag.box) drawMarkers([], drag.box, null);
     drawCrosshair();
-    const cands = $(".msw-cands");
-    cands.replaceChildren();
-    if (res && res.low.length > 1) {
-      res.iou.forEach((v, i) => {
-        const b = document.createElement("button");
-        b.type = "button";
-        b.textContent = `mask ${i + 1} · IoU ${v.toFixed(3)}`;
-        b.setAttribute("aria-pressed", String(i === res.selected));
-        if (i === res.selected) b.className = "on";
-        b.onclick = () => pick(i);
-        cands.appendChild(b);
-      });
-    }
+    updateCandidates(res);
     status();
+  }
+
+  // Candidate buttons are updated in place (rebuilding them would drop a keyboard focus on them).
+  function updateCandidates(res) {
+    const cands = $(".msw-cands"), n = res && res.low.length > 1 ? res.iou.length : 0;
+    while (cands.children.length > n) cands.lastChild.remove();
+    while (cands.children.length < n) {
+      const b = document.createElement("button"), i = cands.children.length;
+      b.type = "button";
+      b.onclick = () => pick(i);
+      cands.appendChild(b);
+    }
+    [...cands.children].forEach((b, i) => {
+      const text = `mask ${i + 1} · IoU ${res.iou[i].toFixed(3)}`;
+      if (b.textContent !== text) b.textContent = text;
+      b.setAttribute("aria-pressed", String(i === res.selected));
+      b.classList.toggle("on", i === res.selected);
+    });
   }
 
   // ------------------------------------------------------------------------ decoding
@@ -270,7 +287,7 @@ export function mount({ element, props, trigger, watch }) {
 
   function commit(points, box) {
     if (!S.view) return;
-    if (points.length > maxPoints) { say(`at most ${maxPoints} points per object: keep or clear this one first`); return; }
+    if (points.length > maxPoints) { say(`at most ${maxPoints} points per object: keep or clear this one first`, 5000); return; }
     st.history.push({ points: st.points, box: st.box, result: st.result });
     st.points = points; st.box = box; version++;
     preview = null; say("");
@@ -467,7 +484,7 @@ export function mount({ element, props, trigger, watch }) {
     return { low_res_f16: b64(new Uint8Array(half.buffer)), score: r.iou[r.selected], points: st.points, box: st.box };
   }
   function keep() {
-    if (!st.result || clickBusy) { say(clickBusy ? "wait for the mask, then keep it" : "add a point or a box first"); return; }
+    if (!st.result || clickBusy) { say(clickBusy ? "wait for the mask, then keep it" : "add a point or a box first", 4000); return; }
     const r = st.result, paint = r.paints[r.selected];
     if (paint) {   // show it among the kept objects at once; the server's layer replaces this
       const tmp = document.createElement("canvas");
@@ -478,12 +495,12 @@ export function mount({ element, props, trigger, watch }) {
     trigger("keep", lowResPayload());
     keptPending++;
     st = emptyPrompts(); version++; preview = null;
-    say("object kept");
+    say("object kept", 3000);
     redraw();
   }
   function exportNow() {
     trigger("export", st.result && !clickBusy ? lowResPayload() : {});
-    say("preparing downloads");
+    say("preparing downloads (they appear under Downloads)", 5000);
   }
   $("[data-act=undo]").onclick = undo;
   $("[data-act=clear]").onclick = clear;

@@ -25,7 +25,7 @@ def assert_tight_bbox(bbox, mask):
 def random_masks(n, h, w, seed=0):
     rng = np.random.default_rng(seed)
     masks = []
-    for i in range(n):
+    for _ in range(n):
         m = np.zeros((h, w), np.uint8)
         cv2.circle(m, (int(rng.integers(0, w)), int(rng.integers(0, h))), int(rng.integers(1, max(h, w) // 4)), 1, -1)
         masks.append(m.astype(bool))
@@ -108,8 +108,8 @@ def test_few_objects_are_separate_files_with_distinct_short_names():
     export = write_exports(image, records_from_masks(masks, [0.9] * 3), "IMG_0001.HEIC.jpeg")
     names = [os.path.basename(p) for p in export.paths]
     assert len(set(names)) == len(names) == 8
-    assert {n.split("_")[0] for n in names} == {"coco", "labels", "mask01", "mask02", "mask03", "cutout01",
-                                                "cutout02", "cutout03"}
+    assert {"_".join(n.split("_")[:2]) for n in names} == {
+        "coco_IMG", "labels_IMG", "01_mask", "02_mask", "03_mask", "01_cutout", "02_cutout", "03_cutout"}
     assert all(len(n) <= 40 for n in names)
     assert file_stem("../../etc/passwd") == "passwd" and file_stem("") == "image" and file_stem("...") == "image"
     empty = write_exports(image, [], "x.png")

@@ -159,8 +159,10 @@ def test_phone_swipe_scrolls_and_tap_adds_a_point(app_url):
             wait_image(page)
             page.wait_for_timeout(800)   # the smooth scroll to the image
             stage = page.locator(".msw-stage").bounding_box()
-            # image first: the canvas is above the other controls, and in view after the upload
+            # image first: after the upload box and the examples, above the other controls, and
+            # in view after the upload
             assert stage["y"] < page.locator("#msw-browser-toggle").bounding_box()["y"]
+            assert page.locator("#msw-examples").bounding_box()["y"] < stage["y"]
             assert stage["y"] >= -1 and stage["y"] < 844 * 0.6, stage
             cdp = ctx.new_cdp_session(page)
             y0 = page.evaluate("window.scrollY")

@@ -112,8 +112,9 @@ def test_render_large_image_is_display_sized(services):
 
 
 def test_exports(session, services, tmp_path):
-    from mobilesam_web.ui.exports import records_from_masks, write_exports
     from pycocotools import mask as mask_utils
+
+    from mobilesam_web.ui.exports import records_from_masks, write_exports
 
     s = seg.keep_object(seg.add_click(services, session, 320, 400, "add"))
     s = seg.keep_object(seg.add_click(services, s, 600, 150, "add"))
@@ -121,8 +122,8 @@ def test_exports(session, services, tmp_path):
     export = write_exports(s.image, records_from_masks(masks, [o.score for o in s.objects]), "my photo.jpg")
     paths = export.paths
     names = sorted(os.path.basename(p) for p in paths)
-    assert names == ["coco_my_photo.json", "cutout01_my_photo.png", "cutout02_my_photo.png", "labels_my_photo.png",
-                     "mask01_my_photo.png", "mask02_my_photo.png"]
+    assert names == ["01_cutout_my_photo.png", "01_mask_my_photo.png", "02_cutout_my_photo.png",
+                     "02_mask_my_photo.png", "coco_my_photo.json", "labels_my_photo.png"]
     assert export.objects == 2 and export.summary.startswith("2 objects")
     coco = json.load(open(next(p for p in paths if p.endswith(".json"))))
     assert len(coco["annotations"]) == 2 and coco["images"][0]["height"] == 800
@@ -130,9 +131,9 @@ def test_exports(session, services, tmp_path):
     dec = mask_utils.decode({"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode()})
     assert (dec.astype(bool) == masks[0]).all()
     assert ann["polygons"] and len(ann["polygons"][0]) >= 6
-    cut = cv2.imread(next(p for p in paths if "cutout01_" in p), cv2.IMREAD_UNCHANGED)
+    cut = cv2.imread(next(p for p in paths if "01_cutout_" in p), cv2.IMREAD_UNCHANGED)
     assert cut.shape[2] == 4
-    mask_png = cv2.imread(next(p for p in paths if "mask01_" in p), cv2.IMREAD_UNCHANGED)
+    mask_png = cv2.imread(next(p for p in paths if "01_mask_" in p), cv2.IMREAD_UNCHANGED)
     assert ((mask_png > 0) == masks[0]).all()
     labels = cv2.imread(next(p for p in paths if "labels_" in p), cv2.IMREAD_UNCHANGED)
     assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2} and (labels == 2).any()
@@ -238,7 +239,7 @@ def test_upload_status_and_widget_value(ctx, uploaded):
     s2, *_, info2, _, value2, _ = upload(ctx, uploaded(MOBILESAM_FIXTURE / "image.png", "again.png"))
     for text in (info2, value2["status"]):
         assert "reuse" not in text.lower() and "cache" not in text.lower() and "same image" not in text.lower()
-        assert re.search(r"encoded in \d+\.\d\d s", text)
+        assert "image encoded" in text and not re.search(r"\d s\b", text)   # no timing that could tell
     assert value2["token"] != value["token"]  # a token is never shared between sessions
 
 
@@ -284,8 +285,8 @@ def test_server_export_without_keep(ctx, services, uploaded):
     s = segment_tab.on_click(ctx, s, "Add (+)", True, gr.SelectData(None, {"index": [320, 400], "value": None}))[0]
     files = segment_tab.on_export(ctx, s)  # the current mask, not kept
     names = sorted(os.path.basename(p) for p in files["value"])
-    assert names == ["coco_photo_with_a_long_name_f.json", "cutout01_photo_with_a_long_name_f.png",
-                     "labels_photo_with_a_long_name_f.png", "mask01_photo_with_a_long_name_f.png"]
+    assert names == ["01_cutout_photo_with_a_long_name_f.png", "01_mask_photo_with_a_long_name_f.png",
+                     "coco_photo_with_a_long_name_f.json", "labels_photo_with_a_long_name_f.png"]
     s = segment_tab.keep_object(ctx, s)[0]
     s = segment_tab.on_click(ctx, s, "Add (+)", True, gr.SelectData(None, {"index": [600, 150], "value": None}))[0]
     files = segment_tab.on_export(ctx, s)

@@ -207,9 +207,11 @@ def build_everything_tab(ctx: AppContext, seg_state: gr.State) -> EverythingTab:
         examples.load_input_event.then(bind(on_everything, ctx), [image] + params, outs, **private)
     use_seg.click(bind(on_everything_from_segment, ctx), params, outs + [image], **private)
     # one grid at a time across visitors: it is minutes of both cores
+    # trigger_mode "multiple": a click right after Cancel must start a new run, though the page
+    # still counts the cancelled one as pending until its current batch ends
     grid_event = grid_btn.click(bind(on_grid, ctx), state, [grid_md, grid_out, grid_btn, cancel_btn],
                                 api_visibility="private", show_progress_on=[grid_md], concurrency_limit=1,
-                                concurrency_id="msw-grid")
+                                concurrency_id="msw-grid", trigger_mode="multiple")
     cancel_btn.click(bind(on_grid_cancel, ctx), None, [grid_md, grid_btn, cancel_btn], cancels=[grid_event],
                      api_visibility="private", show_progress="hidden")
     return EverythingTab(state=state, image=image, status=status, files=files)

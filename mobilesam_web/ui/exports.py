@@ -1,10 +1,11 @@
 """Downloads for both tabs: COCO JSON (RLE + polygons), a label map, and every object's mask
-(and cut-out), named so that a file list that shortens long names in the middle still shows
-what each file is: the kind first, then a short stem of the image's name.
+(and cut-out), named so that Gradio's file list, which cuts the end of long names, still shows
+what each file is: object number and kind first, then a short stem of the image's name.
 
 - `coco_<stem>.json`   every object; bboxes are the tight boxes of the masks
 - `labels_<stem>.png`  pixel value i = object i (annotation id i); 16-bit above 255 objects
-- few objects:  `mask01_<stem>.png`, `cutout01_<stem>.png`, ... one file each
+- few objects:  `01_mask_<stem>.png`, `01_cutout_<stem>.png` (number first: the
+  file list shortens the end of long names), ... one file each
 - many objects: `masks_<stem>.zip` holding `mask001.png` (and `cutout001.png`) for every object
 
 Nothing is dropped: every object is in every file. Writing is fast (1-bit mask PNGs, an
@@ -113,10 +114,10 @@ def write_exports(image: np.ndarray, records: List[Dict[str, Any]], name: str, c
     cv2.imwrite(path(f"labels_{stem}.png"), labels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if len(masks) <= separate_files:
         for i, m in enumerate(masks, 1):
-            with open(path(f"mask{i:02d}_{stem}.png"), "wb") as f:
+            with open(path(f"{i:02d}_mask_{stem}.png"), "wb") as f:
                 f.write(mask_png(m))
             if cutouts:
-                with open(path(f"cutout{i:02d}_{stem}.png"), "wb") as f:
+                with open(path(f"{i:02d}_cutout_{stem}.png"), "wb") as f:
                     f.write(_cutout(image, m))
         return out
     out.masks_zipped = True

@@ -5,6 +5,7 @@ functions of (state, inputs) -> (state, outputs) and are unit-tested without a s
 """
 import base64
 import binascii
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Tuple
@@ -14,6 +15,8 @@ import numpy as np
 
 from ..masks import color_for
 from ..upscale import mask_from_low_res
+
+log = logging.getLogger("mobilesam_web")
 
 DISPLAY_SIDE = 1024  # the canvas is drawn at most this large; clicks are mapped back
 MAX_HISTORY = 50
@@ -104,6 +107,7 @@ def start_session(services, image: np.ndarray, name: str = "image",
     t = time.perf_counter()
     predictor.set_image(image)
     took = time.perf_counter() - t
+    log.info("encoded a %dx%d image in %.2f s", image.shape[1], image.shape[0], took)
     return SegmentSession(image=image, embedding=predictor.get_image_embedding(),
                           input_size=tuple(predictor.input_size), name=name, encode_seconds=took,
                           original_size=None if original_size is None else tuple(original_size),
@@ -132,7 +136,7 @@ def decode(services, session: SegmentSession, refine: bool = True) -> SegmentSes
     predictor = services.new_predictor()
     predictor.set_embedding(session.embedding, session.size)
     coords = np.array([[x, y] for x, y, _ in p.points], np.float64) if p.points else None
-    labels = np.array([l for _, _, l in p.points], np.int32) if p.points else None
+    labels = np.array([label for _, _, label in p.points], np.int32) if p.points else None
     box = np.array(p.box, np.float64) if p.box is not None else None
     multimask = len(p.points) == 1 and box is None
     mask_input = None

@@ -28,7 +28,9 @@ def status_markdown(ctx: AppContext, s: Optional[seg.SegmentSession]) -> str:
         return NO_IMAGE
     h, w = s.user_size
     size = f"**{w}×{h}**" + (f" (worked on at {s.size[1]}×{s.size[0]})" if s.original_size else "")
-    parts = [f"{size} · encoded in {s.encode_seconds:.2f} s ({ctx.config.backend})"]
+    # No encode time: an image another visitor sent before comes from the shared embedding
+    # cache in ~0 s, and that would tell this visitor so (the time is in the server log).
+    parts = [f"{size} · image encoded ({ctx.config.backend})"]
     if s.result is not None:
         sel = s.result.selected
         parts.append(f"decoded in {s.decode_ms:.0f} ms · predicted IoU {s.result.scores[sel]:.3f}")
