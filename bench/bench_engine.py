@@ -11,11 +11,10 @@ import time
 import numpy as np
 import torch
 
-from common import engine_arguments, load_rgb, median_time, peak_rss_mb  # noqa: E402
-
-
 from mobilesam_web import SamPredictor, build_mobile_sam  # noqa: E402
 from mobilesam_web.onnx_predictor import OnnxSamPredictor, load_onnx_engine  # noqa: E402
+
+from common import engine_arguments, load_rgb, median_time, peak_rss_mb  # noqa: E402
 
 OFFICIAL = {"set_image": 1.20, "click": 0.0468, "5 boxes": 0.278, "per box": 0.056}
 

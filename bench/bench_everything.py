@@ -16,13 +16,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common import FIXTURES as FIX, peak_rss_mb as rss_mb  # noqa: E402
-
-from mobilesam_web import ObjectAwareDetector, SamAutomaticMaskGenerator, SamPredictor, SegmentEverything, build_mobile_sam  # noqa: E402
+from mobilesam_web import (  # noqa: E402
+    ObjectAwareDetector,
+    SamAutomaticMaskGenerator,
+    SamPredictor,
+    SegmentEverything,
+    build_mobile_sam,
+)
 from mobilesam_web.modeling.yolo import YOLOv8  # noqa: E402
 from mobilesam_web.onnx_predictor import OnnxSamPredictor, load_onnx_engine  # noqa: E402
 
-
+from common import FIXTURES as FIX  # noqa: E402
+from common import peak_rss_mb as rss_mb
 
 
 class FixedBoxes:

@@ -9,12 +9,9 @@ weights' values).
 import numpy as np
 import torch
 
-from common import engine_arguments, load_rgb, median_time  # noqa: E402
-
-
 from mobilesam_web import SamPredictor, build_mobile_sam  # noqa: E402
 
-
+from common import engine_arguments, load_rgb, median_time  # noqa: E402
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ def running_app(args, env_extra=None, timeout=180, script=None):
                 break
             except Exception:
                 if time.time() > deadline:
-                    raise RuntimeError(f"app did not start in {timeout} s; see {log_path}")
+                    raise RuntimeError(f"app did not start in {timeout} s; see {log_path}") from None
                 time.sleep(0.5)
         yield url
     finally:

@@ -5,8 +5,14 @@ import torch
 from pycocotools import mask as mask_utils
 
 from mobilesam_web.boxes import masks_to_boxes, nms
-from mobilesam_web.masks import (area_from_rle, decode_rle_string, encode_rle_string, mask_to_coco_rle,
-                                 masks_to_rle, rle_to_mask)
+from mobilesam_web.masks import (
+    area_from_rle,
+    decode_rle_string,
+    encode_rle_string,
+    mask_to_coco_rle,
+    masks_to_rle,
+    rle_to_mask,
+)
 
 
 @pytest.mark.parametrize("seed", range(4))

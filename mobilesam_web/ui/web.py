@@ -81,7 +81,7 @@ class EmbeddingStore:
 
     def __init__(self, max_items: int = 64) -> None:
         self.max_items = max_items
-        self._items: "OrderedDict[str, bytes]" = OrderedDict()
+        self._items: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
     def put(self, embedding: np.ndarray) -> str:
