@@ -273,13 +273,13 @@ def test_large_image_coordinates_in_callers_pixels(server):
 
 
 # ------------------------------------------------------------------- /everything parameters
-EVERYTHING_BAD = [
-    ("conf-above-1", 1.5, 0.9, 1024, "conf must be in"),
-    ("conf-negative", -0.1, 0.9, 1024, "conf must be in"),
-    ("conf-zero", 0, 0.9, 1024, "conf must be in"),
-    ("conf-string", "high", 0.9, 1024, "conf must be a number"),
-    ("iou-above-1", 0.4, 2, 1024, "iou must be in"),
-    ("iou-string", 0.4, "x", 1024, "iou must be a number"),
+EVERYTHING_BAD = [  # detector_conf, detector_nms_iou, imgsz (positional, as raw clients send them)
+    ("conf-above-1", 1.5, 0.9, 1024, "detector_conf must be in"),
+    ("conf-negative", -0.1, 0.9, 1024, "detector_conf must be in"),
+    ("conf-zero", 0, 0.9, 1024, "detector_conf must be in"),
+    ("conf-string", "high", 0.9, 1024, "detector_conf must be a number"),
+    ("iou-above-1", 0.4, 2, 1024, "detector_nms_iou must be in"),
+    ("iou-string", 0.4, "x", 1024, "detector_nms_iou must be a number"),
     ("imgsz-huge", 0.4, 0.9, 4096, "imgsz must be between"),
     ("imgsz-tiny", 0.4, 0.9, 10, "imgsz must be between"),
     ("imgsz-fraction", 0.4, 0.9, 640.5, "whole number"),

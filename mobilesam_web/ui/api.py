@@ -17,18 +17,26 @@ from .params import parse_bool, parse_box, parse_fraction, parse_imgsz, parse_la
 from .segment import UserError
 from .sessions import is_uploaded
 
+DETECTOR_CONF = 0.4      # /everything's defaults: the detector's confidence threshold,
+DETECTOR_NMS_IOU = 0.9   # its NMS IoU,
+DETECTOR_IMGSZ = 1024    # and its input size (pixels)
+
 
 def segment_api(services, image_path: Any, points: Any = None, labels: Any = None, box: Any = None,
-                multimask: Any = False) -> Dict[str, Any]:
+                multimask: Any = None) -> Dict[str, Any]:
     """Masks for one object from points (x, y in image pixels) and/or a box [x1, y1, x2, y2].
+    Labels default to all 1; multimask None means 3 masks for a lone point (ambiguous: part,
+    object or whole, as SAM recommends), else 1.
     Returns {"size": [H, W], "masks": [COCO RLE], "scores": [...], "areas": [...]}."""
     cfg = services.config
     pts = parse_points(points, cfg.max_points)
     lbl = parse_labels(labels, 0 if pts is None else len(pts))
     bx = parse_box(box)
-    multi = parse_bool("multimask", multimask, False)
+    multi = parse_bool("multimask", multimask, None)
     if pts is None and bx is None:
         raise UserError("give at least one point or a box")
+    if multi is None:
+        multi = bx is None and len(pts) == 1
     loaded = load_user_image(services, image_path)
     h, w = loaded.original_size
     for name, arr in (("points", pts), ("box", None if bx is None else bx.reshape(2, 2))):
@@ -58,14 +66,14 @@ def segment_api(services, image_path: Any, points: Any = None, labels: Any = Non
     return {"size": [h, w], "masks": rles, "scores": [float(s) for s in scores], "areas": areas}
 
 
-def everything_api(services, image_path: Any, conf: Any = None, iou: Any = None,
+def everything_api(services, image_path: Any, detector_conf: Any = None, detector_nms_iou: Any = None,
                    imgsz: Any = None) -> Dict[str, Any]:
     """COCO-format annotations (RLE + polygons) of every object MobileSAMv2 finds, in the
-    caller's pixels."""
+    caller's pixels. None means the default for any detector parameter."""
     cfg = services.config
-    conf_v = parse_fraction("conf", conf, 0.4, low_inclusive=False)
-    iou_v = parse_fraction("iou", iou, 0.9)
-    size = parse_imgsz(imgsz, 1024, cfg.min_imgsz, cfg.max_imgsz)
+    conf_v = parse_fraction("detector_conf", detector_conf, DETECTOR_CONF, low_inclusive=False)
+    iou_v = parse_fraction("detector_nms_iou", detector_nms_iou, DETECTOR_NMS_IOU)
+    size = parse_imgsz(imgsz, DETECTOR_IMGSZ, cfg.min_imgsz, cfg.max_imgsz)
     loaded = load_user_image(services, image_path)
     records, timings = run_everything(services, loaded.image, conf_v, iou_v, size, output_mode="binary_mask",
                                       output_size=loaded.original_size)

@@ -70,7 +70,8 @@ def parse_box(value: Any) -> Optional[np.ndarray]:
     return box
 
 
-def parse_bool(name: str, value: Any, default: bool) -> bool:
+def parse_bool(name: str, value: Any, default: Optional[bool]) -> Optional[bool]:
+    """true/false (or "true"/"false"); None gives `default` (which may itself be None: "auto")."""
     if value is None:
         return default
     if isinstance(value, bool):
