@@ -294,8 +294,16 @@ def test_palette_and_upscaling_match_python(app_url):
 
 
 def test_runtime_and_models_are_sent_compressed(app_url):
-    cfg = json.load(urllib.request.urlopen(app_url + "msw/config.json"))
     from mobilesam_web.ui.web import ORT_LOCAL
+
+    cfg = json.load(urllib.request.urlopen(app_url + "msw/config.json"))
+    for name in cfg["ort"]["bundles"]["wasm"].values():   # compressed (or waited for) on request
+        if isinstance(name, str):
+            urllib.request.urlopen(urllib.request.Request(app_url + cfg["ort"]["base"].lstrip("/") + name,
+                                                          headers={"Accept-Encoding": "gzip"})).read()
+    urllib.request.urlopen(urllib.request.Request(app_url + cfg["decoder"]["url"].lstrip("/"),
+                                                  headers={"Accept-Encoding": "gzip"})).read()
+    cfg = json.load(urllib.request.urlopen(app_url + "msw/config.json"))   # now with every size
 
     for name in ("ort-wasm-simd-threaded.wasm", "ort.wasm.min.mjs"):
         url = app_url + cfg["ort"]["base"].lstrip("/") + name

@@ -60,12 +60,19 @@ class CompressedFiles:
 
     def __init__(self) -> None:
         self._items: Dict[Tuple[str, int, int], bytes] = {}
+        self._locks: Dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
-    def gzipped(self, path: Path) -> bytes:
+    @staticmethod
+    def _key(path: Path) -> Tuple[str, int, int]:
         st = path.stat()
-        key = (str(path), st.st_size, st.st_mtime_ns)
-        with self._lock:  # one compression at a time; later callers get the cached copy
+        return str(path), st.st_size, st.st_mtime_ns
+
+    def gzipped(self, path: Path) -> bytes:
+        key = self._key(path)
+        with self._lock:
+            lock = self._locks.setdefault(key[0], threading.Lock())
+        with lock:  # one compression per file; other files are not held up
             data = self._items.get(key)
             if data is None:
                 data = gzip.compress(path.read_bytes(), compresslevel=6, mtime=0)
@@ -73,6 +80,11 @@ class CompressedFiles:
                     del self._items[old]
                 self._items[key] = data
             return data
+
+    def size_if_ready(self, path: Path) -> Optional[int]:
+        """The compressed size if the copy exists already (never waits for a compression)."""
+        data = self._items.get(self._key(path))
+        return None if data is None else len(data)
 
 
 class EmbeddingStore:
@@ -155,8 +167,10 @@ def msw_app(services, store: EmbeddingStore):
             return Response(packed.gzipped(path), media_type=media, headers=headers)
         return Response(path.read_bytes(), media_type=media, headers=headers)
 
-    def sizes(path: Path) -> Dict[str, int]:
-        return {"bytes": path.stat().st_size, "transfer_bytes": len(packed.gzipped(path))}
+    def sizes(path: Path) -> Dict[str, Optional[int]]:
+        # transfer_bytes: null until the gzip copy exists (made at start-up, in the background);
+        # the page then shows the bytes it measured itself
+        return {"bytes": path.stat().st_size, "transfer_bytes": packed.size_if_ready(path)}
 
     def describe(graph):
         p = decoders.get(graph)
@@ -170,7 +184,8 @@ def msw_app(services, store: EmbeddingStore):
             bundles[name] = dict(files)
             if ort_local:
                 bundles[name]["bytes"] = sum(ORT_LOCAL.joinpath(f).stat().st_size for f in files.values())
-                bundles[name]["transfer_bytes"] = sum(sizes(ORT_LOCAL / f)["transfer_bytes"] for f in files.values())
+                parts = [sizes(ORT_LOCAL / f)["transfer_bytes"] for f in files.values()]
+                bundles[name]["transfer_bytes"] = None if None in parts else sum(parts)
         return JSONResponse({
             "ort": {"version": ORT_VERSION, "local": ort_local,
                     "base": f"/msw/ort/{ORT_VERSION}/" if ort_local else ORT_CDN, "sri": ORT_SRI,
