@@ -99,7 +99,7 @@ def test_client_paths_refused_on_every_event(server, secret, kind):
     server-side state: refused at once, and nothing is copied into Gradio's folder."""
     path = hostile_paths(secret)[kind]
     attacked = 0
-    for i, dep in server.dependencies():
+    for i, _ in server.dependencies():
         types = server.input_types(i)
         if all(t == "state" for t in types):
             continue

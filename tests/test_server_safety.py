@@ -135,10 +135,11 @@ def test_graph_refused_by_onnxruntime_is_reexported(cache, sam_weights_path):
 def test_idle_sessions_are_forgotten(sam_weights_path, tmp_path):
     import datetime
 
+    from gradio.state_holder import StateHolder
+
     from mobilesam_web.ui import build_app
     from mobilesam_web.ui.services import AppConfig
     from mobilesam_web.ui.sessions import prune_sessions
-    from gradio.state_holder import StateHolder
 
     demo = build_app(config=AppConfig(checkpoint=str(sam_weights_path), onnx_cache_dir=str(tmp_path),
                                       backend="torch", session_ttl=60, max_sessions=50))
