@@ -1,14 +1,14 @@
 """mobilesam-web: MobileSAM and MobileSAMv2 for the web and for Python."""
-from .build import build_mobile_sam, load_mobile_sam, load_prompt_guided_decoder
+from .build import build_mobile_sam, build_sam_vit_t, load_mobile_sam, load_prompt_guided_decoder, sam_model_registry
 from .detector import ObjectAwareDetector
 from .everything import SegmentEverything
 from .grid import SamAutomaticMaskGenerator
-from .predictor import SamPredictor
+from .predictor import Predictor, SamPredictor
 from .weights import CheckpointError, WeightsUnavailableError
 
 
-def load_predictor(checkpoint=None, backend: str = "onnxruntime", **kwargs):
-    """A predictor with SamPredictor's interface.
+def load_predictor(checkpoint=None, backend: str = "onnxruntime", **kwargs) -> Predictor:
+    """A predictor with SamPredictor's interface (`Predictor`).
 
     backend="onnxruntime" (default): exported graphs in ONNX Runtime, exported on first use into
     the `onnx/` cache (keyed by checkpoint sha256 + exporter version); kwargs: cache_dir,
@@ -30,12 +30,15 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError",
     "ObjectAwareDetector",
+    "Predictor",
     "SegmentEverything",
     "SamAutomaticMaskGenerator",
     "SamPredictor",
     "WeightsUnavailableError",
     "build_mobile_sam",
+    "build_sam_vit_t",
     "load_mobile_sam",
     "load_predictor",
     "load_prompt_guided_decoder",
+    "sam_model_registry",
 ]

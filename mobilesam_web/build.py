@@ -1,9 +1,10 @@
-"""Building MobileSAM from a checkpoint."""
-from typing import Mapping, Optional, Union
+"""Building MobileSAM from a checkpoint, and segment-anything's `sam_model_registry`."""
+from typing import Callable, Dict, Mapping, Optional, Union
 
 import torch
 
-from .modeling import Sam, build_sam_vit_t
+from .modeling import Sam
+from .modeling import build_sam_vit_t as _random_vit_t
 from .weights import PathLike, load_into, load_state_dict_file, resolve_checkpoint
 
 
@@ -14,7 +15,7 @@ def build_mobile_sam(checkpoint: Optional[Union[PathLike, Mapping[str, torch.Ten
     "mobile_sam" (resolve via env var / Hugging Face Hub), or None for random weights
     (as segment-anything's builders do).
     """
-    model = build_sam_vit_t()
+    model = _random_vit_t()
     if checkpoint is not None:
         if isinstance(checkpoint, Mapping):
             sd, what = checkpoint, "state_dict"
@@ -43,3 +44,24 @@ def load_prompt_guided_decoder(model: Sam, path: PathLike) -> Sam:
     load_into(model.prompt_encoder, obj["PromtEncoder"], f"{path} [PromtEncoder]")
     load_into(model.mask_decoder, obj["MaskDecoder"], f"{path} [MaskDecoder]")
     return model.eval()
+
+
+class _ModelRegistry(Dict[str, Callable[..., Sam]]):
+    """A dict of builders whose missing keys say what is available (SAM's ViT-H/L/B are other
+    models, not in this package)."""
+
+    def __missing__(self, key: str) -> Callable[..., Sam]:
+        raise KeyError(f"unknown model type {key!r}: this package builds MobileSAM only "
+                       f"({', '.join(sorted(self))}); SAM's vit_h / vit_l / vit_b are in segment-anything")
+
+
+def build_sam_vit_t(checkpoint: Optional[Union[PathLike, Mapping[str, torch.Tensor]]] = None) -> Sam:
+    """The official MobileSAM builder's signature: `checkpoint` is a path to `mobile_sam.pt`
+    (or a state_dict); None gives random weights. The model is in eval mode."""
+    return build_mobile_sam(checkpoint)
+
+
+# Drop-in for `mobile_sam.sam_model_registry`: `sam_model_registry["vit_t"](checkpoint=path)`
+# returns the torch model, ready for `SamPredictor(sam)` and `SamAutomaticMaskGenerator(sam)`.
+# "default" is MobileSAM too (in segment-anything it is ViT-H, which this package does not have).
+sam_model_registry = _ModelRegistry(default=build_sam_vit_t, vit_t=build_sam_vit_t)

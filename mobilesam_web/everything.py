@@ -8,11 +8,11 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
-import torch
 
 from .boxes import mask_bbox_xywh
 from .detector import ObjectAwareDetector
 from .masks import mask_to_coco_rle
+from .predictor import Predictor
 from .upscale import mask_from_low_res
 from .validation import check_image
 
@@ -46,9 +46,9 @@ def _mask_nms(low: np.ndarray, valid_hw, scores: np.ndarray, thresh: float) -> n
 class SegmentEverything:
     """MobileSAMv2 pipeline.
 
-    predictor: an `OnnxSamPredictor` (fast; uses `predict_boxes`) or a torch `SamPredictor`
-    (uses `predict_torch`). One instance serves one request at a time (it sets the image on
-    its predictor); create one per user or request.
+    predictor: any `Predictor` (the ONNX Runtime `OnnxSamPredictor`, fast, or the torch
+    `SamPredictor`); boxes are decoded with its `predict_boxes`. One instance serves one
+    request at a time (it sets the image on its predictor); create one per user or request.
 
     Filters (None = off; all off by default, which reproduces the official MobileSAMv2 output):
     pred_iou_thresh (keep predicted IoU > t), stability_score_thresh (keep >= t, SAM's score on
@@ -56,7 +56,7 @@ class SegmentEverything:
     exceeds t: near-duplicates from overlapping boxes), min_area (pixels).
     """
 
-    def __init__(self, predictor, detector: ObjectAwareDetector, imgsz: int = 1024, conf: float = 0.4,
+    def __init__(self, predictor: Predictor, detector: ObjectAwareDetector, imgsz: int = 1024, conf: float = 0.4,
                  iou: float = 0.9, max_det: int = 300, pred_iou_thresh: Optional[float] = None,
                  stability_score_thresh: Optional[float] = None, mask_nms_thresh: Optional[float] = None,
                  min_area: int = 0, output_mode: str = "binary_mask",
@@ -79,16 +79,9 @@ class SegmentEverything:
         lows, ious = [], []
         for s in range(0, len(boxes), self.batch_size):
             chunk = boxes[s:s + self.batch_size]
-            if hasattr(p, "predict_boxes"):
-                _, iou, low = p.predict_boxes(chunk, low_res_only=True, batch_size=self.batch_size)
-                low, iou = low[:, 0], iou[:, 0]
-            else:
-                bt = p.transform.apply_boxes_torch(torch.as_tensor(chunk, dtype=torch.float), p.original_size)
-                with torch.no_grad():
-                    _, iou_t, low_t = p.predict_torch(None, None, bt, multimask_output=False)
-                low, iou = low_t[:, 0].numpy(), iou_t[:, 0].numpy()
-            lows.append(low)
-            ious.append(iou)
+            _, iou, low = p.predict_boxes(chunk, low_res_only=True, batch_size=self.batch_size)
+            lows.append(low[:, 0])
+            ious.append(iou[:, 0])
             progress(min(1.0, (s + len(chunk)) / len(boxes)), f"decoded {s + len(chunk)}/{len(boxes)} boxes")
         if not lows:
             return np.zeros((0, 256, 256), np.float32), np.zeros(0, np.float32)

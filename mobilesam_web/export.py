@@ -1,18 +1,26 @@
-"""ONNX export of MobileSAM: encoder, SAM-convention decoders, engine decoders; verification,
+"""ONNX export of MobileSAM: encoders, SAM-convention decoders, engine decoders; verification,
 metadata and an on-disk cache keyed by checkpoint sha256 and exporter version.
 
-Graphs (see `onnx_graphs.py` for their I/O):
+Graphs (see `onnx_graphs.py` for their I/O). One name per graph: the file name, the key in
+`EXPORTERS`, in `manifest.json` and the `graph` metadata entry are the same.
 
 | file | graph |
 | --- | --- |
-| `encoder.onnx` | resized uint8 RGB image (h, w, 3) -> image_embeddings (1, 256, 64, 64) |
+| `encoder.onnx` | `image` uint8 RGB (h, w, 3), longest side 1024 -> image_embeddings (1, 256, 64, 64) (our engine) |
+| `encoder_float.onnx` | `input_image` float32 RGB 0..255 (h, w, 3), longest side 1024 -> image_embeddings (samexporter / X-AnyLabeling I/O) |
 | `decoder.onnx` | SAM ONNX convention, all 4 mask tokens (as the official return_single_mask=False) |
-| `decoder_single.onnx` | SAM ONNX convention, one mask chosen as SAM does |
+| `decoder_single.onnx` | SAM ONNX convention, one mask chosen as SAM does (as the official return_single_mask=True) |
 | `decoder_lowres.onnx` | SAM convention inputs without orig_im_size -> low-res logits of 4 tokens |
 | `decoder_boxes.onnx` | image_embeddings + boxes (B, 4) -> B single-mask low-res logits |
 | `decoder_web.onnx` | `decoder_lowres.onnx` with float16-stored weights (half the download, for browsers) |
 | `decoder_fast.onnx` | as `decoder_web.onnx`, with tanh-approximated GELU (the browser's hover previews) |
-| `decoder_int8.onnx` | `decoder.onnx` with int8 dynamic weight quantization (optional) |
+| `decoder_int8.onnx` | `decoder.onnx` with int8 dynamic weight quantization (optional, `quantize=True`) |
+| `decoder_single_int8.onnx` | `decoder_single.onnx` with int8 dynamic weight quantization (optional) |
+
+Both encoders refuse an image whose longest side is not 1024 (ONNX Runtime raises an error
+naming the node `resize_the_image_first_its_longest_side_must_be_1024`): without the check an
+un-resized image would be padded or cropped to 1024 x 1024 and give a wrong embedding silently.
+The decoders take an empty prompt (N = 0 points) as SAM's "no prompt" (no sparse tokens).
 """
 import contextlib
 import hashlib
@@ -76,12 +84,61 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: Seque
     onnx.save(proto, str(path))
 
 
-def export_encoder(model: Sam, path: PathLike, metadata: Dict[str, str]) -> Path:
+ENCODER_INPUTS = {"encoder": ("image", torch.uint8), "encoder_float": ("input_image", torch.float32)}
+LONGEST_SIDE_CHECK = "resize_the_image_first_its_longest_side_must_be_1024"
+
+
+def export_encoder(model: Sam, path: PathLike, metadata: Dict[str, str], graph: str = "encoder") -> Path:
+    """`encoder.onnx` (uint8 input named `image`, what our engine feeds: 4x fewer bytes than
+    float32) or `encoder_float.onnx` (float32 input named `input_image`: samexporter's
+    `--use-preprocess` encoder I/O, which X-AnyLabeling and samexporter feed)."""
     path = Path(path)
-    image = torch.randint(0, 256, (768, 1024, 3), dtype=torch.uint8)
-    _export(EncoderGraph(model), (image,), path, ["image"], ["image_embeddings"],
-            {"image": {0: "height", 1: "width"}}, {**metadata, "graph": "encoder"})
+    name, dtype = ENCODER_INPUTS[graph]
+    image = torch.randint(0, 256, (768, 1024, 3), dtype=torch.uint8).to(dtype)
+    kind = "uint8" if dtype == torch.uint8 else "float32"
+    _export(EncoderGraph(model), (image,), path, [name], ["image_embeddings"],
+            {name: {0: "height", 1: "width"}},
+            {**metadata, "graph": graph,
+             "input": f"{name}: {kind} RGB 0..255 (h, w, 3), resized so that max(h, w) == "
+                      f"{model.img_size} (bilinear; the other side rounded half up)"})
+    _require_longest_side(path, name, model.img_size)
     return path
+
+
+def _require_longest_side(path: Path, input_name: str, size: int) -> None:
+    """Make the graph fail (instead of padding or cropping silently) when the image's longest
+    side is not `size`. The image goes through a Reshape to (h, w, 3 * (1 + (longest - size)^2))
+    before anything else: a no-op when the side is right, an error naming the node otherwise,
+    raised before the encoder does any work."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    proto = onnx.load(str(path))
+    g = proto.graph
+    checked = input_name + "_checked"
+    for node in g.node:
+        node.input[:] = [checked if i == input_name else i for i in node.input]
+    consts = {"chk_0": [0], "chk_2": [2], "chk_3": [3], "chk_size": [size], "chk_one": [1]}
+    g.initializer.extend(numpy_helper.from_array(np.array(v, np.int64), k) for k, v in consts.items())
+    check = [
+        helper.make_node("Shape", [input_name], ["chk_shape"], name="chk_shape"),
+        helper.make_node("Slice", ["chk_shape", "chk_0", "chk_2"], ["chk_hw"], name="chk_hw"),
+        helper.make_node("Slice", ["chk_shape", "chk_2", "chk_3"], ["chk_c"], name="chk_c"),
+        helper.make_node("ReduceMax", ["chk_hw"], ["chk_longest"], keepdims=1, name="chk_longest"),
+        helper.make_node("Sub", ["chk_longest", "chk_size"], ["chk_diff"], name="chk_diff"),
+        helper.make_node("Mul", ["chk_diff", "chk_diff"], ["chk_diff2"], name="chk_diff2"),
+        helper.make_node("Add", ["chk_diff2", "chk_one"], ["chk_factor"], name="chk_factor"),
+        helper.make_node("Mul", ["chk_c", "chk_factor"], ["chk_c2"], name="chk_c2"),
+        helper.make_node("Concat", ["chk_hw", "chk_c2"], ["chk_target"], axis=0, name="chk_target"),
+        helper.make_node("Reshape", [input_name, "chk_target"], [checked], name=LONGEST_SIDE_CHECK),
+    ]
+    nodes = check + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    # One image in, one embedding out: say so instead of the tracer's symbolic batch name.
+    g.output[0].type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
 
 
 def export_sam_decoder(model: Sam, path: PathLike, metadata: Dict[str, str],
@@ -163,12 +220,24 @@ def export_web_decoder(model: Sam, path: PathLike, metadata: Dict[str, str],
 
 
 def quantize_decoder(src: PathLike, dst: PathLike) -> Path:
-    """int8 dynamic quantization of the decoder's MatMul weights (activations stay float)."""
+    """int8 dynamic quantization of the decoder's MatMul weights (activations stay float).
+    The result's `graph` metadata is its own name (`<src graph>_int8`)."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    proto = onnx.load(str(dst))
+    props = {p.key: p for p in proto.metadata_props}
+    source = props["graph"].value if "graph" in props else Path(src).stem
+    for key, value in (("graph", f"{source}_int8"), ("quantized_from", source), ("weights_storage", "int8 (MatMul)")):
+        if key in props:
+            props[key].value = value
+        else:
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+    onnx.save(proto, str(dst))
     return Path(dst)
 
 
@@ -184,6 +253,15 @@ def ort_session(path: PathLike, threads: Optional[int] = None, providers: Option
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                      if p in ort.get_available_providers()]
     return ort.InferenceSession(str(path), so, providers=providers)
+
+
+def _quiet_run():
+    """RunOptions that keep ONNX Runtime from logging an error we expect."""
+    import onnxruntime as ort
+
+    ro = ort.RunOptions()
+    ro.log_severity_level = 4
+    return ro
 
 
 def available_cores() -> int:
@@ -208,12 +286,23 @@ def verify_exports(model: Sam, paths: Dict[str, Path]) -> Dict[str, float]:
 
     report: Dict[str, float] = {}
     g = torch.Generator().manual_seed(1)
-    if "encoder" in paths:
+    if any(k in paths for k in ENCODER_INPUTS):
         image = (torch.rand(600, 1024, 3, generator=g) * 255).to(torch.uint8)
         ref = model.image_encoder(model.preprocess(image.permute(2, 0, 1)[None].float())).numpy()
-        out = ort_session(paths["encoder"]).run(None, {"image": image.numpy()})[0]
-        _compare("encoder", out, ref, 1e-3)
-        report["encoder"] = float(np.abs(out - ref).max())
+        for kind, (name, dtype) in ENCODER_INPUTS.items():
+            if kind not in paths:
+                continue
+            sess = ort_session(paths[kind])
+            out = sess.run(None, {name: image.to(dtype).numpy()})[0]
+            _compare(kind, out, ref, 1e-3)
+            report[kind] = float(np.abs(out - ref).max())
+            try:  # an un-resized image must be refused, not padded or cropped
+                sess.run(None, {name: image[:, :1000].to(dtype).numpy()}, _quiet_run())
+            except Exception as exc:
+                if LONGEST_SIDE_CHECK not in str(exc):
+                    raise
+            else:
+                raise ExportError(f"{kind}: accepts an image whose longest side is not {model.img_size}")
     inputs = {k: v.numpy() for k, v in _example_decoder_inputs(model, 3).items()}
     inputs["point_labels"] = np.array([[1.0, 0.0, -1.0]], np.float32)
     pred = SamPredictor(model)
@@ -228,6 +317,17 @@ def verify_exports(model: Sam, paths: Dict[str, Path]) -> Dict[str, float]:
     # float16-stored weights move logits by ~3e-3 (measured); int8 is only reported here.
     tolerances = {"decoder": 1e-3, "decoder_lowres": 1e-3, "decoder_web": 5e-2, "decoder_fast": 5e-2,
                   "decoder_int8": None}
+    single_kinds = [k for k in ("decoder_single", "decoder_single_int8") if k in paths]
+    if single_kinds:
+        # Three prompt tokens (2 points + padding): SAM's rule picks token 0.
+        _, ref_iou0, ref_low0 = pred.predict_torch(coords, labels, None, mask_in, multimask_output=False)
+        for kind in single_kinds:
+            outs = ort_session(paths[kind]).run(None, inputs)
+            diff = float(np.abs(outs[2] - ref_low0.numpy()).max())
+            if not kind.endswith("_int8"):
+                _compare(f"{kind} low_res_masks", outs[2], ref_low0.numpy(), 1e-3)
+                _compare(f"{kind} iou_predictions", outs[1], ref_iou0.numpy(), 1e-3)
+            report[kind] = diff
     for kind, tol in tolerances.items():
         if kind not in paths:
             continue
@@ -256,6 +356,7 @@ def verify_exports(model: Sam, paths: Dict[str, Path]) -> Dict[str, float]:
 
 EXPORTERS: Dict[str, Callable] = {
     "encoder": export_encoder,
+    "encoder_float": lambda m, p, md: export_encoder(m, p, md, graph="encoder_float"),
     "decoder": export_sam_decoder,
     "decoder_single": lambda m, p, md: export_sam_decoder(m, p, md, return_single_mask=True),
     "decoder_lowres": export_lowres_decoder,
@@ -286,9 +387,10 @@ def export_all(checkpoint: Optional[PathLike], out_dir: PathLike, graphs: Sequen
         for name in graphs:
             log(f"exporting {name}")
             paths[name] = EXPORTERS[name](model, tmp / f"{name}.onnx", meta)
-        if quantize and "decoder" in paths:
-            log("quantizing decoder (int8)")
-            paths["decoder_int8"] = quantize_decoder(paths["decoder"], tmp / "decoder_int8.onnx")
+        for src in ("decoder", "decoder_single"):
+            if quantize and src in paths:
+                log(f"quantizing {src} (int8)")
+                paths[f"{src}_int8"] = quantize_decoder(paths[src], tmp / f"{src}_int8.onnx")
         report = verify_exports(model, paths) if verify else {}
         hashes = {name: file_sha256(p) for name, p in paths.items()}
         final = {}

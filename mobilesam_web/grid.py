@@ -2,17 +2,19 @@
 
 Prompts a regular grid of points (32x32 by default), keeps masks by predicted IoU and stability,
 removes duplicates with box NMS. Same settings, record format and output order as
-segment-anything's `SamAutomaticMaskGenerator`.
+segment-anything's `SamAutomaticMaskGenerator`, on either engine (torch or ONNX Runtime).
 """
 import math
 from itertools import product
-from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from .boxes import masks_to_boxes, nms, xyxy_to_xywh
 from .masks import area_from_rle, coco_rle, masks_to_rle, rle_to_mask, stability_score
+from .modeling import Sam
+from .predictor import Predictor, SamPredictor
 from .validation import check_image
 
 
@@ -23,6 +25,58 @@ def build_point_grid(n_per_side: int) -> np.ndarray:
     xs = np.tile(side[None, :], (n_per_side, 1))
     ys = np.tile(side[:, None], (1, n_per_side))
     return np.stack([xs, ys], axis=-1).reshape(-1, 2)
+
+
+def build_all_layer_point_grids(n_per_side: int, n_layers: int, scale_per_layer: int) -> List[np.ndarray]:
+    """One grid per crop layer; layer i has n_per_side / scale_per_layer^i points per side."""
+    return [build_point_grid(int(n_per_side / (scale_per_layer ** i))) for i in range(n_layers + 1)]
+
+
+def sam_batched_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """The indices `torchvision.ops.batched_nms` keeps for one category, in its order.
+
+    torchvision orders by score with torch's default sort, which is not stable: tied scores
+    (all masks of one crop share a crop score; the small-region clean-up scores are 0 or 1) come
+    out in that sort's order, not in input order. Sorting with the same function gives the
+    official generator's order. Above 1000 boxes torchvision takes another path that sorts the
+    kept indices again; that is reproduced too.
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    s = torch.as_tensor(np.asarray(scores, np.float32))
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    order = torch.sort(s, descending=True).indices.numpy()
+    # The scores in `order` are non-increasing, so nms' own stable sort keeps this order.
+    keep = order[nms(boxes[order], s.numpy()[order], iou_threshold)]
+    if boxes.size > 4000:
+        kept = np.sort(keep)
+        keep = kept[torch.sort(s[kept], descending=True).indices.numpy()]
+    return keep.astype(np.int64)
+
+
+def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> Tuple[np.ndarray, bool]:
+    """SAM's mask clean-up. mode "holes": fill background regions smaller than area_thresh
+    pixels; mode "islands": drop foreground regions smaller than that (if every region is
+    smaller, the largest stays). Regions are 8-connected. Returns (mask, changed), changed being
+    True whenever a region was under the threshold."""
+    import cv2
+
+    if mode not in ("holes", "islands"):
+        raise ValueError(f"mode must be 'holes' or 'islands', got {mode!r}")
+    holes = mode == "holes"
+    mask = np.asarray(mask, bool)
+    # Label the regions to look at: the background for holes, the mask itself for islands.
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((~mask if holes else mask).astype(np.uint8), 8)
+    areas = stats[1:, cv2.CC_STAT_AREA]  # label 0 is everything else
+    small = np.flatnonzero(areas < area_thresh) + 1
+    if small.size == 0:
+        return mask, False
+    if holes:
+        return mask | np.isin(labels, small), True
+    big = np.setdiff1d(np.arange(1, n), small)
+    if big.size == 0:
+        big = np.array([int(np.argmax(areas)) + 1])
+    return np.isin(labels, big), True
 
 
 def generate_crop_boxes(im_size: Tuple[int, int], n_layers: int, overlap_ratio: float
@@ -48,10 +102,26 @@ def generate_crop_boxes(im_size: Tuple[int, int], n_layers: int, overlap_ratio: 
 
 
 class SamAutomaticMaskGenerator:
+    """segment-anything's `SamAutomaticMaskGenerator`, same parameters and record format.
+
+    `model`: a MobileSAM `Sam` (wrapped in a torch `SamPredictor`) or any predictor (the torch
+    `SamPredictor` or the ONNX Runtime `OnnxSamPredictor` from `load_predictor`).
+    Exactly one of `points_per_side` and `point_grids` must be given (as upstream: pass
+    `points_per_side=None` with `point_grids`, a list of (n, 2) arrays in [0, 1], one per crop
+    layer). `min_mask_region_area` > 0 removes holes and islands smaller than that many pixels
+    from each mask, then drops duplicates (box NMS preferring unchanged masks), as upstream.
+
+    Order: records come in the official generator's order, including among masks whose sort
+    key ties (with crop_n_layers >= 1 all masks of one crop share the crop score): ties are
+    ordered by torch's (unstable) sort exactly as torchvision's NMS orders them, so the same
+    torch version gives the same order; another torch version may order ties differently, in
+    ours and in the official code alike.
+    """
+
     def __init__(
         self,
-        predictor_or_model,
-        points_per_side: int = 32,
+        model: Union[Sam, Predictor],
+        points_per_side: Optional[int] = 32,
         points_per_batch: int = 64,
         pred_iou_thresh: float = 0.88,
         stability_score_thresh: float = 0.95,
@@ -61,21 +131,34 @@ class SamAutomaticMaskGenerator:
         crop_nms_thresh: float = 0.7,
         crop_overlap_ratio: float = 512 / 1500,
         crop_n_points_downscale_factor: int = 1,
+        point_grids: Optional[List[np.ndarray]] = None,
+        min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
     ) -> None:
-        """`predictor_or_model`: a SamPredictor (torch) or a Sam model."""
-        from .predictor import SamPredictor
-
         if output_mode not in ("binary_mask", "uncompressed_rle", "coco_rle"):
             raise ValueError(f"output_mode must be binary_mask, uncompressed_rle or coco_rle, got {output_mode!r}")
-        if points_per_side < 1 or points_per_batch < 1:
+        if (points_per_side is None) == (point_grids is None):
+            raise ValueError("exactly one of points_per_side and point_grids must be given "
+                             "(pass points_per_side=None with point_grids)")
+        if points_per_batch < 1 or (points_per_side is not None and points_per_side < 1):
             raise ValueError("points_per_side and points_per_batch must be >= 1")
-        self.predictor = (predictor_or_model if hasattr(predictor_or_model, "predict_torch")
-                          else SamPredictor(predictor_or_model))
-        self.point_grids = [
-            build_point_grid(int(points_per_side / (crop_n_points_downscale_factor ** i)))
-            for i in range(crop_n_layers + 1)
-        ]
+        if crop_n_layers < 0 or min_mask_region_area < 0:
+            raise ValueError("crop_n_layers and min_mask_region_area must be >= 0")
+        if isinstance(model, Sam):
+            self.predictor: Predictor = SamPredictor(model)
+        elif isinstance(model, Predictor):
+            self.predictor = model
+        else:
+            raise TypeError(f"model must be a MobileSAM model (Sam) or a predictor (SamPredictor, "
+                            f"OnnxSamPredictor), got {type(model).__name__}")
+        if points_per_side is not None:
+            self.point_grids = build_all_layer_point_grids(points_per_side, crop_n_layers,
+                                                           crop_n_points_downscale_factor)
+        else:
+            self.point_grids = [np.asarray(g, dtype=np.float64).reshape(-1, 2) for g in point_grids]
+            if len(self.point_grids) < crop_n_layers + 1:
+                raise ValueError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1}), "
+                                 f"got {len(self.point_grids)}")
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -84,6 +167,8 @@ class SamAutomaticMaskGenerator:
         self.crop_n_layers = crop_n_layers
         self.crop_nms_thresh = crop_nms_thresh
         self.crop_overlap_ratio = crop_overlap_ratio
+        self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
+        self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
 
     def generate(self, image: np.ndarray, progress: Optional[Callable[[int, int], None]] = None
@@ -120,15 +205,17 @@ class SamAutomaticMaskGenerator:
         return self._records(data, len(crop_boxes))
 
     def _records(self, data: Dict[str, list], n_crops: int) -> List[Dict[str, Any]]:
-        boxes = torch.tensor(np.array(data["boxes"]), dtype=torch.float32).reshape(-1, 4)
-        order = np.arange(len(data["rles"]))
-        if n_crops > 1 and len(order):
-            # Prefer masks from smaller crops when crops overlap.
-            crops = np.array(data["crop"], dtype=np.float64)
+        if n_crops > 1 and data["rles"]:
+            # Prefer masks from smaller crops when crops overlap (the score as upstream computes
+            # it: 1 / integer area, in float32).
+            crops = torch.as_tensor(np.array(data["crop"], dtype=np.int64))
             scores = 1 / ((crops[:, 2] - crops[:, 0]) * (crops[:, 3] - crops[:, 1]))
-            order = nms(boxes.numpy(), scores.astype(np.float32), self.crop_nms_thresh)
+            boxes = np.array(data["boxes"], dtype=np.float32).reshape(-1, 4)
+            _filter(data, sam_batched_nms(boxes, scores.to(torch.float32).numpy(), self.crop_nms_thresh))
+        if self.min_mask_region_area > 0 and data["rles"]:
+            self._remove_small_regions(data)
         records = []
-        for i in order:
+        for i in range(len(data["rles"])):
             rle = data["rles"][i]
             if self.output_mode == "binary_mask":
                 seg = rle_to_mask(rle)
@@ -147,6 +234,25 @@ class SamAutomaticMaskGenerator:
                 "crop_box": xyxy_to_xywh(data["crop"][i]),
             })
         return records
+
+    def _remove_small_regions(self, data: Dict[str, list]) -> None:
+        """Clean every mask (holes, then islands), then box NMS that prefers masks that needed
+        no change; changed masks that survive get their new RLE and box."""
+        masks, scores = [], []
+        for rle in data["rles"]:
+            mask, filled = remove_small_regions(rle_to_mask(rle), self.min_mask_region_area, "holes")
+            mask, removed = remove_small_regions(mask, self.min_mask_region_area, "islands")
+            masks.append(mask)
+            scores.append(0.0 if (filled or removed) else 1.0)
+        stacked = torch.as_tensor(np.stack(masks))
+        boxes = masks_to_boxes(stacked)
+        keep = sam_batched_nms(boxes.float().numpy(), np.array(scores, np.float32),
+                               max(self.box_nms_thresh, self.crop_nms_thresh))
+        for i in keep:
+            if scores[i] == 0.0:
+                data["rles"][i] = masks_to_rle(stacked[i:i + 1])[0]
+                data["boxes"][i] = boxes[i].numpy().astype(np.int64)
+        _filter(data, keep)
 
     def _process_crop(self, image: np.ndarray, crop_box: List[int], layer: int,
                       orig_size: Tuple[int, int], data: Dict[str, list]) -> Iterator[int]:
@@ -167,7 +273,7 @@ class SamAutomaticMaskGenerator:
             return
         boxes = np.concatenate(crop_data["boxes"]).astype(np.float32)
         ious = np.concatenate(crop_data["iou"])
-        keep = nms(boxes, ious, self.box_nms_thresh)
+        keep = sam_batched_nms(boxes, ious, self.box_nms_thresh)
         rles = [r for batch in crop_data["rles"] for r in batch]
         pts = np.concatenate(crop_data["points"])
         stab = np.concatenate(crop_data["stability"])
@@ -223,3 +329,9 @@ class SamAutomaticMaskGenerator:
             return masks
         pad = (x0, orig_w - x1, y0, orig_h - y1)
         return torch.nn.functional.pad(masks, pad, value=False)
+
+
+def _filter(data: Dict[str, list], keep: np.ndarray) -> None:
+    """Keep the entries `keep` of every list in `data`, in that order."""
+    for k, v in data.items():
+        data[k] = [v[i] for i in keep]

@@ -1,8 +1,11 @@
 """The modules that define our exported ONNX graphs (thin wrappers over `modeling`).
 
-- `EncoderGraph`: resized RGB uint8 image (h, w, 3), max(h, w) == 1024 -> embedding (1, 256, 64, 64).
-  Normalisation and padding are inside the graph; the resize stays outside because the official
-  resize is PIL's antialiased bilinear on uint8, which ONNX Resize does not reproduce bit for bit.
+- `EncoderGraph`: resized RGB image (h, w, 3), max(h, w) == 1024 -> embedding (1, 256, 64, 64);
+  uint8 for our engine (`encoder.onnx`), float32 0..255 for the SAM ecosystem's tools
+  (`encoder_float.onnx`, samexporter's `--use-preprocess` I/O). Normalisation and padding are
+  inside the graph; the resize stays outside because the official resize is PIL's antialiased
+  bilinear on uint8, which ONNX Resize does not reproduce bit for bit. (The exporter adds a
+  check that fails on an image whose longest side is not 1024, see `export.py`.)
 - `SamOnnxDecoder`: SAM's ONNX decoder convention (SAM web demo, AnyLabeling, samexporter).
 - `LowResDecoder`: the same inputs, low-res outputs only (the engine upsamples what it needs).
 - `BoxBatchDecoder`: N boxes -> N single masks (segment-everything), image work done once.
@@ -16,12 +19,17 @@ from .modeling import Sam
 
 
 class EncoderGraph(nn.Module):
+    """image (h, w, 3) RGB, 0..255, resized so that max(h, w) == 1024 -> (1, 256, 64, 64).
+
+    The input dtype is fixed by the example tensor given to the exporter (uint8 or float32);
+    the graph casts it to float32 first, so both variants compute the same embedding.
+    """
+
     def __init__(self, model: Sam) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """image: (h, w, 3) uint8 RGB resized so that max(h, w) == 1024 -> (1, 256, 64, 64)."""
         x = image.permute(2, 0, 1).unsqueeze(0).to(torch.float32)
         return self.model.image_encoder(self.model.preprocess(x))
 

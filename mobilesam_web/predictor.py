@@ -1,5 +1,10 @@
-"""SamPredictor: encode an image once, then decode masks from prompts (segment-anything API)."""
-from typing import Optional, Tuple
+"""SamPredictor: encode an image once, then decode masks from prompts (segment-anything API).
+
+`Predictor` is the interface both engines implement (this torch `SamPredictor` and the ONNX
+Runtime `OnnxSamPredictor`); code that takes "a predictor" types it with `Predictor` and calls
+its methods, instead of asking which engine it got.
+"""
+from typing import Any, Optional, Protocol, Tuple, runtime_checkable
 
 import numpy as np
 import torch
@@ -7,6 +12,48 @@ import torch
 from .modeling import Sam
 from .transforms import ResizeLongestSide
 from .validation import check_image, check_prompts
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What both predictors offer (segment-anything's `SamPredictor` API plus `predict_boxes`).
+
+    Prompts of `predict` are in original-image pixels, those of `predict_torch` in the resized
+    1024 frame (`transform.apply_coords_torch` / `apply_boxes_torch`). `model` has at least
+    `mask_threshold`, `image_format`, `img_size` and `device`.
+    """
+
+    transform: ResizeLongestSide
+    original_size: Optional[Tuple[int, int]]
+    input_size: Optional[Tuple[int, int]]
+    is_image_set: bool
+    features: Any
+
+    @property
+    def model(self) -> Any: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None: ...
+
+    def reset_image(self) -> None: ...
+
+    def get_image_embedding(self) -> Any: ...
+
+    def predict(self, point_coords: Optional[np.ndarray] = None, point_labels: Optional[np.ndarray] = None,
+                box: Optional[np.ndarray] = None, mask_input: Optional[np.ndarray] = None,
+                multimask_output: bool = True, return_logits: bool = False
+                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def predict_torch(self, point_coords: Optional[torch.Tensor], point_labels: Optional[torch.Tensor],
+                      boxes: Optional[torch.Tensor] = None, mask_input: Optional[torch.Tensor] = None,
+                      multimask_output: bool = True, return_logits: bool = False
+                      ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+    def predict_boxes(self, boxes: np.ndarray, return_logits: bool = False, batch_size: int = 16,
+                      low_res_only: bool = False
+                      ) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]: ...
 
 
 class ImageState:
@@ -29,7 +76,7 @@ class ImageState:
 
 
 class SamPredictor(ImageState):
-    """Drop-in for segment-anything's `SamPredictor`.
+    """Drop-in for segment-anything's `SamPredictor` (plus `predict_boxes`, `set_embedding`).
 
     Per-image state (`features`, `original_size`, `input_size`) lives on this instance, so one
     instance must serve one user's image at a time.
@@ -121,6 +168,16 @@ class SamPredictor(ImageState):
         """Batched prompts already in the 1024 input frame (see `transform.apply_*_torch`):
         point_coords (B, N, 2), point_labels (B, N), boxes (B, 4), mask_input (B, 1, 256, 256).
         Returns masks (B, C, H, W), iou_predictions (B, C), low-res logits (B, C, 256, 256)."""
+        low_res, iou = self._decode(point_coords, point_labels, boxes, mask_input, multimask_output)
+        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        return masks, iou, low_res
+
+    @torch.no_grad()
+    def _decode(self, point_coords, point_labels, boxes, mask_input, multimask_output: bool
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """predict_torch without the full-resolution masks: (low-res logits, iou)."""
         self._require_image()
         if (point_coords is None) != (point_labels is None):
             raise ValueError("point_coords and point_labels must be given together")
@@ -135,7 +192,33 @@ class SamPredictor(ImageState):
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
         )
-        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
-        if not return_logits:
-            masks = masks > self.model.mask_threshold
-        return masks, iou, low_res
+        return low_res, iou
+
+    def predict_boxes(self, boxes: np.ndarray, return_logits: bool = False, batch_size: int = 16,
+                      low_res_only: bool = False
+                      ) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
+        """Boxes (B, 4) xyxy in original pixels -> masks (B, 1, H, W), iou (B, 1), low-res
+        logits (B, 1, 256, 256) as numpy, one mask each (multimask_output=False), decoded in
+        chunks of `batch_size`. With low_res_only the full-resolution masks are None.
+        (The same call as `OnnxSamPredictor.predict_boxes`.)"""
+        self._require_image()
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        if not np.all(np.isfinite(boxes)):
+            raise ValueError("boxes contain NaN or infinite values")
+        lows, ious = [], []
+        for s in range(0, len(boxes), max(1, batch_size)):
+            bt = self.transform.apply_boxes_torch(torch.as_tensor(boxes[s:s + batch_size], device=self.device),
+                                                  self.original_size)
+            low, iou = self._decode(None, None, bt, None, multimask_output=False)
+            lows.append(low.cpu())
+            ious.append(iou.cpu())
+        if not lows:
+            low_t, iou_t = torch.zeros((0, 1, 256, 256)), torch.zeros((0, 1))
+        else:
+            low_t, iou_t = torch.cat(lows), torch.cat(ious)
+        masks = None
+        if not low_res_only:
+            with torch.no_grad():
+                full = self.model.postprocess_masks(low_t.to(self.device), self.input_size, self.original_size)
+            masks = (full if return_logits else full > self.model.mask_threshold).cpu().numpy()
+        return masks, iou_t.numpy(), low_t.numpy()

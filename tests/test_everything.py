@@ -39,11 +39,11 @@ def test_full_resolution_masks_match_sam_postprocess(sam_model, sam_cases):
 
     low = torch.as_tensor(sam_cases["g_low_res_logits"])
     ref = (sam_model.postprocess_masks(low, (1024, 1023), (800, 799)) > 0).numpy()[:, 0]
-    ours = np.stack([mask_from_low_res(l[0], (1024, 1023), (800, 799)) for l in sam_cases["g_low_res_logits"]])
+    ours = np.stack([mask_from_low_res(lo[0], (1024, 1023), (800, 799)) for lo in sam_cases["g_low_res_logits"]])
     assert_masks_close(ours, sam_cases["g_masks"][:, 0])
     assert_masks_close(ours, ref)
-    for l, r in zip(sam_cases["a_low_res_logits"], sam_cases["a_masks"]):
-        assert_masks_close(mask_from_low_res(l, (1024, 1023), (800, 799)), r)
+    for lo, r in zip(sam_cases["a_low_res_logits"], sam_cases["a_masks"]):
+        assert_masks_close(mask_from_low_res(lo, (1024, 1023), (800, 799)), r)
     # Small objects: only the support region is computed, the rest is exactly empty.
     blob = np.full((256, 256), -4.0, np.float32)
     blob[100:104, 50:60] = 3.0

@@ -55,6 +55,12 @@ def test_metadata_and_checker(exported, sam_weights_path):
         assert props["exporter_version"] == EXPORTER_VERSION
     manifest = json.loads((next(iter(exported.values())).parent / "manifest.json").read_text())
     assert set(manifest["files"]) == set(exported)
+    # one name per graph: file name, manifest key and the `graph` metadata entry agree
+    assert {name: path.name for name, path in exported.items()} == manifest["files"]
+    for name, path in exported.items():
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        assert props["graph"] == name and path.name == f"{name}.onnx"
+    assert set(manifest["verification_max_abs_diff"]) == set(exported)
 
 
 def test_sam_decoder_io_convention(exported):
@@ -156,15 +162,18 @@ def test_int8_decoder_honest_bound(exported, sam_cases):
     catches a broken quantization (a wrong graph gives IoU near 0.5 or worse)."""
     from mobilesam_web.export import ort_session
 
-    assert exported["decoder_int8"].stat().st_size < 0.4 * exported["decoder"].stat().st_size
-    s32, s8 = ort_session(exported["decoder"]), ort_session(exported["decoder_int8"])
-    for c in "abc":
-        m32, iou32, _ = s32.run(None, onnx_feeds(sam_cases, c))
-        m8, iou8, _ = s8.run(None, onnx_feeds(sam_cases, c))
-        a, b = m32 > 0, m8 > 0
-        mask_iou = (a & b).sum(axis=(2, 3)) / np.maximum((a | b).sum(axis=(2, 3)), 1)
-        assert mask_iou.min() >= 0.9, mask_iou
-        assert np.abs(iou32 - iou8).max() <= 0.1
+    for src in ("decoder", "decoder_single"):  # each SAM-convention decoder has its int8 twin
+        q = f"{src}_int8"
+        assert exported[q].stat().st_size < 0.4 * exported[src].stat().st_size
+        s32, s8 = ort_session(exported[src]), ort_session(exported[q])
+        assert [o.shape[1] for o in s8.get_outputs()[1:]] == [o.shape[1] for o in s32.get_outputs()[1:]]
+        for c in "abc":
+            m32, iou32, _ = s32.run(None, onnx_feeds(sam_cases, c))
+            m8, iou8, _ = s8.run(None, onnx_feeds(sam_cases, c))
+            a, b = m32 > 0, m8 > 0
+            mask_iou = (a & b).sum(axis=(2, 3)) / np.maximum((a | b).sum(axis=(2, 3)), 1)
+            assert mask_iou.min() >= 0.9, (q, mask_iou)
+            assert np.abs(iou32 - iou8).max() <= 0.1
 
 
 def test_export_cache_reuse_and_staleness(tmp_path, sam_weights_path, monkeypatch):
