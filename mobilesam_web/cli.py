@@ -2,6 +2,8 @@
 
     mobilesam-web [serve] [--checkpoint PATH] [--port N] [--share] ...   the web app (default)
     mobilesam-web export --checkpoint PATH --out DIR [--graphs ...]      ONNX export
+    mobilesam-web segment INPUT --out DIR [--mode everything|boxes|grid] [--ray [ADDRESS]] ...
+                                                                         batch segmentation -> COCO
 
 Every `serve` option also has an environment variable (for a Space): MOBILESAM_CHECKPOINT,
 MOBILESAMV2_DETECTOR, MOBILESAMV2_DECODER, MOBILESAM_BACKEND, MOBILESAM_MAX_IMAGE_SIDE,
@@ -14,7 +16,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
-COMMANDS = {"serve": "the web app (default)", "export": "ONNX export"}
+COMMANDS = {"serve": "the web app (default)", "export": "ONNX export",
+            "segment": "batch segmentation of a folder into COCO"}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -23,7 +26,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(__doc__.strip())
         return 0
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "serve"
-    return {"serve": serve, "export": export}[command](argv)
+    return {"serve": serve, "export": export, "segment": segment}[command](argv)
 
 
 def serve(argv: Optional[Sequence[str]] = None) -> int:
@@ -87,7 +90,7 @@ def export(argv: Optional[Sequence[str]] = None) -> int:
     ex.add_argument("--checkpoint", help="official-format mobile_sam.pt (default: env var, then the Hub)")
     ex.add_argument("--out", default="onnx", help="output folder (default: onnx/)")
     ex.add_argument("--graphs", nargs="+", choices=sorted(EXPORTERS), default=sorted(EXPORTERS))
-    ex.add_argument("--quantize", action="store_true", help="also write decoder_int8.onnx")
+    ex.add_argument("--quantize", action="store_true", help="also write decoder_int8.onnx and decoder_single_int8.onnx")
     ex.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-torch check")
     args = ex.parse_args(argv)
     try:
@@ -101,3 +104,75 @@ def export(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{name:16s} {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     print("verified against the torch model" if not args.no_verify else "not verified (--no-verify)")
     return 0
+
+
+def segment(argv: Optional[Sequence[str]] = None) -> int:
+    """Segment a folder (or a list) of images into OUT_DIR/annotations.json; resumable."""
+    from .batch import MODES, JobError, SegmentJob, run_local
+    from .weights import CheckpointError, WeightsUnavailableError
+
+    ap = argparse.ArgumentParser(
+        prog="mobilesam-web segment",
+        description="segment every image of a folder (recursive) or of a text file of paths into one COCO "
+                    "file, OUT_DIR/annotations.json. Resumable: rerun the same command to finish an "
+                    "interrupted job. Exit code 1 when an image failed (see OUT_DIR/errors.json).")
+    ap.add_argument("input", metavar="INPUT", help="a folder of images (recursive) or a text file of image paths")
+    ap.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder")
+    ap.add_argument("--mode", choices=MODES, default="everything",
+                    help="everything: MobileSAMv2 detector boxes (default); boxes: your boxes (--prompts) "
+                         "to masks; grid: SAM's automatic mask generator")
+    ap.add_argument("--prompts", metavar="PROMPTS.json",
+                    help="boxes mode: a COCO file (ids and categories kept) or {file_name: [[x1,y1,x2,y2], ...]}")
+    ap.add_argument("--checkpoint", help="mobile_sam.pt (default: $MOBILESAM_CHECKPOINT, else the Hub)")
+    ap.add_argument("--detector-checkpoint", help="ObjectAwareModel.pt (default: $MOBILESAMV2_DETECTOR, else the Hub)")
+    ap.add_argument("--decoder-checkpoint", help="Prompt_guided_Mask_Decoder.pt (default: MobileSAM's decoder)")
+    ap.add_argument("--conf", type=float, default=0.4, help="detector confidence (default 0.4)")
+    ap.add_argument("--iou", type=float, default=0.9, help="detector NMS IoU (default 0.9)")
+    ap.add_argument("--imgsz", type=int, default=1024, help="detector input size (default 1024)")
+    ap.add_argument("--max-det", type=int, default=300, help="detector boxes per image at most (default 300)")
+    ap.add_argument("--points-per-side", type=int, default=32, help="grid mode: points per side (default 32)")
+    ap.add_argument("--pred-iou-thresh", type=float, default=0.88, help="grid mode: keep masks above (default 0.88)")
+    ap.add_argument("--stability-thresh", type=float, default=0.95,
+                    help="grid mode: keep masks with stability score >= (default 0.95)")
+    ap.add_argument("--png", action="store_true", help="also write masks/<image>/labels.png and one PNG per object")
+    ap.add_argument("--embeddings", action="store_true", help="also write embeddings/<image>.npy (1x256x64x64)")
+    ap.add_argument("--overwrite", action="store_true", help="discard earlier results in OUT_DIR and start again")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="intra-op threads (local: of the one engine, default all cores; Ray: per actor, default 2)")
+    ap.add_argument("--max-image-side", type=int, default=None,
+                    help="work on larger images downscaled to this long side (default 2048); masks stay in "
+                         "the image's own pixels")
+    ap.add_argument("--onnx-cache", default=None, help="ONNX export cache (default $MOBILESAM_ONNX_CACHE, then onnx/)")
+    ap.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="run on Ray Data: a local Ray instance, or the cluster at ADDRESS ('auto', "
+                         "'ray://host:10001', 'host:6379'); needs pip install 'mobilesam-web[ray]'")
+    ap.add_argument("--actors", type=int, default=None,
+                    help="Ray: engine actors (default: cluster CPUs // threads)")
+    ap.add_argument("--actor-memory-mb", type=int, default=None,
+                    help="Ray: memory reserved per actor (default 3000 MB; see README)")
+    ap.add_argument("--no-progress", action="store_true", help="plain log lines even on a terminal")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        job = SegmentJob(args.input, args.out, mode=args.mode, prompts=args.prompts, checkpoint=args.checkpoint,
+                         detector_checkpoint=args.detector_checkpoint, decoder_checkpoint=args.decoder_checkpoint,
+                         conf=args.conf, iou=args.iou, imgsz=args.imgsz, max_det=args.max_det,
+                         points_per_side=args.points_per_side, pred_iou_thresh=args.pred_iou_thresh,
+                         stability_score_thresh=args.stability_thresh, png=args.png, embeddings=args.embeddings,
+                         overwrite=args.overwrite, threads=args.threads, onnx_cache=args.onnx_cache,
+                         progress=False if args.no_progress else None)
+        if args.max_image_side:
+            job.max_side = args.max_image_side
+        if args.ray is None:
+            return run_local(job, log=lambda s: print(s, flush=True))
+        try:
+            from .batch_ray import run_ray
+        except ImportError as exc:
+            print(f"error: --ray needs Ray Data ({exc}). Install it with:  pip install 'mobilesam-web[ray]'  "
+                  "(or pip install -r requirements-ray.txt)", file=sys.stderr)
+            return 2
+        return run_ray(job, address=None if args.ray == "local" else args.ray, actors=args.actors,
+                       actor_memory_mb=args.actor_memory_mb, log=lambda s: print(s, flush=True))
+    except (JobError, WeightsUnavailableError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

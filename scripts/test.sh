@@ -12,4 +12,5 @@ fi
 # onnxruntime-web for in-browser decoding, served from static/node_modules (pinned by package-lock.json)
 npm ci --prefix static --no-audit --no-fund --loglevel=error
 ruff check .
+python -m pip install -q -r requirements-ray.txt  # the Ray batch test runs in CI (never skipped)
 python -m pytest -q "$@"

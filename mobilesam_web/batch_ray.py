@@ -1,0 +1,113 @@
+"""The batch job (mobilesam_web.batch) on Ray Data: image paths -> `map_batches` over an actor
+pool (each actor: one `Segmenter`, i.e. one ONNX Runtime engine with `threads` intra-op
+threads plus the detector) -> per-image results streamed back to the driver, which writes them
+into OUT_DIR (workers need no access to it) and merges them exactly as the local run does.
+
+    from mobilesam_web.batch import SegmentJob
+    from mobilesam_web.batch_ray import run_ray
+    run_ray(SegmentJob("photos/", "out/"), address="auto", threads=4)
+
+Workers read the images from their paths: INPUT must be visible to every node under the same
+path (a shared disk / NFS mount), as must explicit checkpoint paths (or leave them out and let
+each node download the weights from the Hub once).
+
+Sizing: an actor holds the engines (MobileSAM encoder + decoders ~60 MB, the object-aware
+detector ~300 MB as float32 for the official YOLOv8x-size checkpoint) plus the working memory of
+one image (the detector's activations at imgsz 1024 and box decoding in chunks of 16 boxes,
+~40 MB each): about 2-3 GB at peak, hence the default reservation of 3000 MB per actor.
+"""
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import ray  # noqa: F401  (ImportError here is how the CLI knows Ray is missing)
+import ray.data  # noqa: F401
+
+from .batch import ImageItem, JobError, Segmenter, SegmentJob, build_items, run_job
+
+DEFAULT_THREADS = 2
+DEFAULT_ACTOR_MEMORY_MB = 3000
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class SegmentActor:
+    """One engine per actor, built once; each call segments a batch of images (of one, by default)."""
+
+    def __init__(self, job: Dict[str, Any]) -> None:
+        self.segmenter = Segmenter(SegmentJob(**job))
+
+    def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        idx, results, files = [], [], []
+        for i in range(len(batch["index"])):
+            item = ImageItem(int(batch["index"][i]), str(batch["path"][i]), str(batch["file_name"][i]),
+                             json.loads(batch["boxes"][i]))
+            result, payload = self.segmenter.process(item)
+            idx.append(item.index)
+            results.append(json.dumps(result))
+            files.append(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+        return {"index": np.array(idx, dtype=np.int64), "result": np.array(results, dtype=object),
+                "files": np.array(files, dtype=object)}
+
+
+def init_ray(address: Optional[str] = None, **init_kwargs) -> bool:
+    """Connect to ADDRESS (a running cluster), or start a local Ray instance. Returns True when
+    this call started / connected Ray (and the caller should shut it down)."""
+    if ray.is_initialized():
+        return False
+    if address:
+        # ship this package's code so every worker runs the driver's version (its dependencies
+        # -- onnxruntime, torch, ... -- must be installed on every node)
+        init_kwargs.setdefault("runtime_env", {"py_modules": [str(PACKAGE_DIR)]})
+        ray.init(address=address, **init_kwargs)
+    else:
+        init_kwargs.setdefault("include_dashboard", False)
+        init_kwargs.setdefault("object_store_memory", 512 << 20)
+        path = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")) if p)
+        init_kwargs.setdefault("runtime_env", {"env_vars": {"PYTHONPATH": path}})
+        ray.init(**init_kwargs)
+    return True
+
+
+def run_ray(job: SegmentJob, address: Optional[str] = None, actors: Optional[int] = None,
+            threads: Optional[int] = None, actor_memory_mb: Optional[int] = None,
+            log: Callable[[str], None] = print, ray_init: Optional[Dict[str, Any]] = None) -> int:
+    """Run `job` on Ray Data. address None: a local Ray instance (started and stopped here);
+    otherwise an existing cluster ('auto', 'ray://head:10001', ...). actors: engine actors
+    (default: the cluster's CPUs // threads); threads: intra-op threads per actor (default
+    job.threads or 2); actor_memory_mb: memory reserved per actor (default 3000).
+    Same outputs and exit codes as `batch.run_local`."""
+    job.threads = threads or job.threads or DEFAULT_THREADS
+    items, _ = build_items(job)  # fail fast, before starting Ray
+    if not items:
+        raise JobError(f"no images found in {job.input}")
+    started = init_ray(address, **(ray_init or {}))
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # our own progress line says it
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        n_actors = actors or max(1, cpus // job.threads)
+        memory = int((actor_memory_mb or DEFAULT_ACTOR_MEMORY_MB) * 2**20)
+        log(f"Ray: {n_actors} actors x {job.threads} threads ({cpus} CPUs in the cluster), "
+            f"{memory >> 20} MB reserved per actor")
+        job_dict = job.to_dict()
+
+        def process_all(todo: List[ImageItem]):
+            if not todo:
+                return
+            by_index = {it.index: it for it in todo}
+            rows = [{"index": it.index, "path": str(Path(it.path).resolve()), "file_name": it.file_name,
+                     "boxes": json.dumps(it.boxes)} for it in todo]
+            ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+            ds = ds.map_batches(SegmentActor, fn_constructor_kwargs={"job": job_dict}, batch_size=1,
+                                concurrency=n_actors, num_cpus=job.threads, memory=memory)
+            for row in ds.iter_rows():
+                it = by_index[int(row["index"])]
+                yield it, (json.loads(row["result"]), pickle.loads(row["files"]))
+
+        return run_job(job, process_all, log=log)
+    finally:
+        if started:
+            ray.shutdown()
