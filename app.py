@@ -3,6 +3,7 @@
 The same as `mobilesam-web serve`; options and their environment variables: `python app.py -h`
 and mobilesam_web/cli.py.
 """
+
 import sys
 
 from mobilesam_web.cli import serve

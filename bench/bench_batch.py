@@ -13,6 +13,7 @@ Reported: wall time (with start-up), steady-state images/minute (between the fir
 finished image), peak RSS per worker (from results/*.json: each result records its worker's pid
 and peak RSS), and whether annotations.json equals the local run's.
 """
+
 import argparse
 import json
 import os
@@ -32,9 +33,12 @@ DET = FIXTURES / "objectaware_parity"
 
 def make_images(folder: Path, n: int) -> None:
     sources = [Image.open(DET / "image.png").convert("RGB"), Image.open(SAM / "image.png").convert("RGB")]
-    ops = [lambda im: im, lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-           lambda im: im.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
-           lambda im: im.crop((40, 30, im.width - 60, im.height - 20))]
+    ops = [
+        lambda im: im,
+        lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        lambda im: im.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+        lambda im: im.crop((40, 30, im.width - 60, im.height - 20)),
+    ]
     for i in range(n):
         sub = folder / f"part{i % 3}"
         sub.mkdir(parents=True, exist_ok=True)
@@ -44,8 +48,7 @@ def make_images(folder: Path, n: int) -> None:
 def run(name: str, folder: Path, out: Path, common: list, extra: list) -> dict:
     cmd = [sys.executable, "-m", "mobilesam_web", "segment", str(folder), "--out", str(out), *common, *extra]
     t0 = time.time()
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     wall = time.time() - t0
     if p.returncode != 0:
         raise SystemExit(f"{name} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
@@ -58,10 +61,17 @@ def run(name: str, folder: Path, out: Path, common: list, extra: list) -> dict:
         k = (w["host"], w["pid"])
         workers[k] = max(workers.get(k, 0.0), w["peak_rss_mb"])
     per_image = sorted(r["seconds"] for r in results)
-    return {"name": name, "images": len(results), "wall": wall, "per_min": len(results) / wall * 60,
-            "steady_per_min": steady, "first_result_s": stamps[0] - t0, "workers": workers,
-            "median_image_s": per_image[len(per_image) // 2],
-            "annotations": (out / "annotations.json").read_bytes()}
+    return {
+        "name": name,
+        "images": len(results),
+        "wall": wall,
+        "per_min": len(results) / wall * 60,
+        "steady_per_min": steady,
+        "first_result_s": stamps[0] - t0,
+        "workers": workers,
+        "median_image_s": per_image[len(per_image) // 2],
+        "annotations": (out / "annotations.json").read_bytes(),
+    }
 
 
 def main() -> None:
@@ -75,30 +85,57 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_batch_") as tmp:
         tmp = Path(tmp)
         make_images(tmp / "in", args.images)
-        common = ["--checkpoint", str(SAM / "weights_fp16.pt"), "--detector-checkpoint",
-                  str(DET / "objectaware_random.pt"), "--imgsz", str(args.imgsz), "--conf", "0.25",
-                  "--max-det", str(args.max_det), "--onnx-cache", str(tmp / "onnx"), "--no-progress"]
+        common = [
+            "--checkpoint",
+            str(SAM / "weights_fp16.pt"),
+            "--detector-checkpoint",
+            str(DET / "objectaware_random.pt"),
+            "--imgsz",
+            str(args.imgsz),
+            "--conf",
+            "0.25",
+            "--max-det",
+            str(args.max_det),
+            "--onnx-cache",
+            str(tmp / "onnx"),
+            "--no-progress",
+        ]
         # export the ONNX graphs once, outside the timings
-        subprocess.run([sys.executable, "-c", "import sys; from mobilesam_web import load_predictor; "
-                        f"load_predictor({str(SAM / 'weights_fp16.pt')!r}, cache_dir={str(tmp / 'onnx')!r})"],
-                       cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from mobilesam_web import load_predictor; "
+                f"load_predictor({str(SAM / 'weights_fp16.pt')!r}, cache_dir={str(tmp / 'onnx')!r})",
+            ],
+            cwd=ROOT,
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+        )
         configs = [("local 1 proc x 2 threads", ["--threads", "2"])]
         if not args.skip_ray:
-            configs += [("ray 2 actors x 1 thread", ["--ray", "--actors", "2", "--threads", "1",
-                                                     "--actor-memory-mb", "1500"]),
-                        ("ray 1 actor x 2 threads", ["--ray", "--actors", "1", "--threads", "2",
-                                                     "--actor-memory-mb", "1500"])]
+            configs += [
+                ("ray 2 actors x 1 thread", ["--ray", "--actors", "2", "--threads", "1", "--actor-memory-mb", "1500"]),
+                ("ray 1 actor x 2 threads", ["--ray", "--actors", "1", "--threads", "2", "--actor-memory-mb", "1500"]),
+            ]
         rows = [run(name, tmp / "in", tmp / f"out{i}", common, extra) for i, (name, extra) in enumerate(configs)]
-    print(f"{args.images} images (fixture copies/flips/crops, 600-900 px), everything mode, detector imgsz "
-          f"{args.imgsz}, <= {args.max_det} boxes/image, {os.cpu_count()} CPU cores; load average "
-          f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other work on the machine skews timings)")
-    print(f"{'config':26s} {'wall s':>7s} {'img/min':>8s} {'steady img/min':>15s} {'1st result s':>13s} "
-          f"{'median s/img':>13s}  peak RSS per worker (MB)   same annotations.json")
+    print(
+        f"{args.images} images (fixture copies/flips/crops, 600-900 px), everything mode, detector imgsz "
+        f"{args.imgsz}, <= {args.max_det} boxes/image, {os.cpu_count()} CPU cores; load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other work on the machine skews timings)"
+    )
+    print(
+        f"{'config':26s} {'wall s':>7s} {'img/min':>8s} {'steady img/min':>15s} {'1st result s':>13s} "
+        f"{'median s/img':>13s}  peak RSS per worker (MB)   same annotations.json"
+    )
     for r in rows:
         rss = ", ".join(f"{v:.0f}" for v in r["workers"].values())
         same = "reference" if r is rows[0] else ("yes" if r["annotations"] == rows[0]["annotations"] else "NO")
-        print(f"{r['name']:26s} {r['wall']:7.1f} {r['per_min']:8.1f} {r['steady_per_min']:15.1f} "
-              f"{r['first_result_s']:13.1f} {r['median_image_s']:13.2f}  {rss:25s} {same}")
+        print(
+            f"{r['name']:26s} {r['wall']:7.1f} {r['per_min']:8.1f} {r['steady_per_min']:15.1f} "
+            f"{r['first_result_s']:13.1f} {r['median_image_s']:13.2f}  {rss:25s} {same}"
+        )
     print("""
 Scaling note: the work per image (decode, encoder ~1 s, detector, box decoding ~ boxes x 10-40 ms,
 mask post-processing, RLE) is independent across images, so steady-state throughput grows about

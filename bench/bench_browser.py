@@ -15,6 +15,7 @@ full hover (decode + SAM's exact upscaling + drawing) and, as the baseline in th
 server's ONNX Runtime decoder. "hover" rows: the fast decoder the page uses for hover previews
 (tanh GELU, float16 weights); clicks use the exact one.
 """
+
 import argparse
 import statistics
 import sys
@@ -86,9 +87,15 @@ def first_mask(ctx, url, mbit=None):
     if mbit:
         cdp = ctx.new_cdp_session(page)
         cdp.send("Network.enable")
-        cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 40,
-                                                       "downloadThroughput": mbit * 125_000,
-                                                       "uploadThroughput": mbit / 4 * 125_000})
+        cdp.send(
+            "Network.emulateNetworkConditions",
+            {
+                "offline": False,
+                "latency": 40,
+                "downloadThroughput": mbit * 125_000,
+                "uploadThroughput": mbit / 4 * 125_000,
+            },
+        )
     t = time.perf_counter()
     page.goto(url)
     page.locator("#msw-upload input[type=file]").set_input_files(str(FIX / "image.png"))
@@ -106,15 +113,18 @@ def first_mask(ctx, url, mbit=None):
 def server_click_ms(b, url, n):
     """Server-side decoding (the baseline in the same run): click on the image -> new canvas."""
     page = b.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(url + "?msw_backend=none")   # no browser backend: the page falls back to the server
+    page.goto(url + "?msw_backend=none")  # no browser backend: the page falls back to the server
     page.wait_for_selector("#msw-canvas", state="visible", timeout=120_000)
     page.locator("#msw-upload input[type=file]").set_input_files(str(FIX / "image.png"))
-    page.wait_for_function("document.querySelector('#msw-canvas img') && "
-                           "document.querySelector('#msw-status').innerText.includes('image encoded')", timeout=120_000)
+    page.wait_for_function(
+        "document.querySelector('#msw-canvas img') && "
+        "document.querySelector('#msw-status').innerText.includes('image encoded')",
+        timeout=120_000,
+    )
     ts = []
     src = lambda: page.evaluate("document.querySelector('#msw-canvas img').src")  # noqa: E731
     changed = "(s) => document.querySelector('#msw-canvas img').src !== s"
-    for i in range(n):   # one-point clicks (three candidates), as on the browser side
+    for i in range(n):  # one-point clicks (three candidates), as on the browser side
         if i:
             before = src()
             page.locator("#msw-clear").click()
@@ -144,8 +154,12 @@ def main() -> None:
     times = []
     for i in range(args.n):
         t = time.perf_counter()
-        server.engine.decode(server.features, np.array([[[300.0 + i, 400.0], [0, 0]]], np.float32),
-                             np.array([[1.0, -1.0]], np.float32), None)
+        server.engine.decode(
+            server.features,
+            np.array([[[300.0 + i, 400.0], [0, 0]]], np.float32),
+            np.array([[1.0, -1.0]], np.float32),
+            None,
+        )
         times.append(time.perf_counter() - t)
     server_ms = statistics.median(times) * 1e3
 
@@ -164,9 +178,11 @@ def main() -> None:
             clicks = page.evaluate(CLICK_JS, max(10, args.n // 3))
             page.close()
             server_clicks = server_click_ms(b, url, max(10, args.n // 3))
-            for name, query, n in [("WASM, 1 thread", "?msw_backend=wasm&msw_threads=1", args.n),
-                                   ("WASM, threads", "?msw_backend=wasm", args.n),
-                                   ("WebGPU", "?msw_backend=webgpu", args.webgpu_n)]:
+            for name, query, n in [
+                ("WASM, 1 thread", "?msw_backend=wasm&msw_threads=1", args.n),
+                ("WASM, threads", "?msw_backend=wasm", args.n),
+                ("WebGPU", "?msw_backend=webgpu", args.webgpu_n),
+            ]:
                 page, err = page_for(b, url, query)
                 if page is None:
                     rows.append((name, None, err))
@@ -178,21 +194,31 @@ def main() -> None:
                 page.close()
     print("A visitor on this 2-core machine (headless Chromium, server on the same machine):")
     for link, who, took, mb, state in visits:
-        print(f"  {link:20s} {who:12s} page load -> first painted mask {took:5.1f} s, {mb:5.1f} MB over the wire "
-              f"(decoder {state} when the image was ready)")
-    print(f"  click -> painted mask with a hover preview in flight (browser, WASM): p50 {clicks['p50']:.0f} ms, "
-          f"p95 {clicks['p95']:.0f} ms")
-    print(f"  click -> new canvas, server decoding (baseline, same run):            p50 {server_clicks['p50']:.0f} ms, "
-          f"p95 {server_clicks['p95']:.0f} ms  (browser p50 / server p50 = {clicks['p50'] / server_clicks['p50']:.2f})")
-    print(f"median decode over {args.n} prompts (WebGPU: {args.webgpu_n}); decode = session.run in the worker, "
-          "round trip = request to reply on the page")
+        print(
+            f"  {link:20s} {who:12s} page load -> first painted mask {took:5.1f} s, {mb:5.1f} MB over the wire "
+            f"(decoder {state} when the image was ready)"
+        )
+    print(
+        f"  click -> painted mask with a hover preview in flight (browser, WASM): p50 {clicks['p50']:.0f} ms, "
+        f"p95 {clicks['p95']:.0f} ms"
+    )
+    print(
+        f"  click -> new canvas, server decoding (baseline, same run):            p50 {server_clicks['p50']:.0f} ms, "
+        f"p95 {server_clicks['p95']:.0f} ms  (browser p50 / server p50 = {clicks['p50'] / server_clicks['p50']:.2f})"
+    )
+    print(
+        f"median decode over {args.n} prompts (WebGPU: {args.webgpu_n}); decode = session.run in the worker, "
+        "round trip = request to reply on the page"
+    )
     print(f"server onnxruntime (native, same decoder graph): {server_ms:.1f} ms")
     for name, r, label in rows:
         if r is None:
             print(f"{name:16s} unavailable: {label}")
             continue
-        print(f"{name:16s} {label:24s} decode median {r['median']:.1f} ms, min {r['min']:.1f} ms "
-              f"({r['median'] / server_ms:.1f}x server), round trip {r['roundTrip']:.1f} ms")
+        print(
+            f"{name:16s} {label:24s} decode median {r['median']:.1f} ms, min {r['min']:.1f} ms "
+            f"({r['median'] / server_ms:.1f}x server), round trip {r['roundTrip']:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

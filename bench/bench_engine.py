@@ -6,6 +6,7 @@ The torch engine performs the official computation op for op (it reproduces the 
 outputs bit for bit), so it is the in-run stand-in for the official code; the official numbers
 measured on this machine are printed for reference. Ratios > 1 mean the ONNX engine is faster.
 """
+
 import time
 
 import numpy as np
@@ -17,10 +18,6 @@ from mobilesam_web.onnx_predictor import OnnxSamPredictor, load_onnx_engine  # n
 from common import engine_arguments, load_rgb, median_time, peak_rss_mb  # noqa: E402
 
 OFFICIAL = {"set_image": 1.20, "click": 0.0468, "5 boxes": 0.278, "per box": 0.056}
-
-
-
-
 
 
 def random_boxes(n: int, w: int, h: int, seed: int = 0) -> np.ndarray:
@@ -53,22 +50,33 @@ def main() -> None:
     # Each engine is timed in its own block: right after torch work its OpenMP threads keep
     # spinning for a while and would slow onnxruntime's threads if the two were interleaved.
     def measure(set_image, click, boxes5_fn, boxes_n_fn):
-        return [median_time(set_image, args.n), median_time(click, args.n * 4),
-                median_time(boxes5_fn, args.n), median_time(boxes_n_fn, 2, 1)]
+        return [
+            median_time(set_image, args.n),
+            median_time(click, args.n * 4),
+            median_time(boxes5_fn, args.n),
+            median_time(boxes_n_fn, 2, 1),
+        ]
 
-    t_torch = measure(lambda: tp.set_image(image), lambda: tp.predict(pt, lbl),
-                      torch_boxes(boxes5), torch_boxes(boxes_n))
+    t_torch = measure(
+        lambda: tp.set_image(image), lambda: tp.predict(pt, lbl), torch_boxes(boxes5), torch_boxes(boxes_n)
+    )
     time.sleep(1.0)
-    t_onnx = measure(lambda: op.set_image(image), lambda: op.predict(pt, lbl),
-                     lambda: op.predict_boxes(boxes5), lambda: op.predict_boxes(boxes_n))
+    t_onnx = measure(
+        lambda: op.set_image(image),
+        lambda: op.predict(pt, lbl),
+        lambda: op.predict_boxes(boxes5),
+        lambda: op.predict_boxes(boxes_n),
+    )
     names = ["set_image", "click (1 pt, 3 masks)", "5 boxes", f"{args.boxes} boxes"]
     rows = list(zip(names, t_torch, t_onnx, [1, 1, 5, args.boxes]))
     print(f"image {w}x{h}, {args.threads} threads; median seconds; ratio = torch / onnx")
     print(f"{'':24s} {'torch':>9s} {'onnx':>9s} {'ratio':>6s} {'onnx per item':>14s}")
     for name, t_torch, t_onnx, k in rows:
         print(f"{name:24s} {t_torch:9.4f} {t_onnx:9.4f} {t_torch / t_onnx:6.2f} {t_onnx / k * 1e3:11.1f} ms")
-    print(f"official code on this machine (design card): set_image {OFFICIAL['set_image']} s, click "
-          f"{OFFICIAL['click'] * 1e3} ms, {OFFICIAL['per box'] * 1e3} ms/box")
+    print(
+        f"official code on this machine (design card): set_image {OFFICIAL['set_image']} s, click "
+        f"{OFFICIAL['click'] * 1e3} ms, {OFFICIAL['per box'] * 1e3} ms/box"
+    )
     print(f"peak RSS: {rss0:.0f} MB after loading, {peak_rss_mb():.0f} MB at the end")
 
 

@@ -9,6 +9,7 @@
   weights, built from the fixture checkpoint's yaml at scale x, to time it realistically; the
   boxes come from the fixture detector (random weights give arbitrary counts), cut to --boxes.
 """
+
 import argparse
 import time
 
@@ -49,8 +50,12 @@ def main() -> None:
     ap.add_argument("--grid-points", type=int, default=32)
     ap.add_argument("--boxes", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--detector-backend", choices=["torch", "onnxruntime"], default="torch",
-                    help="torch (channels_last, what the app uses) or onnxruntime")
+    ap.add_argument(
+        "--detector-backend",
+        choices=["torch", "onnxruntime"],
+        default="torch",
+        help="torch (channels_last, what the app uses) or onnxruntime",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     image = np.array(Image.open(args.image).convert("RGB"))
@@ -96,14 +101,20 @@ def main() -> None:
     n = int(box_t["boxes"])
     print(f"image {image.shape[1]}x{image.shape[0]}, {args.threads} threads")
     print(f"detector: YOLOv8x-size ({n_params:.1f}M params, random weights), {args.detector_backend}")
-    print(f"box prompts ({n} boxes, ONNX engine): total {box_total:.2f} s = encode {box_t['encode']:.2f} + "
-          f"detect {box_t['detect']:.2f} + decode {box_t['decode']:.2f} ({box_t['decode'] / max(n, 1) * 1e3:.1f} ms/box) "
-          f"+ postprocess {box_t['postprocess']:.2f}; {len(recs)} masks")
-    print(f"grid {args.grid_points}x{args.grid_points} ({args.grid_points ** 2 * 3} masks, torch engine = official "
-          f"algorithm): total {grid_total:.1f} s = encode {grid_encode:.2f} + decode/filter {grid_decode:.1f}; "
-          f"{len(grid_recs)} masks kept")
-    print(f"ratio decoder stage: grid {grid_decode:.1f} s / boxes {box_t['decode'] + box_t['postprocess']:.2f} s = "
-          f"{grid_decode / (box_t['decode'] + box_t['postprocess']):.1f}x")
+    print(
+        f"box prompts ({n} boxes, ONNX engine): total {box_total:.2f} s = encode {box_t['encode']:.2f} + "
+        f"detect {box_t['detect']:.2f} + decode {box_t['decode']:.2f} ({box_t['decode'] / max(n, 1) * 1e3:.1f} ms/box) "
+        f"+ postprocess {box_t['postprocess']:.2f}; {len(recs)} masks"
+    )
+    print(
+        f"grid {args.grid_points}x{args.grid_points} ({args.grid_points**2 * 3} masks, torch engine = official "
+        f"algorithm): total {grid_total:.1f} s = encode {grid_encode:.2f} + decode/filter {grid_decode:.1f}; "
+        f"{len(grid_recs)} masks kept"
+    )
+    print(
+        f"ratio decoder stage: grid {grid_decode:.1f} s / boxes {box_t['decode'] + box_t['postprocess']:.2f} s = "
+        f"{grid_decode / (box_t['decode'] + box_t['postprocess']):.1f}x"
+    )
     print(f"ratio end to end: {grid_total / box_total:.1f}x (official grid measured 129 s on this machine)")
     print(f"peak RSS: {rss_box:.0f} MB after box prompts, {rss_mb():.0f} MB after the grid")
 

@@ -24,8 +24,8 @@ def main() -> None:
     pt = np.array([[w * 0.4, h * 0.5]])
     box = np.array([w * 0.2, h * 0.2, w * 0.7, h * 0.8])
     boxes = predictor.transform.apply_boxes_torch(
-        torch.tensor([[w * 0.1 * i, h * 0.1, w * (0.3 + 0.1 * i), h * 0.9] for i in range(5)]),
-        (h, w))
+        torch.tensor([[w * 0.1 * i, h * 0.1, w * (0.3 + 0.1 * i), h * 0.9] for i in range(5)]), (h, w)
+    )
 
     t_enc = median_time(lambda: predictor.set_image(image), args.n)
     t_click = median_time(lambda: predictor.predict(pt, np.array([1]), multimask_output=True), args.n * 4)

@@ -1,4 +1,5 @@
 """Helpers shared by the benchmarks."""
+
 import resource
 import statistics
 import sys

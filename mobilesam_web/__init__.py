@@ -1,4 +1,5 @@
 """mobilesam-web: MobileSAM and MobileSAMv2 for the web and for Python."""
+
 from .build import build_mobile_sam, build_sam_vit_t, load_mobile_sam, load_prompt_guided_decoder, sam_model_registry
 from .detector import ObjectAwareDetector
 from .everything import SegmentEverything
@@ -24,6 +25,7 @@ def load_predictor(checkpoint=None, backend: str = "onnxruntime", **kwargs) -> P
 
         return OnnxSamPredictor(load_onnx_engine(checkpoint, **kwargs))
     raise ValueError(f"backend must be 'onnxruntime' or 'torch', got {backend!r}")
+
 
 __version__ = "0.1.0"
 

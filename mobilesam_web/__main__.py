@@ -1,4 +1,5 @@
 """`python -m mobilesam_web ...`: the same as the `mobilesam-web` command (see cli.py)."""
+
 import sys
 
 from .cli import main

@@ -17,6 +17,7 @@ The work per image is `Segmenter.process` (used as is by the Ray actors); the fi
 written by the driver (`write_result`), so workers need no access to OUT_DIR. Images are read by
 whoever processes them, from their path (workers must see INPUT, e.g. on a shared disk).
 """
+
 import hashlib
 import json
 import os
@@ -44,6 +45,7 @@ class JobError(ValueError):
 class SegmentJob:
     """Everything that defines a batch job. `result_options()` are the options that change
     the results: a rerun into the same OUT_DIR must use the same ones (or --overwrite)."""
+
     input: str
     out_dir: str
     mode: str = "everything"
@@ -55,30 +57,35 @@ class SegmentJob:
     iou: float = 0.9
     imgsz: int = 1024
     max_det: int = 300
-    points_per_side: int = 32           # grid mode: SAM's automatic mask generator options
+    points_per_side: int = 32  # grid mode: SAM's automatic mask generator options
     pred_iou_thresh: float = 0.88
     stability_score_thresh: float = 0.95
     png: bool = False
     embeddings: bool = False
     overwrite: bool = False
-    threads: Optional[int] = None       # intra-op threads of the engines (default: all cores)
-    onnx_cache: Optional[str] = None    # default: $MOBILESAM_ONNX_CACHE, then the library's cache
+    threads: Optional[int] = None  # intra-op threads of the engines (default: all cores)
+    onnx_cache: Optional[str] = None  # default: $MOBILESAM_ONNX_CACHE, then the library's cache
     max_side: int = MAX_SIDE
     max_pixels: int = MAX_PIXELS
-    progress: Optional[bool] = None     # None: a bar on a terminal, log lines otherwise
+    progress: Optional[bool] = None  # None: a bar on a terminal, log lines otherwise
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise JobError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.mode == "boxes" and not self.prompts:
-            raise JobError("--mode boxes needs --prompts PROMPTS.json (a COCO file or {file_name: [[x1,y1,x2,y2], ...]})")
+            raise JobError(
+                "--mode boxes needs --prompts PROMPTS.json (a COCO file or {file_name: [[x1,y1,x2,y2], ...]})"
+            )
         if self.onnx_cache is None:
             self.onnx_cache = os.environ.get("MOBILESAM_ONNX_CACHE")
 
     def result_options(self) -> Dict[str, Any]:
         keys = ["mode", "checkpoint", "decoder_checkpoint", "max_side", "png", "embeddings"]
-        keys += {"everything": ["detector_checkpoint", "conf", "iou", "imgsz", "max_det"],
-                 "boxes": ["prompts"], "grid": ["points_per_side", "pred_iou_thresh", "stability_score_thresh"]}[self.mode]
+        keys += {
+            "everything": ["detector_checkpoint", "conf", "iou", "imgsz", "max_det"],
+            "boxes": ["prompts"],
+            "grid": ["points_per_side", "pred_iou_thresh", "stability_score_thresh"],
+        }[self.mode]
         return {k: getattr(self, k) for k in keys}
 
     def to_dict(self) -> Dict[str, Any]:
@@ -87,12 +94,13 @@ class SegmentJob:
 
 # ---------------------------------------------------------------- inputs
 
+
 @dataclass
 class ImageItem:
-    index: int          # position in the job (image id = index + 1)
-    path: str           # where to read it
-    file_name: str      # as written in annotations.json (relative to INPUT)
-    boxes: Optional[List[Dict[str, Any]]] = None   # boxes mode: [{"box": xyxy, "id": .., "category_id": ..}]
+    index: int  # position in the job (image id = index + 1)
+    path: str  # where to read it
+    file_name: str  # as written in annotations.json (relative to INPUT)
+    boxes: Optional[List[Dict[str, Any]]] = None  # boxes mode: [{"box": xyxy, "id": .., "category_id": ..}]
 
     @property
     def key(self) -> str:
@@ -151,7 +159,8 @@ def load_prompts(path: str) -> Tuple[Dict[str, List[Dict[str, Any]]], List[Dict[
         for a in data["annotations"]:
             x, y, w, h = (float(v) for v in a["bbox"])
             out.setdefault(names[a["image_id"]], []).append(
-                {"box": [x, y, x + w, y + h], "id": a.get("id"), "category_id": a.get("category_id", 1)})
+                {"box": [x, y, x + w, y + h], "id": a.get("id"), "category_id": a.get("category_id", 1)}
+            )
         cats = data.get("categories") or [{"id": 1, "name": "object"}]
         return out, cats
     if isinstance(data, dict):
@@ -188,6 +197,7 @@ def build_items(job: SegmentJob) -> Tuple[List[ImageItem], List[Dict[str, Any]]]
 
 # ---------------------------------------------------------------- the work per image
 
+
 class Segmenter:
     """The engines of one worker (one ONNX Runtime engine with `threads` intra-op threads, plus the
     detector or the grid generator) and `process(item)` for one image. Built once per process
@@ -212,15 +222,19 @@ class Segmenter:
             if job.decoder_checkpoint:
                 model = load_prompt_guided_decoder(model, job.decoder_checkpoint)
             self.predictor = SamPredictor(model)
-            self.generator = SamAutomaticMaskGenerator(self.predictor, points_per_side=job.points_per_side,
-                                                       pred_iou_thresh=job.pred_iou_thresh,
-                                                       stability_score_thresh=job.stability_score_thresh,
-                                                       output_mode="binary_mask")
+            self.generator = SamAutomaticMaskGenerator(
+                self.predictor,
+                points_per_side=job.points_per_side,
+                pred_iou_thresh=job.pred_iou_thresh,
+                stability_score_thresh=job.stability_score_thresh,
+                output_mode="binary_mask",
+            )
         else:
             from .onnx_predictor import OnnxSamPredictor, load_onnx_engine
 
-            engine = load_onnx_engine(ckpt, job.onnx_cache, job.threads, decoder_checkpoint=job.decoder_checkpoint,
-                                      log=log)
+            engine = load_onnx_engine(
+                ckpt, job.onnx_cache, job.threads, decoder_checkpoint=job.decoder_checkpoint, log=log
+            )
             engine.cache.max_bytes = 0  # every image is new: keep no embeddings around
             self.predictor = OnnxSamPredictor(engine)
             if job.mode == "everything":
@@ -228,9 +242,11 @@ class Segmenter:
                 from .everything import SegmentEverything
 
                 self.detector = ObjectAwareDetector.from_checkpoint(
-                    resolve_checkpoint("object_aware", job.detector_checkpoint))
-                self.everything = SegmentEverything(self.predictor, self.detector, imgsz=job.imgsz, conf=job.conf,
-                                                    iou=job.iou, max_det=job.max_det)
+                    resolve_checkpoint("object_aware", job.detector_checkpoint)
+                )
+                self.everything = SegmentEverything(
+                    self.predictor, self.detector, imgsz=job.imgsz, conf=job.conf, iou=job.iou, max_det=job.max_det
+                )
 
     def process(self, item: ImageItem) -> Tuple[Dict[str, Any], Dict[str, bytes]]:
         """One image -> (result, files). result: {"index", "file_name", "width", "height",
@@ -245,8 +261,11 @@ class Segmenter:
         except MemoryError:
             return {"index": item.index, "file_name": item.file_name, "error": "out of memory on this image"}, {}
         except Exception as exc:  # one bad image must not stop the job
-            return {"index": item.index, "file_name": item.file_name,
-                    "error": f"{type(exc).__name__}: {str(exc)[:300]}"}, {}
+            return {
+                "index": item.index,
+                "file_name": item.file_name,
+                "error": f"{type(exc).__name__}: {str(exc)[:300]}",
+            }, {}
         result["seconds"] = round(time.perf_counter() - t0, 3)
         # who made it and at what memory cost (for sizing workers; not part of annotations.json)
         result["worker"] = {"host": socket.gethostname(), "pid": os.getpid(), "peak_rss_mb": _peak_rss_mb()}
@@ -263,8 +282,9 @@ class Segmenter:
             records = self.generator.generate(image)
             if (oh, ow) != image.shape[:2]:  # worked on a downscaled copy: masks back in the image's pixels
                 for r in records:
-                    r["segmentation"] = cv2.resize(r["segmentation"].astype(np.uint8), (ow, oh),
-                                                   interpolation=cv2.INTER_NEAREST).astype(bool)
+                    r["segmentation"] = cv2.resize(
+                        r["segmentation"].astype(np.uint8), (ow, oh), interpolation=cv2.INTER_NEAREST
+                    ).astype(bool)
                     r["area"] = int(r["segmentation"].sum())
             return records
         # boxes: each prompt box -> one mask (multimask_output=False), in the image's own pixels
@@ -285,9 +305,16 @@ class Segmenter:
         records = []
         for i, p in enumerate(prompts):
             mask = mask_from_low_res(low[i], self.predictor.input_size, (oh, ow))
-            records.append({"segmentation": mask, "area": int(mask.sum()), "bbox": mask_bbox_xywh(mask),
-                            "predicted_iou": float(iou[i]), "stability_score": float(stab[i]),
-                            "prompt_box": [float(v) for v in p["box"]]})
+            records.append(
+                {
+                    "segmentation": mask,
+                    "area": int(mask.sum()),
+                    "bbox": mask_bbox_xywh(mask),
+                    "predicted_iou": float(iou[i]),
+                    "stability_score": float(stab[i]),
+                    "prompt_box": [float(v) for v in p["box"]],
+                }
+            )
         return records
 
     def _package(self, loaded, item: ImageItem, records) -> Tuple[Dict[str, Any], Dict[str, bytes]]:
@@ -315,8 +342,13 @@ class Segmenter:
             emb = self.predictor.get_image_embedding()
             emb = emb.numpy() if hasattr(emb, "numpy") else np.asarray(emb)
             files[f"embeddings/{item.key}.npy"] = _npy_bytes(emb.astype(np.float32).reshape(1, 256, 64, 64))
-        return {"index": item.index, "file_name": item.file_name, "width": int(ow), "height": int(oh),
-                "annotations": anns}, files
+        return {
+            "index": item.index,
+            "file_name": item.file_name,
+            "width": int(ow),
+            "height": int(oh),
+            "annotations": anns,
+        }, files
 
 
 def _peak_rss_mb() -> float:
@@ -359,6 +391,7 @@ def _npy_bytes(a: np.ndarray) -> bytes:
 
 
 # ---------------------------------------------------------------- output folder
+
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -404,10 +437,11 @@ def prepare_out_dir(job: SegmentJob, items: List[ImageItem]) -> List[ImageItem]:
     if meta.exists():
         previous = json.loads(meta.read_text()).get("options")
         if previous != options:
-            changed = sorted(k for k in set(previous or {}) | set(options)
-                             if (previous or {}).get(k) != options.get(k))
-            raise JobError(f"{out} holds results made with other options ({', '.join(changed)}); "
-                           "use --overwrite to start again, or another --out")
+            changed = sorted(k for k in set(previous or {}) | set(options) if (previous or {}).get(k) != options.get(k))
+            raise JobError(
+                f"{out} holds results made with other options ({', '.join(changed)}); "
+                "use --overwrite to start again, or another --out"
+            )
     else:
         _atomic_write(meta, json.dumps({"options": options}, indent=1).encode())
     return [it for it in items if not result_path(out, it).exists()]
@@ -434,15 +468,19 @@ def merge(job: SegmentJob, items: List[ImageItem], categories, errors: List[Dict
                 a["id"] = next_id
                 used.add(next_id)
             anns.append({"id": a.pop("id"), "image_id": image_id, **a})
-    coco = {"info": {"description": f"mobilesam-web segment --mode {job.mode}",
-                     "options": job.result_options()},
-            "images": images, "categories": categories, "annotations": anns}
+    coco = {
+        "info": {"description": f"mobilesam-web segment --mode {job.mode}", "options": job.result_options()},
+        "images": images,
+        "categories": categories,
+        "annotations": anns,
+    }
     _atomic_write(out / "annotations.json", json.dumps(coco).encode())
     _atomic_write(out / "errors.json", json.dumps(sorted(errors, key=lambda e: e["index"]), indent=1).encode())
     return coco
 
 
 # ---------------------------------------------------------------- progress and the local loop
+
 
 class Progress:
     """images done / total, images/s and ETA: a bar on a terminal, log lines otherwise."""
@@ -474,8 +512,7 @@ class Progress:
             if self.done == self.total:
                 print(file=self.stream, flush=True)
         else:
-            what = (f"FAILED: {result['error']}" if "error" in result
-                    else f"{len(result['annotations'])} objects")
+            what = f"FAILED: {result['error']}" if "error" in result else f"{len(result['annotations'])} objects"
             self._line(f"[{stats}] {result['file_name']}: {what}")
 
 
@@ -485,8 +522,11 @@ def _sequential(items: List[ImageItem], seg: Segmenter) -> Iterable[Tuple[ImageI
         yield it, seg.process(it)
 
 
-def run_job(job: SegmentJob, process_all: Callable[[List[ImageItem]], Iterable[Tuple[ImageItem, Tuple]]],
-            log: Callable[[str], None] = print) -> int:
+def run_job(
+    job: SegmentJob,
+    process_all: Callable[[List[ImageItem]], Iterable[Tuple[ImageItem, Tuple]]],
+    log: Callable[[str], None] = print,
+) -> int:
     """The shared driver: list, skip finished, process (by the given function), write each result as
     it arrives, merge. Exit code: 0, 1 if any image failed, 130 if interrupted."""
     items, categories = build_items(job)
@@ -499,15 +539,16 @@ def run_job(job: SegmentJob, process_all: Callable[[List[ImageItem]], Iterable[T
         for it, (result, files) in process_all(todo):
             write_result(job.out_dir, it, result, files)
             if "error" in result:
-                errors.append({"index": it.index, "file_name": it.file_name, "path": it.path,
-                               "error": result["error"]})
+                errors.append({"index": it.index, "file_name": it.file_name, "path": it.path, "error": result["error"]})
             progress.update(result)
     except KeyboardInterrupt:
         log(f"\ninterrupted: {progress.done} of {len(todo)} images written; rerun the same command to resume")
         return 130
     coco = merge(job, items, categories, errors)
-    log(f"{len(coco['images'])} images, {len(coco['annotations'])} annotations -> "
-        f"{Path(job.out_dir) / 'annotations.json'}")
+    log(
+        f"{len(coco['images'])} images, {len(coco['annotations'])} annotations -> "
+        f"{Path(job.out_dir) / 'annotations.json'}"
+    )
     if errors:
         log(f"{len(errors)} images failed: see {Path(job.out_dir) / 'errors.json'}")
     return 1 if errors else 0

@@ -16,6 +16,7 @@ detector ~300 MB as float32 for the official YOLOv8x-size checkpoint) plus the w
 one image (the detector's activations at imgsz 1024 and box decoding in chunks of 16 boxes,
 ~40 MB each): about 2-3 GB at peak, hence the default reservation of 3000 MB per actor.
 """
+
 import json
 import os
 import pickle
@@ -42,14 +43,18 @@ class SegmentActor:
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         idx, results, files = [], [], []
         for i in range(len(batch["index"])):
-            item = ImageItem(int(batch["index"][i]), str(batch["path"][i]), str(batch["file_name"][i]),
-                             json.loads(batch["boxes"][i]))
+            item = ImageItem(
+                int(batch["index"][i]), str(batch["path"][i]), str(batch["file_name"][i]), json.loads(batch["boxes"][i])
+            )
             result, payload = self.segmenter.process(item)
             idx.append(item.index)
             results.append(json.dumps(result))
             files.append(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
-        return {"index": np.array(idx, dtype=np.int64), "result": np.array(results, dtype=object),
-                "files": np.array(files, dtype=object)}
+        return {
+            "index": np.array(idx, dtype=np.int64),
+            "result": np.array(results, dtype=object),
+            "files": np.array(files, dtype=object),
+        }
 
 
 def init_ray(address: Optional[str] = None, **init_kwargs) -> bool:
@@ -71,9 +76,15 @@ def init_ray(address: Optional[str] = None, **init_kwargs) -> bool:
     return True
 
 
-def run_ray(job: SegmentJob, address: Optional[str] = None, actors: Optional[int] = None,
-            threads: Optional[int] = None, actor_memory_mb: Optional[int] = None,
-            log: Callable[[str], None] = print, ray_init: Optional[Dict[str, Any]] = None) -> int:
+def run_ray(
+    job: SegmentJob,
+    address: Optional[str] = None,
+    actors: Optional[int] = None,
+    threads: Optional[int] = None,
+    actor_memory_mb: Optional[int] = None,
+    log: Callable[[str], None] = print,
+    ray_init: Optional[Dict[str, Any]] = None,
+) -> int:
     """Run `job` on Ray Data. address None: a local Ray instance (started and stopped here);
     otherwise an existing cluster ('auto', 'ray://head:10001', ...). actors: engine actors
     (default: the cluster's CPUs // threads); threads: intra-op threads per actor (default
@@ -90,19 +101,34 @@ def run_ray(job: SegmentJob, address: Optional[str] = None, actors: Optional[int
         cpus = int(ray.cluster_resources().get("CPU", 1))
         n_actors = actors or max(1, cpus // job.threads)
         memory = int((actor_memory_mb or DEFAULT_ACTOR_MEMORY_MB) * 2**20)
-        log(f"Ray: {n_actors} actors x {job.threads} threads ({cpus} CPUs in the cluster), "
-            f"{memory >> 20} MB reserved per actor")
+        log(
+            f"Ray: {n_actors} actors x {job.threads} threads ({cpus} CPUs in the cluster), "
+            f"{memory >> 20} MB reserved per actor"
+        )
         job_dict = job.to_dict()
 
         def process_all(todo: List[ImageItem]):
             if not todo:
                 return
             by_index = {it.index: it for it in todo}
-            rows = [{"index": it.index, "path": str(Path(it.path).resolve()), "file_name": it.file_name,
-                     "boxes": json.dumps(it.boxes)} for it in todo]
+            rows = [
+                {
+                    "index": it.index,
+                    "path": str(Path(it.path).resolve()),
+                    "file_name": it.file_name,
+                    "boxes": json.dumps(it.boxes),
+                }
+                for it in todo
+            ]
             ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-            ds = ds.map_batches(SegmentActor, fn_constructor_kwargs={"job": job_dict}, batch_size=1,
-                                concurrency=n_actors, num_cpus=job.threads, memory=memory)
+            ds = ds.map_batches(
+                SegmentActor,
+                fn_constructor_kwargs={"job": job_dict},
+                batch_size=1,
+                concurrency=n_actors,
+                num_cpus=job.threads,
+                memory=memory,
+            )
             for row in ds.iter_rows():
                 it = by_index[int(row["index"])]
                 yield it, (json.loads(row["result"]), pickle.loads(row["files"]))

@@ -1,12 +1,12 @@
 """Box utilities: greedy NMS (torchvision semantics) and boxes of binary masks."""
+
 from typing import Optional, Tuple
 
 import numpy as np
 import torch
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
-        max_keep: Optional[int] = None) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: Optional[int] = None) -> np.ndarray:
     """Greedy non-maximum suppression; returns kept indices by descending score.
 
     Same arithmetic as torchvision.ops.nms: areas (x2-x1)*(y2-y1), a box is dropped when its IoU
@@ -28,7 +28,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
         keep.append(i)
         if max_keep is not None and len(keep) >= max_keep:
             break
-        rest = order[pos + 1:]
+        rest = order[pos + 1 :]
         rest = rest[~suppressed[rest]]
         if len(rest) == 0:
             continue
@@ -67,7 +67,7 @@ def mask_bounds(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
     if rows.size == 0:
         return None
     # columns only over the mask's rows: objects are usually small
-    cols = np.flatnonzero(np.any(mask[rows[0]:rows[-1] + 1], axis=0))
+    cols = np.flatnonzero(np.any(mask[rows[0] : rows[-1] + 1], axis=0))
     return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
 
 

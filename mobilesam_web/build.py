@@ -1,4 +1,5 @@
 """Building MobileSAM from a checkpoint, and segment-anything's `sam_model_registry`."""
+
 from typing import Callable, Dict, Mapping, Optional, Union
 
 import torch
@@ -51,8 +52,10 @@ class _ModelRegistry(Dict[str, Callable[..., Sam]]):
     models, not in this package)."""
 
     def __missing__(self, key: str) -> Callable[..., Sam]:
-        raise KeyError(f"unknown model type {key!r}: this package builds MobileSAM only "
-                       f"({', '.join(sorted(self))}); SAM's vit_h / vit_l / vit_b are in segment-anything")
+        raise KeyError(
+            f"unknown model type {key!r}: this package builds MobileSAM only "
+            f"({', '.join(sorted(self))}); SAM's vit_h / vit_l / vit_b are in segment-anything"
+        )
 
 
 def build_sam_vit_t(checkpoint: Optional[Union[PathLike, Mapping[str, torch.Tensor]]] = None) -> Sam:

@@ -10,14 +10,18 @@ MOBILESAMV2_DETECTOR, MOBILESAMV2_DECODER, MOBILESAM_BACKEND, MOBILESAM_MAX_IMAG
 MOBILESAM_MAX_UPLOAD_MB, MOBILESAM_MAX_PIXELS, MOBILESAM_MAX_POINTS, GRADIO_SERVER_NAME,
 GRADIO_SERVER_PORT; more limits only as variables (README "Limits").
 """
+
 import argparse
 import logging
 import os
 import sys
 from typing import Optional, Sequence
 
-COMMANDS = {"serve": "the web app (default)", "export": "ONNX export",
-            "segment": "batch segmentation of a folder into COCO"}
+COMMANDS = {
+    "serve": "the web app (default)",
+    "export": "ONNX export",
+    "segment": "batch segmentation of a folder into COCO",
+}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -32,36 +36,66 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def serve(argv: Optional[Sequence[str]] = None) -> int:
     """Start the web app (the default command)."""
     ap = argparse.ArgumentParser(prog="mobilesam-web [serve]", description="MobileSAM / MobileSAMv2 web app")
-    ap.add_argument("--checkpoint", help="official-format mobile_sam.pt (default: $MOBILESAM_CHECKPOINT, "
-                                         "else the Hugging Face Hub)")
-    ap.add_argument("--detector-checkpoint", help="MobileSAMv2 ObjectAwareModel.pt (default: "
-                                                  "$MOBILESAMV2_DETECTOR, else the Hub)")
-    ap.add_argument("--decoder-checkpoint", help="MobileSAMv2 Prompt_guided_Mask_Decoder.pt for the "
-                                                 "everything tab (default: MobileSAM's own decoder)")
+    ap.add_argument(
+        "--checkpoint", help="official-format mobile_sam.pt (default: $MOBILESAM_CHECKPOINT, else the Hugging Face Hub)"
+    )
+    ap.add_argument(
+        "--detector-checkpoint", help="MobileSAMv2 ObjectAwareModel.pt (default: $MOBILESAMV2_DETECTOR, else the Hub)"
+    )
+    ap.add_argument(
+        "--decoder-checkpoint",
+        help="MobileSAMv2 Prompt_guided_Mask_Decoder.pt for the everything tab (default: MobileSAM's own decoder)",
+    )
     ap.add_argument("--backend", choices=["onnxruntime", "torch"], default=None)
-    ap.add_argument("--max-image-side", type=int, default=None,
-                    help="work on larger images downscaled to this long side; results stay in the "
-                         "image's own pixels (default 2048)")
-    ap.add_argument("--max-upload-mb", type=float, default=None,
-                    help="refuse uploads larger than this (default 50; $MOBILESAM_MAX_UPLOAD_MB)")
-    ap.add_argument("--max-pixels", type=int, default=None,
-                    help="refuse images with more pixels (default 100000000; $MOBILESAM_MAX_PIXELS)")
-    ap.add_argument("--max-points", type=int, default=None,
-                    help="prompt points per request / object (default 64; $MOBILESAM_MAX_POINTS)")
+    ap.add_argument(
+        "--max-image-side",
+        type=int,
+        default=None,
+        help="work on larger images downscaled to this long side; results stay in the "
+        "image's own pixels (default 2048)",
+    )
+    ap.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=None,
+        help="refuse uploads larger than this (default 50; $MOBILESAM_MAX_UPLOAD_MB)",
+    )
+    ap.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="refuse images with more pixels (default 100000000; $MOBILESAM_MAX_PIXELS)",
+    )
+    ap.add_argument(
+        "--max-points",
+        type=int,
+        default=None,
+        help="prompt points per request / object (default 64; $MOBILESAM_MAX_POINTS)",
+    )
     ap.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     ap.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     ap.add_argument("--share", action="store_true", help="create a public gradio.live link")
-    ap.add_argument("--concurrency", type=int, default=int(os.environ.get("MOBILESAM_CONCURRENCY", "2")),
-                    help="requests computed at once (default 2: one per core of a free Space)")
+    ap.add_argument(
+        "--concurrency",
+        type=int,
+        default=int(os.environ.get("MOBILESAM_CONCURRENCY", "2")),
+        help="requests computed at once (default 2: one per core of a free Space)",
+    )
     args = ap.parse_args(argv)
     from .ui import create_app
     from .ui.services import AppConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config = AppConfig.from_env(checkpoint=args.checkpoint, detector_checkpoint=args.detector_checkpoint,
-                                decoder_checkpoint=args.decoder_checkpoint, backend=args.backend,
-                                max_image_side=args.max_image_side, max_upload_mb=args.max_upload_mb,
-                                max_pixels=args.max_pixels, max_points=args.max_points)
+    config = AppConfig.from_env(
+        checkpoint=args.checkpoint,
+        detector_checkpoint=args.detector_checkpoint,
+        decoder_checkpoint=args.decoder_checkpoint,
+        backend=args.backend,
+        max_image_side=args.max_image_side,
+        max_upload_mb=args.max_upload_mb,
+        max_pixels=args.max_pixels,
+        max_points=args.max_points,
+    )
     demo, context = create_app(config=config)
     demo.queue(default_concurrency_limit=args.concurrency, max_size=64)
     if args.share:  # a share link needs Gradio's own launcher; it gets the same /msw routes
@@ -79,14 +113,14 @@ def serve(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-
 def export(argv: Optional[Sequence[str]] = None) -> int:
     """Export MobileSAM to ONNX, checked against the torch model."""
     from .export import EXPORTERS, export_all
     from .weights import CheckpointError, WeightsUnavailableError, resolve_checkpoint
 
-    ex = argparse.ArgumentParser(prog="mobilesam-web export",
-                                 description="export MobileSAM to ONNX (checked against the torch model)")
+    ex = argparse.ArgumentParser(
+        prog="mobilesam-web export", description="export MobileSAM to ONNX (checked against the torch model)"
+    )
     ex.add_argument("--checkpoint", help="official-format mobile_sam.pt (default: env var, then the Hub)")
     ex.add_argument("--out", default="onnx", help="output folder (default: onnx/)")
     ex.add_argument("--graphs", nargs="+", choices=sorted(EXPORTERS), default=sorted(EXPORTERS))
@@ -95,8 +129,14 @@ def export(argv: Optional[Sequence[str]] = None) -> int:
     args = ex.parse_args(argv)
     try:
         ckpt = resolve_checkpoint("mobile_sam", args.checkpoint)
-        paths = export_all(ckpt, args.out, args.graphs, quantize=args.quantize,
-                           verify=not args.no_verify, log=lambda s: print(s, flush=True))
+        paths = export_all(
+            ckpt,
+            args.out,
+            args.graphs,
+            quantize=args.quantize,
+            verify=not args.no_verify,
+            log=lambda s: print(s, flush=True),
+        )
     except (WeightsUnavailableError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -114,15 +154,23 @@ def segment(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(
         prog="mobilesam-web segment",
         description="segment every image of a folder (recursive) or of a text file of paths into one COCO "
-                    "file, OUT_DIR/annotations.json. Resumable: rerun the same command to finish an "
-                    "interrupted job. Exit code 1 when an image failed (see OUT_DIR/errors.json).")
+        "file, OUT_DIR/annotations.json. Resumable: rerun the same command to finish an "
+        "interrupted job. Exit code 1 when an image failed (see OUT_DIR/errors.json).",
+    )
     ap.add_argument("input", metavar="INPUT", help="a folder of images (recursive) or a text file of image paths")
     ap.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder")
-    ap.add_argument("--mode", choices=MODES, default="everything",
-                    help="everything: MobileSAMv2 detector boxes (default); boxes: your boxes (--prompts) "
-                         "to masks; grid: SAM's automatic mask generator")
-    ap.add_argument("--prompts", metavar="PROMPTS.json",
-                    help="boxes mode: a COCO file (ids and categories kept) or {file_name: [[x1,y1,x2,y2], ...]}")
+    ap.add_argument(
+        "--mode",
+        choices=MODES,
+        default="everything",
+        help="everything: MobileSAMv2 detector boxes (default); boxes: your boxes (--prompts) "
+        "to masks; grid: SAM's automatic mask generator",
+    )
+    ap.add_argument(
+        "--prompts",
+        metavar="PROMPTS.json",
+        help="boxes mode: a COCO file (ids and categories kept) or {file_name: [[x1,y1,x2,y2], ...]}",
+    )
     ap.add_argument("--checkpoint", help="mobile_sam.pt (default: $MOBILESAM_CHECKPOINT, else the Hub)")
     ap.add_argument("--detector-checkpoint", help="ObjectAwareModel.pt (default: $MOBILESAMV2_DETECTOR, else the Hub)")
     ap.add_argument("--decoder-checkpoint", help="Prompt_guided_Mask_Decoder.pt (default: MobileSAM's decoder)")
@@ -132,35 +180,67 @@ def segment(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--max-det", type=int, default=300, help="detector boxes per image at most (default 300)")
     ap.add_argument("--points-per-side", type=int, default=32, help="grid mode: points per side (default 32)")
     ap.add_argument("--pred-iou-thresh", type=float, default=0.88, help="grid mode: keep masks above (default 0.88)")
-    ap.add_argument("--stability-thresh", type=float, default=0.95,
-                    help="grid mode: keep masks with stability score >= (default 0.95)")
+    ap.add_argument(
+        "--stability-thresh",
+        type=float,
+        default=0.95,
+        help="grid mode: keep masks with stability score >= (default 0.95)",
+    )
     ap.add_argument("--png", action="store_true", help="also write masks/<image>/labels.png and one PNG per object")
     ap.add_argument("--embeddings", action="store_true", help="also write embeddings/<image>.npy (1x256x64x64)")
     ap.add_argument("--overwrite", action="store_true", help="discard earlier results in OUT_DIR and start again")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="intra-op threads (local: of the one engine, default all cores; Ray: per actor, default 2)")
-    ap.add_argument("--max-image-side", type=int, default=None,
-                    help="work on larger images downscaled to this long side (default 2048); masks stay in "
-                         "the image's own pixels")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads (local: of the one engine, default all cores; Ray: per actor, default 2)",
+    )
+    ap.add_argument(
+        "--max-image-side",
+        type=int,
+        default=None,
+        help="work on larger images downscaled to this long side (default 2048); masks stay in the image's own pixels",
+    )
     ap.add_argument("--onnx-cache", default=None, help="ONNX export cache (default $MOBILESAM_ONNX_CACHE, then onnx/)")
-    ap.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                    help="run on Ray Data: a local Ray instance, or the cluster at ADDRESS ('auto', "
-                         "'ray://host:10001', 'host:6379'); needs pip install 'mobilesam-web[ray]'")
-    ap.add_argument("--actors", type=int, default=None,
-                    help="Ray: engine actors (default: cluster CPUs // threads)")
-    ap.add_argument("--actor-memory-mb", type=int, default=None,
-                    help="Ray: memory reserved per actor (default 3000 MB; see README)")
+    ap.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray Data: a local Ray instance, or the cluster at ADDRESS ('auto', "
+        "'ray://host:10001', 'host:6379'); needs pip install 'mobilesam-web[ray]'",
+    )
+    ap.add_argument("--actors", type=int, default=None, help="Ray: engine actors (default: cluster CPUs // threads)")
+    ap.add_argument(
+        "--actor-memory-mb", type=int, default=None, help="Ray: memory reserved per actor (default 3000 MB; see README)"
+    )
     ap.add_argument("--no-progress", action="store_true", help="plain log lines even on a terminal")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        job = SegmentJob(args.input, args.out, mode=args.mode, prompts=args.prompts, checkpoint=args.checkpoint,
-                         detector_checkpoint=args.detector_checkpoint, decoder_checkpoint=args.decoder_checkpoint,
-                         conf=args.conf, iou=args.iou, imgsz=args.imgsz, max_det=args.max_det,
-                         points_per_side=args.points_per_side, pred_iou_thresh=args.pred_iou_thresh,
-                         stability_score_thresh=args.stability_thresh, png=args.png, embeddings=args.embeddings,
-                         overwrite=args.overwrite, threads=args.threads, onnx_cache=args.onnx_cache,
-                         progress=False if args.no_progress else None)
+        job = SegmentJob(
+            args.input,
+            args.out,
+            mode=args.mode,
+            prompts=args.prompts,
+            checkpoint=args.checkpoint,
+            detector_checkpoint=args.detector_checkpoint,
+            decoder_checkpoint=args.decoder_checkpoint,
+            conf=args.conf,
+            iou=args.iou,
+            imgsz=args.imgsz,
+            max_det=args.max_det,
+            points_per_side=args.points_per_side,
+            pred_iou_thresh=args.pred_iou_thresh,
+            stability_score_thresh=args.stability_thresh,
+            png=args.png,
+            embeddings=args.embeddings,
+            overwrite=args.overwrite,
+            threads=args.threads,
+            onnx_cache=args.onnx_cache,
+            progress=False if args.no_progress else None,
+        )
         if args.max_image_side:
             job.max_side = args.max_image_side
         if args.ray is None:
@@ -168,11 +248,19 @@ def segment(argv: Optional[Sequence[str]] = None) -> int:
         try:
             from .batch_ray import run_ray
         except ImportError as exc:
-            print(f"error: --ray needs Ray Data ({exc}). Install it with:  pip install 'mobilesam-web[ray]'  "
-                  "(or pip install -r requirements-ray.txt)", file=sys.stderr)
+            print(
+                f"error: --ray needs Ray Data ({exc}). Install it with:  pip install 'mobilesam-web[ray]'  "
+                "(or pip install -r requirements-ray.txt)",
+                file=sys.stderr,
+            )
             return 2
-        return run_ray(job, address=None if args.ray == "local" else args.ray, actors=args.actors,
-                       actor_memory_mb=args.actor_memory_mb, log=lambda s: print(s, flush=True))
+        return run_ray(
+            job,
+            address=None if args.ray == "local" else args.ray,
+            actors=args.actors,
+            actor_memory_mb=args.actor_memory_mb,
+            log=lambda s: print(s, flush=True),
+        )
     except (JobError, WeightsUnavailableError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

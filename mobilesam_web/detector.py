@@ -7,6 +7,7 @@ predictor reverses the RGB array it is given) / 255 -> head -> NMS (score > conf
 300) -> box edges within 20 px of the letterboxed input's border snapped to it -> rescale to the
 original image and clip.
 """
+
 import threading
 from pathlib import Path
 from typing import Optional, Tuple
@@ -36,8 +37,7 @@ def letterbox(image: np.ndarray, imgsz: int, stride: int = 32) -> Tuple[np.ndarr
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
     left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
-    image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT,
-                               value=(LETTERBOX_VALUE,) * 3)
+    image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(LETTERBOX_VALUE,) * 3)
     return image, r, (left, top)
 
 
@@ -48,8 +48,15 @@ def network_input(image_rgb: np.ndarray, imgsz: int) -> np.ndarray:
     return np.ascontiguousarray(padded.transpose(2, 0, 1)[None])
 
 
-def postprocess(preds: np.ndarray, input_hw: Tuple[int, int], orig_hw: Tuple[int, int], conf: float,
-                iou: float, max_det: int = 300, border: float = BORDER_PX) -> Tuple[np.ndarray, np.ndarray]:
+def postprocess(
+    preds: np.ndarray,
+    input_hw: Tuple[int, int],
+    orig_hw: Tuple[int, int],
+    conf: float,
+    iou: float,
+    max_det: int = 300,
+    border: float = BORDER_PX,
+) -> Tuple[np.ndarray, np.ndarray]:
     """Head output (4 + nc + nm, A) -> boxes (N, 4) xyxy in original pixels, scores (N,)."""
     scores = preds[4]
     cand = np.nonzero(scores > conf)[0]
@@ -94,7 +101,9 @@ class ObjectAwareDetector:
         cfg = getattr(model, "yaml", None)
         if not isinstance(cfg, dict):
             raise CheckpointError(f"{path}: the model carries no yaml dict to rebuild it from")
-        head = model.__dict__["_modules"]["model"].__dict__["_modules"][str(len(cfg["backbone"]) + len(cfg["head"]) - 1)]
+        head = model.__dict__["_modules"]["model"].__dict__["_modules"][
+            str(len(cfg["backbone"]) + len(cfg["head"]) - 1)
+        ]
         reg_max, nm = int(head.__dict__.get("reg_max", 16)), int(head.__dict__.get("nm", 32))
         network = YOLOv8(cfg, reg_max=reg_max, nm=nm)
         sd = {k: (v.float() if v.is_floating_point() else v) for k, v in named_tensors(model)}
@@ -116,8 +125,9 @@ class ObjectAwareDetector:
         x = torch.from_numpy(input_u8).float() / 255.0
         return self.network(x.contiguous(memory_format=torch.channels_last))[0].contiguous().numpy()
 
-    def __call__(self, image: np.ndarray, imgsz: int = 1024, conf: float = 0.4, iou: float = 0.9,
-                 max_det: int = 300) -> Tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, image: np.ndarray, imgsz: int = 1024, conf: float = 0.4, iou: float = 0.9, max_det: int = 300
+    ) -> Tuple[np.ndarray, np.ndarray]:
         image = check_image(image)
         if not (32 <= imgsz <= 4096):
             raise ValueError(f"imgsz must be between 32 and 4096, got {imgsz}")
@@ -143,13 +153,21 @@ class ObjectAwareDetector:
         path = Path(path)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(_Graph(self.network), (torch.zeros(1, 3, 640, 640, dtype=torch.uint8),), str(path),
-                              input_names=["images"], output_names=["output0"], opset_version=17,
-                              dynamic_axes={"images": {2: "height", 3: "width"}, "output0": {2: "anchors"}},
-                              dynamo=False)
+            torch.onnx.export(
+                _Graph(self.network),
+                (torch.zeros(1, 3, 640, 640, dtype=torch.uint8),),
+                str(path),
+                input_names=["images"],
+                output_names=["output0"],
+                opset_version=17,
+                dynamic_axes={"images": {2: "height", 3: "width"}, "output0": {2: "anchors"}},
+                dynamo=False,
+            )
         return path
 
-    def use_onnxruntime(self, cache_dir: Optional[PathLike] = None, threads: Optional[int] = None) -> "ObjectAwareDetector":
+    def use_onnxruntime(
+        self, cache_dir: Optional[PathLike] = None, threads: Optional[int] = None
+    ) -> "ObjectAwareDetector":
         """Switch inference to ONNX Runtime (exported once into the cache, keyed by checkpoint hash)."""
         from .export import DEFAULT_CACHE_DIR, EXPORTER_VERSION, ort_session
 

@@ -4,6 +4,7 @@ Instead of SAM's 32x32 grid of points (1024 prompts, 3 masks each, then heavy fi
 object-aware detector proposes at most a few hundred boxes and each is decoded once with
 multimask_output=False. Runs on the CPU with the ONNX Runtime engine (or the torch one).
 """
+
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -56,11 +57,21 @@ class SegmentEverything:
     exceeds t: near-duplicates from overlapping boxes), min_area (pixels).
     """
 
-    def __init__(self, predictor: Predictor, detector: ObjectAwareDetector, imgsz: int = 1024, conf: float = 0.4,
-                 iou: float = 0.9, max_det: int = 300, pred_iou_thresh: Optional[float] = None,
-                 stability_score_thresh: Optional[float] = None, mask_nms_thresh: Optional[float] = None,
-                 min_area: int = 0, output_mode: str = "binary_mask",
-                 memory_budget_bytes: int = 1 << 30) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        detector: ObjectAwareDetector,
+        imgsz: int = 1024,
+        conf: float = 0.4,
+        iou: float = 0.9,
+        max_det: int = 300,
+        pred_iou_thresh: Optional[float] = None,
+        stability_score_thresh: Optional[float] = None,
+        mask_nms_thresh: Optional[float] = None,
+        min_area: int = 0,
+        output_mode: str = "binary_mask",
+        memory_budget_bytes: int = 1 << 30,
+    ) -> None:
         if output_mode not in ("binary_mask", "coco_rle"):
             raise ValueError(f"output_mode must be 'binary_mask' or 'coco_rle', got {output_mode!r}")
         self.predictor = predictor
@@ -78,7 +89,7 @@ class SegmentEverything:
         p = self.predictor
         lows, ious = [], []
         for s in range(0, len(boxes), self.batch_size):
-            chunk = boxes[s:s + self.batch_size]
+            chunk = boxes[s : s + self.batch_size]
             _, iou, low = p.predict_boxes(chunk, low_res_only=True, batch_size=self.batch_size)
             lows.append(low[:, 0])
             ious.append(iou[:, 0])
@@ -87,8 +98,12 @@ class SegmentEverything:
             return np.zeros((0, 256, 256), np.float32), np.zeros(0, np.float32)
         return np.concatenate(lows), np.concatenate(ious)
 
-    def generate(self, image: np.ndarray, progress: Optional[Callable[[float, str], None]] = None,
-                 output_size: Optional[Tuple[int, int]] = None) -> List[Dict[str, Any]]:
+    def generate(
+        self,
+        image: np.ndarray,
+        progress: Optional[Callable[[float, str], None]] = None,
+        output_size: Optional[Tuple[int, int]] = None,
+    ) -> List[Dict[str, Any]]:
         """Records sorted by area (largest first), in the grid generator's format:
         segmentation, area, bbox (COCO XYWH: the tight box of every mask pixel), predicted_iou, stability_score,
         point_coords ([]: no point prompts), crop_box (the whole image), plus prompt_box
@@ -107,8 +122,7 @@ class SegmentEverything:
 
         t0 = time.perf_counter()
         progress(0.0, "detecting objects")
-        boxes, det_scores = self.detector(image, imgsz=self.imgsz, conf=self.conf, iou=self.iou,
-                                          max_det=self.max_det)
+        boxes, det_scores = self.detector(image, imgsz=self.imgsz, conf=self.conf, iou=self.iou, max_det=self.max_det)
         t["detect"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -136,17 +150,19 @@ class SegmentEverything:
             area = int(mask.sum())
             if area == 0 or area < self.min_area:
                 continue
-            records.append({
-                "segmentation": mask_to_coco_rle(mask) if self.output_mode == "coco_rle" else mask,
-                "area": area,
-                "bbox": mask_bbox_xywh(mask),
-                "predicted_iou": float(pred_iou[i]),
-                "stability_score": float(stab[i]),
-                "point_coords": [],
-                "crop_box": [0, 0, ow, oh],
-                "prompt_box": [float(v) for v in boxes[i] * box_scale],
-                "detector_score": float(det_scores[i]),
-            })
+            records.append(
+                {
+                    "segmentation": mask_to_coco_rle(mask) if self.output_mode == "coco_rle" else mask,
+                    "area": area,
+                    "bbox": mask_bbox_xywh(mask),
+                    "predicted_iou": float(pred_iou[i]),
+                    "stability_score": float(stab[i]),
+                    "point_coords": [],
+                    "crop_box": [0, 0, ow, oh],
+                    "prompt_box": [float(v) for v in boxes[i] * box_scale],
+                    "detector_score": float(det_scores[i]),
+                }
+            )
         records.sort(key=lambda r: -r["area"])
         t["postprocess"] = time.perf_counter() - t0
         t["boxes"] = float(len(boxes))

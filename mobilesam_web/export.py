@@ -22,6 +22,7 @@ naming the node `resize_the_image_first_its_longest_side_must_be_1024`): without
 un-resized image would be padded or cropped to 1024 x 1024 and give a wrong embedding silently.
 The decoders take an empty prompt (N = 0 points) as SAM's "no prompt" (no sparse tokens).
 """
+
 import contextlib
 import hashlib
 import json
@@ -44,8 +45,14 @@ from .weights import PathLike, file_sha256
 
 EXPORTER_VERSION = "1"
 OPSET = 17
-SAM_DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input",
-                      "has_mask_input", "orig_im_size"]
+SAM_DECODER_INPUTS = [
+    "image_embeddings",
+    "point_coords",
+    "point_labels",
+    "mask_input",
+    "has_mask_input",
+    "orig_im_size",
+]
 SAM_DECODER_OUTPUTS = ["masks", "iou_predictions", "low_res_masks"]
 DEFAULT_CACHE_DIR = default_onnx_cache()  # onnx/ in a checkout, a per-user cache when installed
 
@@ -66,16 +73,31 @@ def _example_decoder_inputs(model: Sam, n_points: int = 2) -> Dict[str, torch.Te
     }
 
 
-def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: Sequence[str],
-            output_names: Sequence[str], dynamic_axes: dict, metadata: Dict[str, str]) -> None:
+def _export(
+    module: torch.nn.Module,
+    args: tuple,
+    path: Path,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: dict,
+    metadata: Dict[str, str],
+) -> None:
     import onnx
 
     module.eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), input_names=list(input_names),
-                          output_names=list(output_names), dynamic_axes=dynamic_axes,
-                          opset_version=OPSET, do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     proto = onnx.load(str(path))
     for k, v in metadata.items():
         entry = proto.metadata_props.add()
@@ -96,11 +118,20 @@ def export_encoder(model: Sam, path: PathLike, metadata: Dict[str, str], graph: 
     name, dtype = ENCODER_INPUTS[graph]
     image = torch.randint(0, 256, (768, 1024, 3), dtype=torch.uint8).to(dtype)
     kind = "uint8" if dtype == torch.uint8 else "float32"
-    _export(EncoderGraph(model), (image,), path, [name], ["image_embeddings"],
-            {name: {0: "height", 1: "width"}},
-            {**metadata, "graph": graph,
-             "input": f"{name}: {kind} RGB 0..255 (h, w, 3), resized so that max(h, w) == "
-                      f"{model.img_size} (bilinear; the other side rounded half up)"})
+    _export(
+        EncoderGraph(model),
+        (image,),
+        path,
+        [name],
+        ["image_embeddings"],
+        {name: {0: "height", 1: "width"}},
+        {
+            **metadata,
+            "graph": graph,
+            "input": f"{name}: {kind} RGB 0..255 (h, w, 3), resized so that max(h, w) == "
+            f"{model.img_size} (bilinear; the other side rounded half up)",
+        },
+    )
     _require_longest_side(path, name, model.img_size)
     return path
 
@@ -141,37 +172,53 @@ def _require_longest_side(path: Path, input_name: str, size: int) -> None:
     onnx.save(proto, str(path))
 
 
-def export_sam_decoder(model: Sam, path: PathLike, metadata: Dict[str, str],
-                       return_single_mask: bool = False) -> Path:
+def export_sam_decoder(model: Sam, path: PathLike, metadata: Dict[str, str], return_single_mask: bool = False) -> Path:
     path = Path(path)
     inputs = _example_decoder_inputs(model)
-    dyn = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"},
-           "masks": {2: "height", 3: "width"}}
+    dyn = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}, "masks": {2: "height", 3: "width"}}
     kind = "decoder_single" if return_single_mask else "decoder"
-    _export(SamOnnxDecoder(model, return_single_mask), tuple(inputs.values()), path,
-            SAM_DECODER_INPUTS, SAM_DECODER_OUTPUTS, dyn, {**metadata, "graph": kind})
+    _export(
+        SamOnnxDecoder(model, return_single_mask),
+        tuple(inputs.values()),
+        path,
+        SAM_DECODER_INPUTS,
+        SAM_DECODER_OUTPUTS,
+        dyn,
+        {**metadata, "graph": kind},
+    )
     return path
 
 
-def export_lowres_decoder(model: Sam, path: PathLike, metadata: Dict[str, str],
-                          approximate_gelu: bool = False) -> Path:
+def export_lowres_decoder(model: Sam, path: PathLike, metadata: Dict[str, str], approximate_gelu: bool = False) -> Path:
     path = Path(path)
     inputs = _example_decoder_inputs(model)
     del inputs["orig_im_size"]
     dyn = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
-    _export(LowResDecoder(model, approximate_gelu), tuple(inputs.values()), path, SAM_DECODER_INPUTS[:5],
-            ["low_res_masks", "iou_predictions"], dyn, {"graph": "decoder_lowres", **metadata})
+    _export(
+        LowResDecoder(model, approximate_gelu),
+        tuple(inputs.values()),
+        path,
+        SAM_DECODER_INPUTS[:5],
+        ["low_res_masks", "iou_predictions"],
+        dyn,
+        {"graph": "decoder_lowres", **metadata},
+    )
     return path
 
 
 def export_box_decoder(model: Sam, path: PathLike, metadata: Dict[str, str]) -> Path:
     path = Path(path)
     boxes = torch.tensor([[10.0, 20.0, 300.0, 400.0], [100.0, 50.0, 900.0, 700.0]])
-    dyn = {"boxes": {0: "num_boxes"}, "low_res_masks": {0: "num_boxes"},
-           "iou_predictions": {0: "num_boxes"}}
-    _export(BoxBatchDecoder(model), (torch.randn(1, 256, 64, 64), boxes), path,
-            ["image_embeddings", "boxes"], ["low_res_masks", "iou_predictions"], dyn,
-            {**metadata, "graph": "decoder_boxes"})
+    dyn = {"boxes": {0: "num_boxes"}, "low_res_masks": {0: "num_boxes"}, "iou_predictions": {0: "num_boxes"}}
+    _export(
+        BoxBatchDecoder(model),
+        (torch.randn(1, 256, 64, 64), boxes),
+        path,
+        ["image_embeddings", "boxes"],
+        ["low_res_masks", "iou_predictions"],
+        dyn,
+        {**metadata, "graph": "decoder_boxes"},
+    )
     return path
 
 
@@ -191,8 +238,9 @@ def fp16_weights(src: PathLike, dst: PathLike, min_elements: int = 1024) -> Path
         if init.data_type == TensorProto.FLOAT and arr.size >= min_elements:
             half = numpy_helper.from_array(arr.astype(np.float16), init.name + "__fp16")
             keep.append(half)
-            casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
-                                          name=init.name + "__cast"))
+            casts.append(
+                helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT, name=init.name + "__cast")
+            )
         else:
             keep.append(init)
     del graph.initializer[:]
@@ -205,15 +253,18 @@ def fp16_weights(src: PathLike, dst: PathLike, min_elements: int = 1024) -> Path
     return Path(dst)
 
 
-def export_web_decoder(model: Sam, path: PathLike, metadata: Dict[str, str],
-                       approximate_gelu: bool = False) -> Path:
+def export_web_decoder(model: Sam, path: PathLike, metadata: Dict[str, str], approximate_gelu: bool = False) -> Path:
     """A browser decoder: `decoder_lowres` with float16-stored weights (and, for hover
     previews, tanh-approximated GELU)."""
     path = Path(path)
     tmp = path.with_name(path.stem + ".fp32.onnx")
     graph = "decoder_fast" if approximate_gelu else "decoder_web"
-    export_lowres_decoder(model, tmp, {**metadata, "graph": graph, "weights_storage": "float16",
-                                       "gelu": "tanh" if approximate_gelu else "erf"}, approximate_gelu)
+    export_lowres_decoder(
+        model,
+        tmp,
+        {**metadata, "graph": graph, "weights_storage": "float16", "gelu": "tanh" if approximate_gelu else "erf"},
+        approximate_gelu,
+    )
     fp16_weights(tmp, path)
     tmp.unlink()
     return path
@@ -250,8 +301,7 @@ def ort_session(path: PathLike, threads: Optional[int] = None, providers: Option
     so.intra_op_num_threads = threads or available_cores()
     so.log_severity_level = 3
     if providers is None:
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                     if p in ort.get_available_providers()]
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     return ort.InferenceSession(str(path), so, providers=providers)
 
 
@@ -274,8 +324,9 @@ def available_cores() -> int:
 def _compare(name: str, ours: np.ndarray, ref: np.ndarray, atol: float) -> None:
     diff = float(np.abs(ours - ref).max()) if ours.size else 0.0
     if ours.shape != ref.shape or not diff <= atol:
-        raise ExportError(f"{name}: ONNX output differs from torch by {diff:.3g} (> {atol}) "
-                          f"or shape {ours.shape} != {ref.shape}")
+        raise ExportError(
+            f"{name}: ONNX output differs from torch by {diff:.3g} (> {atol}) or shape {ours.shape} != {ref.shape}"
+        )
 
 
 @torch.no_grad()
@@ -312,11 +363,17 @@ def verify_exports(model: Sam, paths: Dict[str, Path]) -> Dict[str, float]:
     coords = torch.as_tensor(inputs["point_coords"][:, :2])
     labels = torch.tensor([[1, 0]])
     mask_in = torch.as_tensor(inputs["mask_input"])
-    ref_masks, ref_iou, ref_low = pred.predict_torch(coords, labels, None, mask_in, multimask_output=True,
-                                                     return_logits=True)
+    ref_masks, ref_iou, ref_low = pred.predict_torch(
+        coords, labels, None, mask_in, multimask_output=True, return_logits=True
+    )
     # float16-stored weights move logits by ~3e-3 (measured); int8 is only reported here.
-    tolerances = {"decoder": 1e-3, "decoder_lowres": 1e-3, "decoder_web": 5e-2, "decoder_fast": 5e-2,
-                  "decoder_int8": None}
+    tolerances = {
+        "decoder": 1e-3,
+        "decoder_lowres": 1e-3,
+        "decoder_web": 5e-2,
+        "decoder_fast": 5e-2,
+        "decoder_int8": None,
+    }
     single_kinds = [k for k in ("decoder_single", "decoder_single_int8") if k in paths]
     if single_kinds:
         # Three prompt tokens (2 points + padding): SAM's rule picks token 0.
@@ -347,7 +404,8 @@ def verify_exports(model: Sam, paths: Dict[str, Path]) -> Dict[str, float]:
         boxes = torch.tensor([[10.0, 20.0, 300.0, 400.0], [100.0, 50.0, 900.0, 700.0]])
         _, ref_iou, ref_low = pred.predict_torch(None, None, boxes, multimask_output=False)
         out_low, out_iou = ort_session(paths["decoder_boxes"]).run(
-            None, {"image_embeddings": inputs["image_embeddings"], "boxes": boxes.numpy()})
+            None, {"image_embeddings": inputs["image_embeddings"], "boxes": boxes.numpy()}
+        )
         _compare("decoder_boxes low_res_masks", out_low, ref_low.numpy(), 1e-3)
         _compare("decoder_boxes iou_predictions", out_iou, ref_iou.numpy(), 1e-3)
         report["decoder_boxes"] = float(np.abs(out_low - ref_low.numpy()).max())
@@ -368,10 +426,16 @@ ENGINE_GRAPHS = ("encoder", "decoder_lowres", "decoder_boxes")
 APP_GRAPHS = ENGINE_GRAPHS + ("decoder_web", "decoder_fast")
 
 
-def export_all(checkpoint: Optional[PathLike], out_dir: PathLike, graphs: Sequence[str] = tuple(EXPORTERS),
-               quantize: bool = False, verify: bool = True, model: Optional[Sam] = None,
-               log: Callable[[str], None] = lambda s: None, weights_sha: Optional[str] = None
-               ) -> Dict[str, Path]:
+def export_all(
+    checkpoint: Optional[PathLike],
+    out_dir: PathLike,
+    graphs: Sequence[str] = tuple(EXPORTERS),
+    quantize: bool = False,
+    verify: bool = True,
+    model: Optional[Sam] = None,
+    log: Callable[[str], None] = lambda s: None,
+    weights_sha: Optional[str] = None,
+) -> Dict[str, Path]:
     """Export `graphs` of the checkpoint (or of `model`, built from it) into out_dir, written
     atomically. Returns name -> path."""
     out_dir = Path(out_dir)
@@ -379,8 +443,12 @@ def export_all(checkpoint: Optional[PathLike], out_dir: PathLike, graphs: Sequen
     sha = weights_sha or (file_sha256(checkpoint) if checkpoint is not None else "random-weights")
     if model is None:
         model = build_mobile_sam(checkpoint)
-    meta = {"source_checkpoint_sha256": sha, "exporter": "mobilesam-web",
-            "exporter_version": EXPORTER_VERSION, "torch_version": torch.__version__}
+    meta = {
+        "source_checkpoint_sha256": sha,
+        "exporter": "mobilesam-web",
+        "exporter_version": EXPORTER_VERSION,
+        "torch_version": torch.__version__,
+    }
     paths: Dict[str, Path] = {}
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
@@ -413,13 +481,16 @@ def read_manifest(out_dir: PathLike) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def write_manifest(out_dir: Path, meta: Dict[str, str], files: Dict[str, Path], hashes: Dict[str, str],
-                   report: Dict[str, float]) -> None:
+def write_manifest(
+    out_dir: Path, meta: Dict[str, str], files: Dict[str, Path], hashes: Dict[str, str], report: Dict[str, float]
+) -> None:
     """Merge the newly written graphs into manifest.json (entries of other graphs are kept;
     an entry from another checkpoint or exporter version is not), written atomically."""
     old = read_manifest(out_dir)
-    same = (old.get("source_checkpoint_sha256") == meta["source_checkpoint_sha256"]
-            and old.get("exporter_version") == meta["exporter_version"])
+    same = (
+        old.get("source_checkpoint_sha256") == meta["source_checkpoint_sha256"]
+        and old.get("exporter_version") == meta["exporter_version"]
+    )
     entries = {}
     if same:
         for name, fname in (old.get("files") or {}).items():
@@ -428,9 +499,12 @@ def write_manifest(out_dir: Path, meta: Dict[str, str], files: Dict[str, Path], 
                 entries[name] = (str(fname), sha, (old.get("verification_max_abs_diff") or {}).get(name))
     for name, p in files.items():
         entries[name] = (p.name, hashes[name], report.get(name))
-    manifest = {**meta, "files": {n: e[0] for n, e in entries.items()},
-                "sha256": {n: e[1] for n, e in entries.items()},
-                "verification_max_abs_diff": {n: e[2] for n, e in entries.items() if e[2] is not None}}
+    manifest = {
+        **meta,
+        "files": {n: e[0] for n, e in entries.items()},
+        "sha256": {n: e[1] for n, e in entries.items()},
+        "verification_max_abs_diff": {n: e[2] for n, e in entries.items() if e[2] is not None},
+    }
     tmp = out_dir / f".manifest-{os.getpid()}-{threading.get_ident()}.json"
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, out_dir / "manifest.json")
@@ -473,9 +547,13 @@ def weights_key(checkpoint: PathLike, decoder_checkpoint: Optional[PathLike] = N
     return hashlib.sha256(f"{sha}+{file_sha256(decoder_checkpoint)}".encode()).hexdigest()
 
 
-def cached_exports(checkpoint: PathLike, cache_dir: Optional[PathLike] = None,
-                   graphs: Sequence[str] = ENGINE_GRAPHS, log: Callable[[str], None] = lambda s: None,
-                   decoder_checkpoint: Optional[PathLike] = None) -> Dict[str, Path]:
+def cached_exports(
+    checkpoint: PathLike,
+    cache_dir: Optional[PathLike] = None,
+    graphs: Sequence[str] = ENGINE_GRAPHS,
+    log: Callable[[str], None] = lambda s: None,
+    decoder_checkpoint: Optional[PathLike] = None,
+) -> Dict[str, Path]:
     """ONNX files for `checkpoint` (optionally with MobileSAMv2's prompt-guided decoder) from
     the cache, exporting on first use.
 

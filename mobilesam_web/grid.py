@@ -4,6 +4,7 @@ Prompts a regular grid of points (32x32 by default), keeps masks by predicted Io
 removes duplicates with box NMS. Same settings, record format and output order as
 segment-anything's `SamAutomaticMaskGenerator`, on either engine (torch or ONNX Runtime).
 """
+
 import math
 from itertools import product
 from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Tuple, Union
@@ -29,7 +30,7 @@ def build_point_grid(n_per_side: int) -> np.ndarray:
 
 def build_all_layer_point_grids(n_per_side: int, n_layers: int, scale_per_layer: int) -> List[np.ndarray]:
     """One grid per crop layer; layer i has n_per_side / scale_per_layer^i points per side."""
-    return [build_point_grid(int(n_per_side / (scale_per_layer ** i))) for i in range(n_layers + 1)]
+    return [build_point_grid(int(n_per_side / (scale_per_layer**i))) for i in range(n_layers + 1)]
 
 
 def sam_batched_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -79,8 +80,9 @@ def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> Tup
     return np.isin(labels, big), True
 
 
-def generate_crop_boxes(im_size: Tuple[int, int], n_layers: int, overlap_ratio: float
-                        ) -> Tuple[List[List[int]], List[int]]:
+def generate_crop_boxes(
+    im_size: Tuple[int, int], n_layers: int, overlap_ratio: float
+) -> Tuple[List[List[int]], List[int]]:
     """The whole image, then 2^k x 2^k overlapping crops for layers k = 1..n_layers (XYXY)."""
     im_h, im_w = im_size
     short = min(im_h, im_w)
@@ -90,7 +92,7 @@ def generate_crop_boxes(im_size: Tuple[int, int], n_layers: int, overlap_ratio: 
         return int(math.ceil((overlap * (n - 1) + orig) / n))
 
     for layer in range(1, n_layers + 1):
-        n = 2 ** layer
+        n = 2**layer
         overlap = int(overlap_ratio * short * (2 / n))
         cw, ch = crop_len(im_w, n, overlap), crop_len(im_h, n, overlap)
         x0s = [int((cw - overlap) * i) for i in range(n)]
@@ -138,8 +140,10 @@ class SamAutomaticMaskGenerator:
         if output_mode not in ("binary_mask", "uncompressed_rle", "coco_rle"):
             raise ValueError(f"output_mode must be binary_mask, uncompressed_rle or coco_rle, got {output_mode!r}")
         if (points_per_side is None) == (point_grids is None):
-            raise ValueError("exactly one of points_per_side and point_grids must be given "
-                             "(pass points_per_side=None with point_grids)")
+            raise ValueError(
+                "exactly one of points_per_side and point_grids must be given "
+                "(pass points_per_side=None with point_grids)"
+            )
         if points_per_batch < 1 or (points_per_side is not None and points_per_side < 1):
             raise ValueError("points_per_side and points_per_batch must be >= 1")
         if crop_n_layers < 0 or min_mask_region_area < 0:
@@ -149,16 +153,20 @@ class SamAutomaticMaskGenerator:
         elif isinstance(model, Predictor):
             self.predictor = model
         else:
-            raise TypeError(f"model must be a MobileSAM model (Sam) or a predictor (SamPredictor, "
-                            f"OnnxSamPredictor), got {type(model).__name__}")
+            raise TypeError(
+                f"model must be a MobileSAM model (Sam) or a predictor (SamPredictor, "
+                f"OnnxSamPredictor), got {type(model).__name__}"
+            )
         if points_per_side is not None:
-            self.point_grids = build_all_layer_point_grids(points_per_side, crop_n_layers,
-                                                           crop_n_points_downscale_factor)
+            self.point_grids = build_all_layer_point_grids(
+                points_per_side, crop_n_layers, crop_n_points_downscale_factor
+            )
         else:
             self.point_grids = [np.asarray(g, dtype=np.float64).reshape(-1, 2) for g in point_grids]
             if len(self.point_grids) < crop_n_layers + 1:
-                raise ValueError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1}), "
-                                 f"got {len(self.point_grids)}")
+                raise ValueError(
+                    f"point_grids needs one grid per crop layer ({crop_n_layers + 1}), got {len(self.point_grids)}"
+                )
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -171,8 +179,9 @@ class SamAutomaticMaskGenerator:
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
 
-    def generate(self, image: np.ndarray, progress: Optional[Callable[[int, int], None]] = None
-                 ) -> List[Dict[str, Any]]:
+    def generate(
+        self, image: np.ndarray, progress: Optional[Callable[[int, int], None]] = None
+    ) -> List[Dict[str, Any]]:
         """Records sorted as the official generator: segmentation, area, bbox (XYWH as
         SAM's records: w = last column - first, one short of the mask; our COCO exports
         measure the box on the mask), predicted_iou, point_coords, stability_score, crop_box (XYWH).
@@ -193,8 +202,7 @@ class SamAutomaticMaskGenerator:
         batch (how a cancelled request stops using the CPU)."""
         image = check_image(image)
         orig_h, orig_w = image.shape[:2]
-        crop_boxes, layer_idxs = generate_crop_boxes((orig_h, orig_w), self.crop_n_layers,
-                                                     self.crop_overlap_ratio)
+        crop_boxes, layer_idxs = generate_crop_boxes((orig_h, orig_w), self.crop_n_layers, self.crop_overlap_ratio)
         total = sum(len(self.point_grids[layer]) for layer in layer_idxs)
         done = 0
         data: Dict[str, list] = {k: [] for k in ("rles", "boxes", "iou", "points", "stability", "crop")}
@@ -224,15 +232,17 @@ class SamAutomaticMaskGenerator:
             else:
                 seg = rle
             area = area_from_rle(rle)
-            records.append({
-                "segmentation": seg,
-                "area": area,
-                "bbox": xyxy_to_xywh(data["boxes"][i]),
-                "predicted_iou": float(data["iou"][i]),
-                "point_coords": [list(map(float, data["points"][i]))],
-                "stability_score": float(data["stability"][i]),
-                "crop_box": xyxy_to_xywh(data["crop"][i]),
-            })
+            records.append(
+                {
+                    "segmentation": seg,
+                    "area": area,
+                    "bbox": xyxy_to_xywh(data["boxes"][i]),
+                    "predicted_iou": float(data["iou"][i]),
+                    "point_coords": [list(map(float, data["points"][i]))],
+                    "stability_score": float(data["stability"][i]),
+                    "crop_box": xyxy_to_xywh(data["crop"][i]),
+                }
+            )
         return records
 
     def _remove_small_regions(self, data: Dict[str, list]) -> None:
@@ -246,16 +256,18 @@ class SamAutomaticMaskGenerator:
             scores.append(0.0 if (filled or removed) else 1.0)
         stacked = torch.as_tensor(np.stack(masks))
         boxes = masks_to_boxes(stacked)
-        keep = sam_batched_nms(boxes.float().numpy(), np.array(scores, np.float32),
-                               max(self.box_nms_thresh, self.crop_nms_thresh))
+        keep = sam_batched_nms(
+            boxes.float().numpy(), np.array(scores, np.float32), max(self.box_nms_thresh, self.crop_nms_thresh)
+        )
         for i in keep:
             if scores[i] == 0.0:
-                data["rles"][i] = masks_to_rle(stacked[i:i + 1])[0]
+                data["rles"][i] = masks_to_rle(stacked[i : i + 1])[0]
                 data["boxes"][i] = boxes[i].numpy().astype(np.int64)
         _filter(data, keep)
 
-    def _process_crop(self, image: np.ndarray, crop_box: List[int], layer: int,
-                      orig_size: Tuple[int, int], data: Dict[str, list]) -> Iterator[int]:
+    def _process_crop(
+        self, image: np.ndarray, crop_box: List[int], layer: int, orig_size: Tuple[int, int], data: Dict[str, list]
+    ) -> Iterator[int]:
         """Yields the number of points of each batch once it is decoded."""
         x0, y0, x1, y1 = crop_box
         crop = image[y0:y1, x0:x1, :]
@@ -264,7 +276,7 @@ class SamAutomaticMaskGenerator:
         points = self.point_grids[layer] * np.array([[crop_w, crop_h]])
         crop_data: Dict[str, list] = {k: [] for k in ("rles", "boxes", "iou", "points", "stability")}
         for start in range(0, len(points), self.points_per_batch):
-            batch = points[start:start + self.points_per_batch]
+            batch = points[start : start + self.points_per_batch]
             with torch.no_grad():  # per batch: the generator may be resumed from another thread
                 self._process_batch(batch, (crop_h, crop_w), crop_box, orig_size, crop_data)
             yield len(batch)
@@ -286,14 +298,21 @@ class SamAutomaticMaskGenerator:
             data["stability"].append(stab[i])
             data["crop"].append(list(crop_box))
 
-    def _process_batch(self, points: np.ndarray, im_size: Tuple[int, int], crop_box: List[int],
-                       orig_size: Tuple[int, int], out: Dict[str, list]) -> None:
+    def _process_batch(
+        self,
+        points: np.ndarray,
+        im_size: Tuple[int, int],
+        crop_box: List[int],
+        orig_size: Tuple[int, int],
+        out: Dict[str, list],
+    ) -> None:
         orig_h, orig_w = orig_size
         p = self.predictor
         in_points = torch.as_tensor(p.transform.apply_coords(points, im_size), device=p.device)
         in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=p.device)
-        logits, iou, _ = p.predict_torch(in_points[:, None, :], in_labels[:, None],
-                                         multimask_output=True, return_logits=True)
+        logits, iou, _ = p.predict_torch(
+            in_points[:, None, :], in_labels[:, None], multimask_output=True, return_logits=True
+        )
         logits = logits.flatten(0, 1)
         iou = iou.flatten(0, 1)
         pts = np.repeat(points, iou.shape[0] // len(points), axis=0)
@@ -310,8 +329,12 @@ class SamAutomaticMaskGenerator:
         # Drop masks cut by a crop edge that is not an image edge.
         x0, y0, _, _ = crop_box
         ub = boxes.float() + torch.tensor([x0, y0, x0, y0], device=boxes.device)
-        near_crop = torch.isclose(ub, torch.tensor(crop_box, dtype=torch.float, device=ub.device)[None], atol=20.0, rtol=0)
-        near_img = torch.isclose(ub, torch.tensor([0, 0, orig_w, orig_h], dtype=torch.float, device=ub.device)[None], atol=20.0, rtol=0)
+        near_crop = torch.isclose(
+            ub, torch.tensor(crop_box, dtype=torch.float, device=ub.device)[None], atol=20.0, rtol=0
+        )
+        near_img = torch.isclose(
+            ub, torch.tensor([0, 0, orig_w, orig_h], dtype=torch.float, device=ub.device)[None], atol=20.0, rtol=0
+        )
         ok = ~(near_crop & ~near_img).any(dim=1)
         masks, boxes, iou, stab, pts = masks[ok], boxes[ok], iou[ok], stab[ok], pts[ok.cpu().numpy()]
         if masks.shape[0]:

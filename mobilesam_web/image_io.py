@@ -8,6 +8,7 @@ decoding. Large photos are downscaled to `max_side` (SAM works at 1024 px) befor
 full-size copy is made: a 100-megapixel image of any bit depth costs about one decoded frame
 (<= 400 MB) on top of the output, never a float64 copy.
 """
+
 import io
 import os
 import warnings
@@ -17,15 +18,21 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 MAX_PIXELS = int(os.environ.get("MOBILESAM_MAX_PIXELS", 100_000_000))  # refuse beyond (e.g. 10000 x 10000)
-MAX_SIDE = int(os.environ.get("MOBILESAM_MAX_IMAGE_SIDE", 2048))       # downscale beyond
+MAX_SIDE = int(os.environ.get("MOBILESAM_MAX_IMAGE_SIDE", 2048))  # downscale beyond
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "TIFF", "BMP")
 HIGH_BIT_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 STRIP_PIXELS = 1 << 22  # high-bit-depth images are converted this many pixels at a time
 
 # EXIF orientation -> the transpose that shows the image upright (EXIF 2.32, tag 0x0112)
-_ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-                4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-                6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class ImageLoadError(ValueError):
@@ -33,9 +40,9 @@ class ImageLoadError(ValueError):
 
 
 class LoadedImage(NamedTuple):
-    image: np.ndarray                 # (h, w, 3) uint8 RGB, downscaled to max_side
-    scale: float                      # h / original height (1.0 when not downscaled)
-    original_size: Tuple[int, int]    # (H, W) of the upright image as the user has it
+    image: np.ndarray  # (h, w, 3) uint8 RGB, downscaled to max_side
+    scale: float  # h / original height (1.0 when not downscaled)
+    original_size: Tuple[int, int]  # (H, W) of the upright image as the user has it
 
 
 def _strips(img: Image.Image):
@@ -89,16 +96,20 @@ def _open(source) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(fp, formats=FORMATS)
     except UnidentifiedImageError:
-        raise ImageLoadError("this file is not an image format we can read (use PNG, JPEG, WebP, GIF, "
-                             "TIFF or BMP)") from None
+        raise ImageLoadError(
+            "this file is not an image format we can read (use PNG, JPEG, WebP, GIF, TIFF or BMP)"
+        ) from None
     except Image.DecompressionBombError:
         raise ImageLoadError(f"the image is too large (limit {MAX_PIXELS / 1e6:.0f} megapixels)") from None
     except OSError as exc:
         raise ImageLoadError(f"the image could not be read ({type(exc).__name__})") from None
 
 
-def read_image(source: Union[str, os.PathLike, bytes, np.ndarray, Image.Image], max_side: int = MAX_SIDE,
-               max_pixels: int = MAX_PIXELS) -> LoadedImage:
+def read_image(
+    source: Union[str, os.PathLike, bytes, np.ndarray, Image.Image],
+    max_side: int = MAX_SIDE,
+    max_pixels: int = MAX_PIXELS,
+) -> LoadedImage:
     """Any supported image -> LoadedImage(RGB uint8 array, scale, original upright size)."""
     if isinstance(source, np.ndarray):
         arr = source
@@ -119,8 +130,9 @@ def read_image(source: Union[str, os.PathLike, bytes, np.ndarray, Image.Image], 
     if w < 1 or h < 1:
         raise ImageLoadError("the image has no pixels")
     if w * h > max_pixels:
-        raise ImageLoadError(f"the image is too large: {w}x{h} = {w * h / 1e6:.0f} megapixels "
-                             f"(limit {max_pixels / 1e6:.0f})")
+        raise ImageLoadError(
+            f"the image is too large: {w}x{h} = {w * h / 1e6:.0f} megapixels (limit {max_pixels / 1e6:.0f})"
+        )
     try:
         try:
             orientation = int(img.getexif().get(0x0112, 1))
@@ -155,8 +167,11 @@ def read_image(source: Union[str, os.PathLike, bytes, np.ndarray, Image.Image], 
     return LoadedImage(out, out.shape[0] / original_size[0], original_size)
 
 
-def load_image(source: Union[str, os.PathLike, bytes, np.ndarray, Image.Image], max_side: int = MAX_SIDE,
-               max_pixels: int = MAX_PIXELS) -> Tuple[np.ndarray, float]:
+def load_image(
+    source: Union[str, os.PathLike, bytes, np.ndarray, Image.Image],
+    max_side: int = MAX_SIDE,
+    max_pixels: int = MAX_PIXELS,
+) -> Tuple[np.ndarray, float]:
     """-> (RGB uint8 array, scale), scale = output size / decoded size (1.0 when not downscaled)."""
     loaded = read_image(source, max_side, max_pixels)
     return loaded.image, loaded.scale

@@ -1,4 +1,5 @@
 """Mask encodings: uncompressed and COCO-compressed RLE, areas, stability scores."""
+
 from typing import Any, Dict, List
 
 import numpy as np
@@ -36,7 +37,7 @@ def rle_to_mask(rle: Dict[str, Any]) -> np.ndarray:
     pos, val = 0, False
     for c in counts:
         if val:
-            flat[pos:pos + c] = True
+            flat[pos : pos + c] = True
         pos += c
         val = not val
     return flat.reshape(w, h).T
@@ -104,7 +105,7 @@ def rle_counts(mask: np.ndarray) -> List[int]:
     if bounds is None:
         return [h * w]
     x0, y0, x1, y1 = bounds
-    crop = mask[y0:y1 + 1, x0:x1 + 1]
+    crop = mask[y0 : y1 + 1, x0 : x1 + 1]
     ch = crop.shape[0]
     # each box column framed by a False above and below, so runs start and end inside a column
     framed = np.zeros((crop.shape[1], ch + 2), dtype=bool)
@@ -150,8 +151,9 @@ def mask_polygons(mask: np.ndarray, min_area: float = 4.0, epsilon: float = 0.75
     return polys
 
 
-def coco_annotations(records: List[Dict[str, Any]], image_size, file_name: str = "image.png",
-                     category: str = "object") -> Dict[str, Any]:
+def coco_annotations(
+    records: List[Dict[str, Any]], image_size, file_name: str = "image.png", category: str = "object"
+) -> Dict[str, Any]:
     """COCO-format dict (one image, one category) with RLE segmentations and polygons; each
     bbox is the tight box of its mask ([x, y, w, h], w = last column - first column + 1)."""
     h, w = image_size
@@ -161,14 +163,25 @@ def coco_annotations(records: List[Dict[str, Any]], image_size, file_name: str =
         mask = rle_to_mask(seg) if isinstance(seg, dict) else np.asarray(seg, bool)
         rle = seg if isinstance(seg, dict) and isinstance(seg.get("counts"), str) else mask_to_coco_rle(mask)
         # the bbox is measured on the mask itself: COCO's [x, y, w, h] must contain every pixel
-        ann = {"id": i, "image_id": 1, "category_id": 1, "segmentation": rle, "area": int(r.get("area", mask.sum())),
-               "bbox": mask_bbox_xywh(mask), "iscrowd": 0, "polygons": mask_polygons(mask)}
+        ann = {
+            "id": i,
+            "image_id": 1,
+            "category_id": 1,
+            "segmentation": rle,
+            "area": int(r.get("area", mask.sum())),
+            "bbox": mask_bbox_xywh(mask),
+            "iscrowd": 0,
+            "polygons": mask_polygons(mask),
+        }
         for k in ("predicted_iou", "stability_score", "prompt_box", "detector_score", "label"):
             if k in r:
                 ann[k] = r[k]
         anns.append(ann)
-    return {"images": [{"id": 1, "file_name": file_name, "height": int(h), "width": int(w)}],
-            "categories": [{"id": 1, "name": category}], "annotations": anns}
+    return {
+        "images": [{"id": 1, "file_name": file_name, "height": int(h), "width": int(w)}],
+        "categories": [{"id": 1, "name": category}],
+        "annotations": anns,
+    }
 
 
 def mask_png(mask: np.ndarray) -> bytes:
@@ -187,15 +200,28 @@ def cutout_png(image: np.ndarray, mask: np.ndarray, crop: bool = True) -> bytes:
     rgba = np.dstack([image, mask.astype(np.uint8) * 255])
     if crop and mask.any():
         ys, xs = np.nonzero(mask)
-        rgba = rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        rgba = rgba[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     return buf.tobytes()
 
 
-PALETTE = np.array([
-    [30, 144, 255], [255, 99, 71], [60, 179, 113], [255, 215, 0], [186, 85, 211], [0, 206, 209],
-    [255, 140, 0], [199, 21, 133], [154, 205, 50], [70, 130, 180], [244, 164, 96], [123, 104, 238],
-], dtype=np.uint8)
+PALETTE = np.array(
+    [
+        [30, 144, 255],
+        [255, 99, 71],
+        [60, 179, 113],
+        [255, 215, 0],
+        [186, 85, 211],
+        [0, 206, 209],
+        [255, 140, 0],
+        [199, 21, 133],
+        [154, 205, 50],
+        [70, 130, 180],
+        [244, 164, 96],
+        [123, 104, 238],
+    ],
+    dtype=np.uint8,
+)
 
 
 # Colours beyond the palette: golden-angle hues at this saturation and value. The browser canvas
@@ -217,8 +243,7 @@ def color_for(i: int) -> np.ndarray:
 
 def palette_spec() -> Dict[str, Any]:
     """The colour rule as data, for the browser."""
-    return {"base": PALETTE.tolist(), "hue_step": GOLDEN_HUE_STEP, "saturation": EXTRA_SATURATION,
-            "value": EXTRA_VALUE}
+    return {"base": PALETTE.tolist(), "hue_step": GOLDEN_HUE_STEP, "saturation": EXTRA_SATURATION, "value": EXTRA_VALUE}
 
 
 def overlay(image: np.ndarray, masks: List[np.ndarray], alpha: float = 0.5, outline: bool = True) -> np.ndarray:
@@ -234,12 +259,13 @@ def overlay(image: np.ndarray, masks: List[np.ndarray], alpha: float = 0.5, outl
         if bounds is None:
             continue
         x0, y0, x1, y1 = bounds
-        crop, region = m[y0:y1 + 1, x0:x1 + 1], out[y0:y1 + 1, x0:x1 + 1]
+        crop, region = m[y0 : y1 + 1, x0 : x1 + 1], out[y0 : y1 + 1, x0 : x1 + 1]
         color = color_for(i)
         region[crop] = region[crop] * (1 - alpha) + color.astype(np.float32) * alpha
         if outline:
-            contours, _ = cv2.findContours(crop.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
-                                           offset=(x0, y0))
+            contours, _ = cv2.findContours(
+                crop.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0)
+            )
             outlines.append((contours, tuple(int(v) for v in color)))
     result = out.clip(0, 255).astype(np.uint8)
     for contours, color in outlines:

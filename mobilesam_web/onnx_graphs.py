@@ -10,6 +10,7 @@
 - `LowResDecoder`: the same inputs, low-res outputs only (the engine upsamples what it needs).
 - `BoxBatchDecoder`: N boxes -> N single masks (segment-everything), image work done once.
 """
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -101,10 +102,8 @@ class SamOnnxDecoder(LowResDecoder):
         rows = torch.arange(masks.shape[0], device=masks.device)
         return masks[rows, best].unsqueeze(1), iou[rows, best].unsqueeze(1)
 
-    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input,
-                orig_im_size):
-        masks, iou = super().forward(image_embeddings, point_coords, point_labels, mask_input,
-                                     has_mask_input)
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input, orig_im_size):
+        masks, iou = super().forward(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
         if self.return_single_mask:
             masks, iou = self._select_single(masks, iou, torch.tensor(point_coords.shape[1]))
         return self.upscale(masks, orig_im_size), iou, masks
@@ -131,6 +130,5 @@ class BoxBatchDecoder(_PromptEmbedding):
         corners = boxes.reshape(-1, 2, 2)
         labels = torch.tensor([[2.0, 3.0]], device=boxes.device).expand(corners.shape[0], 2)
         sparse = self.embed_points(corners, labels)
-        masks, iou = self.decoder(image_embeddings, self.model.prompt_encoder.get_dense_pe(), sparse,
-                                  self.no_mask())
+        masks, iou = self.decoder(image_embeddings, self.model.prompt_encoder.get_dense_pe(), sparse, self.no_mask())
         return masks[:, :1], iou[:, :1]

@@ -3,6 +3,7 @@
 `OnnxSam` holds the read-only sessions and the embedding cache and may be shared by many
 users; `OnnxSamPredictor` holds one user's image state (create one per user or request).
 """
+
 import hashlib
 import threading
 from collections import OrderedDict
@@ -92,8 +93,13 @@ class OnnxSam:
     image_format: str = "RGB"
     img_size: int = IMG_SIZE
 
-    def __init__(self, paths: Dict[str, PathLike], threads: Optional[int] = None,
-                 providers: Optional[list] = None, embedding_cache_bytes: int = 256 << 20) -> None:
+    def __init__(
+        self,
+        paths: Dict[str, PathLike],
+        threads: Optional[int] = None,
+        providers: Optional[list] = None,
+        embedding_cache_bytes: int = 256 << 20,
+    ) -> None:
         self.paths = dict(paths)
         self.threads = threads or available_cores()
         self.providers = providers
@@ -142,8 +148,9 @@ class OnnxSam:
             if name in self.paths:
                 self.session(name)
 
-    def decode(self, embedding: np.ndarray, coords: np.ndarray, labels: np.ndarray,
-               mask_input: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    def decode(
+        self, embedding: np.ndarray, coords: np.ndarray, labels: np.ndarray, mask_input: Optional[np.ndarray]
+    ) -> Tuple[np.ndarray, np.ndarray]:
         """SAM-convention prompt (1, N, 2) / (1, N) -> low-res logits (4, 256, 256), iou (4,).
         N may be 0: no sparse tokens, which is how SAM encodes "no point and no box"."""
         has_mask = mask_input is not None
@@ -151,15 +158,19 @@ class OnnxSam:
             "image_embeddings": embedding,
             "point_coords": coords.astype(np.float32),
             "point_labels": labels.astype(np.float32),
-            "mask_input": (mask_input.reshape(1, 1, 256, 256).astype(np.float32) if has_mask
-                           else np.zeros((1, 1, 256, 256), np.float32)),
+            "mask_input": (
+                mask_input.reshape(1, 1, 256, 256).astype(np.float32)
+                if has_mask
+                else np.zeros((1, 1, 256, 256), np.float32)
+            ),
             "has_mask_input": np.array([1.0 if has_mask else 0.0], np.float32),
         }
         low, iou = self.session("decoder_lowres").run(None, feeds)
         return low[0], iou[0]
 
-    def decode_boxes(self, embedding: np.ndarray, boxes_1024: np.ndarray,
-                     batch_size: int = 16) -> Tuple[np.ndarray, np.ndarray]:
+    def decode_boxes(
+        self, embedding: np.ndarray, boxes_1024: np.ndarray, batch_size: int = 16
+    ) -> Tuple[np.ndarray, np.ndarray]:
         """(B, 4) boxes in the 1024 frame -> low-res logits (B, 256, 256), iou (B,).
 
         Decoded in chunks: a box costs about 40 MB of activations, so a chunk of 16 stays
@@ -167,8 +178,9 @@ class OnnxSam:
         sess = self.session("decoder_boxes")
         lows, ious = [], []
         for s in range(0, len(boxes_1024), batch_size):
-            low, iou = sess.run(None, {"image_embeddings": embedding,
-                                       "boxes": boxes_1024[s:s + batch_size].astype(np.float32)})
+            low, iou = sess.run(
+                None, {"image_embeddings": embedding, "boxes": boxes_1024[s : s + batch_size].astype(np.float32)}
+            )
             lows.append(low[:, 0])
             ious.append(iou[:, 0])
         if not lows:
@@ -176,8 +188,9 @@ class OnnxSam:
         return np.concatenate(lows), np.concatenate(ious)
 
 
-def sam_prompt(coords: Optional[np.ndarray], labels: Optional[np.ndarray], box: Optional[np.ndarray]
-               ) -> Tuple[np.ndarray, np.ndarray]:
+def sam_prompt(
+    coords: Optional[np.ndarray], labels: Optional[np.ndarray], box: Optional[np.ndarray]
+) -> Tuple[np.ndarray, np.ndarray]:
     """One prompt in the 1024 frame -> the SAM ONNX decoder's point_coords (1, N, 2) and
     point_labels (1, N): the points, then the box as two corners labelled 2 and 3; without a box
     a padding point (0, 0) labelled -1 follows the points, as SamPredictor's prompt encoder
@@ -239,13 +252,16 @@ class OnnxSamPredictor(ImageState):
         whole numbers."""
         x = transformed_image.detach().cpu()
         if x.ndim != 4 or x.shape[:2] != (1, 3) or max(x.shape[2:]) != IMG_SIZE:
-            raise ValueError(f"set_torch_image expects a (1, 3, h, w) tensor with longest side "
-                             f"{IMG_SIZE}, got {tuple(x.shape)}")
+            raise ValueError(
+                f"set_torch_image expects a (1, 3, h, w) tensor with longest side {IMG_SIZE}, got {tuple(x.shape)}"
+            )
         arr = x[0].permute(1, 2, 0).numpy()
         if arr.dtype != np.uint8:
             if not (np.all(arr == np.round(arr)) and arr.min() >= 0 and arr.max() <= 255):
-                raise ValueError("set_torch_image on the ONNX engine needs whole pixel values 0..255 "
-                                 "(use the torch backend for other inputs)")
+                raise ValueError(
+                    "set_torch_image on the ONNX engine needs whole pixel values 0..255 "
+                    "(use the torch backend for other inputs)"
+                )
             arr = arr.astype(np.uint8)
         emb = self.engine.encode_resized(arr)
         self.set_embedding(emb, (int(original_image_size[0]), int(original_image_size[1])))
@@ -266,10 +282,15 @@ class OnnxSamPredictor(ImageState):
         masks = masks.reshape(*low.shape[:-2], *masks.shape[-2:])
         return masks if return_logits else masks > MASK_THRESHOLD
 
-    def predict(self, point_coords: Optional[np.ndarray] = None, point_labels: Optional[np.ndarray] = None,
-                box: Optional[np.ndarray] = None, mask_input: Optional[np.ndarray] = None,
-                multimask_output: bool = True, return_logits: bool = False
-                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict(
+        self,
+        point_coords: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+        box: Optional[np.ndarray] = None,
+        mask_input: Optional[np.ndarray] = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Same arguments and outputs as `SamPredictor.predict`."""
         self._require_image()
         point_coords, point_labels, box, mask_input = check_prompts(point_coords, point_labels, box, mask_input)
@@ -313,8 +334,9 @@ class OnnxSamPredictor(ImageState):
                 raise ValueError(f"boxes must have shape (B, 4), got {box.shape}")
             box = box.reshape(-1, 4)
         if coords is not None and (coords.ndim != 3 or coords.shape[-1] != 2 or labels.shape != coords.shape[:2]):
-            raise ValueError(f"point_coords must be (B, N, 2) and point_labels (B, N), got "
-                             f"{coords.shape} and {labels.shape}")
+            raise ValueError(
+                f"point_coords must be (B, N, 2) and point_labels (B, N), got {coords.shape} and {labels.shape}"
+            )
         if masks_in is not None and masks_in.shape[1:] != (1, 256, 256):
             raise ValueError(f"mask_input must be (B, 1, 256, 256), got {masks_in.shape}")
         sizes = {len(a) for a in (coords, box, masks_in) if a is not None}
@@ -330,15 +352,19 @@ class OnnxSamPredictor(ImageState):
             low = np.empty((bs, c, 256, 256), np.float32)
             iou = np.empty((bs, c), np.float32)
             for b in range(bs):
-                pc, pl = sam_prompt(None if coords is None else coords[b], None if labels is None else labels[b],
-                                    None if box is None else box[b])
+                pc, pl = sam_prompt(
+                    None if coords is None else coords[b],
+                    None if labels is None else labels[b],
+                    None if box is None else box[b],
+                )
                 low4, iou4 = self.engine.decode(self.features, pc, pl, None if masks_in is None else masks_in[b])
                 low[b], iou[b] = low4[sl], iou4[sl]
         masks = self._postprocess(low, return_logits)
         return torch.from_numpy(masks), torch.from_numpy(iou), torch.from_numpy(low)
 
-    def predict_boxes(self, boxes: np.ndarray, return_logits: bool = False, batch_size: int = 16,
-                      low_res_only: bool = False):
+    def predict_boxes(
+        self, boxes: np.ndarray, return_logits: bool = False, batch_size: int = 16, low_res_only: bool = False
+    ):
         """Boxes (B, 4) xyxy in original pixels -> masks (B, 1, H, W), iou (B, 1),
         low-res logits (B, 1, 256, 256), one mask each (multimask_output=False).
         With low_res_only the full-resolution masks are not computed (None)."""
@@ -356,10 +382,15 @@ _ENGINES: Dict[tuple, OnnxSam] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def load_onnx_engine(checkpoint: Optional[PathLike] = None, cache_dir: Optional[PathLike] = None,
-                     threads: Optional[int] = None, providers: Optional[list] = None,
-                     decoder_checkpoint: Optional[PathLike] = None, log=lambda s: None,
-                     app: bool = False) -> OnnxSam:
+def load_onnx_engine(
+    checkpoint: Optional[PathLike] = None,
+    cache_dir: Optional[PathLike] = None,
+    threads: Optional[int] = None,
+    providers: Optional[list] = None,
+    decoder_checkpoint: Optional[PathLike] = None,
+    log=lambda s: None,
+    app: bool = False,
+) -> OnnxSam:
     """The (process-wide, read-only) engine for a checkpoint; exports on first use.
     decoder_checkpoint: MobileSAMv2's Prompt_guided_Mask_Decoder.pt to use instead of
     MobileSAM's own prompt encoder / mask decoder. app: also export the browser decoder."""

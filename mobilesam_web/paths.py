@@ -2,6 +2,7 @@
 ONNX graphs: the same code runs from a checkout (the design card's layout: `static/`,
 `examples/` and `onnx/` beside `app.py`) and from an installed wheel (assets inside the package,
 exports in a per-user cache, never inside site-packages)."""
+
 import os
 from pathlib import Path
 

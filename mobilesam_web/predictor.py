@@ -4,6 +4,7 @@
 Runtime `OnnxSamPredictor`); code that takes "a predictor" types it with `Predictor` and calls
 its methods, instead of asking which engine it got.
 """
+
 from typing import Any, Optional, Protocol, Tuple, runtime_checkable
 
 import numpy as np
@@ -41,19 +42,29 @@ class Predictor(Protocol):
 
     def get_image_embedding(self) -> Any: ...
 
-    def predict(self, point_coords: Optional[np.ndarray] = None, point_labels: Optional[np.ndarray] = None,
-                box: Optional[np.ndarray] = None, mask_input: Optional[np.ndarray] = None,
-                multimask_output: bool = True, return_logits: bool = False
-                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def predict(
+        self,
+        point_coords: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+        box: Optional[np.ndarray] = None,
+        mask_input: Optional[np.ndarray] = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
-    def predict_torch(self, point_coords: Optional[torch.Tensor], point_labels: Optional[torch.Tensor],
-                      boxes: Optional[torch.Tensor] = None, mask_input: Optional[torch.Tensor] = None,
-                      multimask_output: bool = True, return_logits: bool = False
-                      ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+    def predict_torch(
+        self,
+        point_coords: Optional[torch.Tensor],
+        point_labels: Optional[torch.Tensor],
+        boxes: Optional[torch.Tensor] = None,
+        mask_input: Optional[torch.Tensor] = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
-    def predict_boxes(self, boxes: np.ndarray, return_logits: bool = False, batch_size: int = 16,
-                      low_res_only: bool = False
-                      ) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]: ...
+    def predict_boxes(
+        self, boxes: np.ndarray, return_logits: bool = False, batch_size: int = 16, low_res_only: bool = False
+    ) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]: ...
 
 
 class ImageState:
@@ -105,8 +116,11 @@ class SamPredictor(ImageState):
     @torch.no_grad()
     def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: Tuple[int, ...]) -> None:
         """Encode a (1, 3, h, w) image already resized so that max(h, w) == 1024."""
-        if (transformed_image.ndim != 4 or transformed_image.shape[1] != 3
-                or max(transformed_image.shape[2:]) != self.model.img_size):
+        if (
+            transformed_image.ndim != 4
+            or transformed_image.shape[1] != 3
+            or max(transformed_image.shape[2:]) != self.model.img_size
+        ):
             raise ValueError(
                 f"set_torch_image expects a (1, 3, h, w) tensor with longest side "
                 f"{self.model.img_size}, got {tuple(transformed_image.shape)}"
@@ -148,8 +162,9 @@ class SamPredictor(ImageState):
             coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
             labels_t = torch.as_tensor(point_labels, dtype=torch.int, device=self.device)[None]
         if box is not None:
-            box_t = torch.as_tensor(self.transform.apply_boxes(box, self.original_size),
-                                    dtype=torch.float, device=self.device)
+            box_t = torch.as_tensor(
+                self.transform.apply_boxes(box, self.original_size), dtype=torch.float, device=self.device
+            )
         if mask_input is not None:
             mask_t = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)[None]
         masks, iou, low_res = self.predict_torch(coords_t, labels_t, box_t, mask_t, multimask_output, return_logits)
@@ -175,8 +190,9 @@ class SamPredictor(ImageState):
         return masks, iou, low_res
 
     @torch.no_grad()
-    def _decode(self, point_coords, point_labels, boxes, mask_input, multimask_output: bool
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _decode(
+        self, point_coords, point_labels, boxes, mask_input, multimask_output: bool
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """predict_torch without the full-resolution masks: (low-res logits, iou)."""
         self._require_image()
         if (point_coords is None) != (point_labels is None):
@@ -194,9 +210,9 @@ class SamPredictor(ImageState):
         )
         return low_res, iou
 
-    def predict_boxes(self, boxes: np.ndarray, return_logits: bool = False, batch_size: int = 16,
-                      low_res_only: bool = False
-                      ) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
+    def predict_boxes(
+        self, boxes: np.ndarray, return_logits: bool = False, batch_size: int = 16, low_res_only: bool = False
+    ) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
         """Boxes (B, 4) xyxy in original pixels -> masks (B, 1, H, W), iou (B, 1), low-res
         logits (B, 1, 256, 256) as numpy, one mask each (multimask_output=False), decoded in
         chunks of `batch_size`. With low_res_only the full-resolution masks are None.
@@ -207,8 +223,9 @@ class SamPredictor(ImageState):
             raise ValueError("boxes contain NaN or infinite values")
         lows, ious = [], []
         for s in range(0, len(boxes), max(1, batch_size)):
-            bt = self.transform.apply_boxes_torch(torch.as_tensor(boxes[s:s + batch_size], device=self.device),
-                                                  self.original_size)
+            bt = self.transform.apply_boxes_torch(
+                torch.as_tensor(boxes[s : s + batch_size], device=self.device), self.original_size
+            )
             low, iou = self._decode(None, None, bt, None, multimask_output=False)
             lows.append(low.cpu())
             ious.append(iou.cpu())

@@ -6,6 +6,7 @@ classes that just hold their pickled `__dict__`, tensors are rebuilt from the zi
 bytes by our own functions, and any other global is refused with `UnsafeCheckpointError` naming
 it. Nothing from the file is imported or executed.
 """
+
 import collections
 import io
 import pickle
@@ -46,8 +47,13 @@ class StorageType:
 
 
 _STORAGES = {
-    "HalfStorage": np.float16, "FloatStorage": np.float32, "DoubleStorage": np.float64,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "HalfStorage": np.float16,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
 }
 
 
@@ -68,29 +74,40 @@ def _safe_getattr(obj, name: str):
 
 
 _ULTRALYTICS = [
-    "ultralytics.nn.tasks.SegmentationModel", "ultralytics.nn.tasks.DetectionModel",
-    "ultralytics.nn.modules.block.DFL", "ultralytics.nn.modules.block.SPPF",
-    "ultralytics.nn.modules.block.C2f", "ultralytics.nn.modules.block.Bottleneck",
-    "ultralytics.nn.modules.conv.Conv", "ultralytics.nn.modules.conv.Concat",
-    "ultralytics.nn.modules.head.Segment", "ultralytics.nn.modules.head.Detect",
-    "ultralytics.yolo.utils.IterableSimpleNamespace", "ultralytics.utils.IterableSimpleNamespace",
+    "ultralytics.nn.tasks.SegmentationModel",
+    "ultralytics.nn.tasks.DetectionModel",
+    "ultralytics.nn.modules.block.DFL",
+    "ultralytics.nn.modules.block.SPPF",
+    "ultralytics.nn.modules.block.C2f",
+    "ultralytics.nn.modules.block.Bottleneck",
+    "ultralytics.nn.modules.conv.Conv",
+    "ultralytics.nn.modules.conv.Concat",
+    "ultralytics.nn.modules.head.Segment",
+    "ultralytics.nn.modules.head.Detect",
+    "ultralytics.yolo.utils.IterableSimpleNamespace",
+    "ultralytics.utils.IterableSimpleNamespace",
 ]
 _TORCH_MODULES = [
-    "torch.nn.modules.activation.SiLU", "torch.nn.modules.batchnorm.BatchNorm2d",
-    "torch.nn.modules.container.ModuleList", "torch.nn.modules.container.Sequential",
-    "torch.nn.modules.conv.Conv2d", "torch.nn.modules.pooling.MaxPool2d",
+    "torch.nn.modules.activation.SiLU",
+    "torch.nn.modules.batchnorm.BatchNorm2d",
+    "torch.nn.modules.container.ModuleList",
+    "torch.nn.modules.container.Sequential",
+    "torch.nn.modules.conv.Conv2d",
+    "torch.nn.modules.pooling.MaxPool2d",
     "torch.nn.modules.upsampling.Upsample",
 ]
 ALLOWED: Dict[str, Any] = {name: _stub(name) for name in _ULTRALYTICS + _TORCH_MODULES}
 ALLOWED.update({f"torch.{k}": StorageType(k, v) for k, v in _STORAGES.items()})
-ALLOWED.update({
-    "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
-    "torch._utils._rebuild_parameter": _rebuild_parameter,
-    "torch.Size": lambda *a: tuple(*a),
-    "collections.OrderedDict": collections.OrderedDict,
-    "builtins.set": set,
-    "builtins.getattr": _safe_getattr,
-})
+ALLOWED.update(
+    {
+        "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
+        "torch._utils._rebuild_parameter": _rebuild_parameter,
+        "torch.Size": lambda *a: tuple(*a),
+        "collections.OrderedDict": collections.OrderedDict,
+        "builtins.set": set,
+        "builtins.getattr": _safe_getattr,
+    }
+)
 
 
 class _Unpickler(pickle.Unpickler):
@@ -110,8 +127,7 @@ class _Unpickler(pickle.Unpickler):
         return ALLOWED[key]
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
-                and isinstance(pid[1], StorageType)):
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], StorageType)):
             raise UnsafeCheckpointError(f"unexpected persistent id in checkpoint: {pid!r}")
         _, stype, key, _location, numel = pid[:5]
         raw = self.archive.read(f"{self.root}/data/{key}")

@@ -1,4 +1,5 @@
 """Image and coordinate transforms for SAM's longest-side-1024 frame, and YOLO's letterbox."""
+
 from copy import deepcopy
 from typing import Tuple
 

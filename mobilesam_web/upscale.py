@@ -7,6 +7,7 @@ holding at most four taps. A full-resolution pixel can only be positive if a low
 its support is positive, so each mask is computed only over the rows/columns whose support
 touches its positive low-res region; everything else is exactly False.
 """
+
 from functools import lru_cache
 from typing import Tuple
 
@@ -29,8 +30,9 @@ def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def composite_matrices(input_size: Tuple[int, int], original_size: Tuple[int, int],
-                       low_res: int = 256, img_size: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
+def composite_matrices(
+    input_size: Tuple[int, int], original_size: Tuple[int, int], low_res: int = 256, img_size: int = 1024
+) -> Tuple[np.ndarray, np.ndarray]:
     """R (H, 256) and C (W, 256): low-res -> 1024 -> crop -> original, per axis."""
     up = bilinear_matrix(img_size, low_res)
     r = bilinear_matrix(original_size[0], input_size[0]) @ up[: input_size[0]]
@@ -44,8 +46,7 @@ def _support(m: np.ndarray, lo: int, hi: int) -> Tuple[int, int]:
     return (int(touched[0]), int(touched[-1]) + 1) if touched.size else (0, 0)
 
 
-def mask_from_low_res(low: np.ndarray, input_size: Tuple[int, int], original_size: Tuple[int, int]
-                      ) -> np.ndarray:
+def mask_from_low_res(low: np.ndarray, input_size: Tuple[int, int], original_size: Tuple[int, int]) -> np.ndarray:
     """(256, 256) logits -> (H, W) bool mask, equal to SAM's `postprocess_masks(...) > 0`
     up to float rounding."""
     r, c = composite_matrices(tuple(input_size), tuple(original_size))

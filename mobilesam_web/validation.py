@@ -1,4 +1,5 @@
 """Input checks shared by the predictors: each failure raises ValueError with a clear message."""
+
 from typing import Optional, Tuple
 
 import numpy as np
@@ -10,8 +11,7 @@ def check_image(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"image must be a numpy array of shape (H, W, 3), got {type(image).__name__}")
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(
-            f"image must have shape (H, W, 3) (RGB), got {image.shape}; convert grayscale or RGBA "
-            "images to RGB first"
+            f"image must have shape (H, W, 3) (RGB), got {image.shape}; convert grayscale or RGBA images to RGB first"
         )
     if image.dtype != np.uint8:
         raise ValueError(
@@ -48,7 +48,9 @@ def check_prompts(
             )
         _finite("point_coords", point_coords)
         if not np.all(np.isin(point_labels, (0, 1))):
-            raise ValueError(f"point_labels must be 0 (negative) or 1 (positive), got {np.unique(point_labels).tolist()}")
+            raise ValueError(
+                f"point_labels must be 0 (negative) or 1 (positive), got {np.unique(point_labels).tolist()}"
+            )
         point_labels = point_labels.astype(np.int32)
     elif point_labels is not None:
         raise ValueError("point_labels were given without point_coords")

@@ -4,6 +4,7 @@ A checkpoint is found in this order: an explicit local path -> the checkpoint's 
 variable -> the Hugging Face cache (downloading into it when online). When none works, one
 `WeightsUnavailableError` says which file is missing, where it comes from and how to supply it.
 """
+
 import hashlib
 import os
 import pickle
@@ -33,8 +34,8 @@ class CheckpointSpec:
     name: str
     repo_id: str
     filename: str
-    env_var: str          # a local path to the file
-    cli_flag: str         # how the app takes it on the command line
+    env_var: str  # a local path to the file
+    cli_flag: str  # how the app takes it on the command line
     sha256: Optional[str] = None  # verified when known
     repo_env_var: Optional[str] = None  # lets users point at a mirror repo
 
@@ -43,18 +44,28 @@ MOBILESAMV2_REPO_DEFAULT = "RogerQi/MobileSAMV2"
 
 REGISTRY: Dict[str, CheckpointSpec] = {
     "mobile_sam": CheckpointSpec(
-        name="mobile_sam", repo_id="dhkim2810/MobileSAM", filename="mobile_sam.pt",
-        env_var="MOBILESAM_CHECKPOINT", cli_flag="--checkpoint", repo_env_var="MOBILESAM_REPO",
+        name="mobile_sam",
+        repo_id="dhkim2810/MobileSAM",
+        filename="mobile_sam.pt",
+        env_var="MOBILESAM_CHECKPOINT",
+        cli_flag="--checkpoint",
+        repo_env_var="MOBILESAM_REPO",
     ),
     "object_aware": CheckpointSpec(
-        name="object_aware", repo_id=MOBILESAMV2_REPO_DEFAULT, filename="ObjectAwareModel.pt",
-        env_var="MOBILESAMV2_DETECTOR", cli_flag="--detector-checkpoint",
+        name="object_aware",
+        repo_id=MOBILESAMV2_REPO_DEFAULT,
+        filename="ObjectAwareModel.pt",
+        env_var="MOBILESAMV2_DETECTOR",
+        cli_flag="--detector-checkpoint",
         repo_env_var="MOBILESAMV2_REPO",
     ),
     "prompt_guided_decoder": CheckpointSpec(
-        name="prompt_guided_decoder", repo_id=MOBILESAMV2_REPO_DEFAULT,
-        filename="Prompt_guided_Mask_Decoder.pt", env_var="MOBILESAMV2_DECODER",
-        cli_flag="--decoder-checkpoint", repo_env_var="MOBILESAMV2_REPO",
+        name="prompt_guided_decoder",
+        repo_id=MOBILESAMV2_REPO_DEFAULT,
+        filename="Prompt_guided_Mask_Decoder.pt",
+        env_var="MOBILESAMV2_DECODER",
+        cli_flag="--decoder-checkpoint",
+        repo_env_var="MOBILESAMV2_REPO",
     ),
 }
 
@@ -91,8 +102,7 @@ def resolve_checkpoint(name: str, path: Optional[PathLike] = None) -> Path:
             f"Could not get the {spec.name} weights '{filename}' from the Hugging Face Hub repo "
             f"'{repo_id}' ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}). "
             f"Download {filename} yourself and pass it with {spec.cli_flag} PATH, or set "
-            f"{spec.env_var}=PATH" + (f" (or {spec.repo_env_var}=<mirror repo id>)" if spec.repo_env_var else "")
-            + "."
+            f"{spec.env_var}=PATH" + (f" (or {spec.repo_env_var}=<mirror repo id>)" if spec.repo_env_var else "") + "."
         ) from None
     if spec.sha256 and repo_id == spec.repo_id:
         verify_sha256(local, spec.sha256)
@@ -162,8 +172,10 @@ def load_weights_only(path: PathLike):
         text = str(exc)
         refused = re.search(r"(?:[Uu]nsupported global: |unsupported )GLOBAL ([\w.]+)", text)
         if refused:
-            why = (f"it refers to `{refused.group(1)}`, which a weights-only checkpoint may not contain; "
-                   "it was refused without running anything")
+            why = (
+                f"it refers to `{refused.group(1)}`, which a weights-only checkpoint may not contain; "
+                "it was refused without running anything"
+            )
         elif isinstance(exc, (EOFError, zipfile.BadZipFile, pickle.UnpicklingError)) or "zip" in text.lower():
             why = "the file is truncated or not a PyTorch checkpoint"
         else:
@@ -191,11 +203,14 @@ def load_into(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], w
     unexpected = sorted(set(state_dict) - set(own))
     shapes = sorted(
         f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape)
+        for k in set(own) & set(state_dict)
+        if tuple(own[k].shape) != tuple(state_dict[k].shape)
     )
     if missing or unexpected or shapes:
+
         def show(keys):
             return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing keys: {show(missing)}")

@@ -11,6 +11,6 @@ if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
 fi
 # onnxruntime-web for in-browser decoding, served from static/node_modules (pinned by package-lock.json)
 npm ci --prefix static --no-audit --no-fund --loglevel=error
-ruff check .
+ruff check . && ruff format --check .
 python -m pip install -q -r requirements-ray.txt  # the Ray batch test runs in CI (never skipped)
 python -m pytest -q "$@"

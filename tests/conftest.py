@@ -1,4 +1,5 @@
 """Shared test fixtures. The parity fixtures live in ../shared/fixtures beside the repo."""
+
 from pathlib import Path
 
 import numpy as np

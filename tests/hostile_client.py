@@ -1,4 +1,5 @@
 """A raw HTTP client for the Gradio protocol, as an attacker uses it (no gradio_client checks)."""
+
 import io
 import json
 import threading
@@ -29,24 +30,36 @@ class RawGradio:
     def input_types(self, fn_index: int):
         return [self.components[j]["type"] for j in self.config["dependencies"][fn_index]["inputs"]]
 
-    def event(self, fn_index: int, data: list, event_data: Any = None, session: Optional[str] = None,
-              timeout: float = 60) -> dict:
+    def event(
+        self, fn_index: int, data: list, event_data: Any = None, session: Optional[str] = None, timeout: float = 60
+    ) -> dict:
         """Run one event through the queue; -> {"success", "output"/"error", "seconds"}."""
         session = session or uuid.uuid4().hex[:11]
         dep = self.config["dependencies"][fn_index]
         trigger = dep["targets"][0][0] if dep["targets"] else None
         t = time.perf_counter()
-        body = {"data": data, "event_data": event_data, "fn_index": fn_index, "trigger_id": trigger,
-                "session_hash": session}
+        body = {
+            "data": data,
+            "event_data": event_data,
+            "fn_index": fn_index,
+            "trigger_id": trigger,
+            "session_hash": session,
+        }
         # json.dumps writes inf/nan as Infinity/NaN, as a hostile client may
-        r = self.http.post(f"{self.url}/gradio_api/queue/join", content=json.dumps(body),
-                           headers={"Content-Type": "application/json"})
+        r = self.http.post(
+            f"{self.url}/gradio_api/queue/join", content=json.dumps(body), headers={"Content-Type": "application/json"}
+        )
         if r.status_code != 200:
-            return {"success": False, "error": f"HTTP {r.status_code}: {r.text[:500]}", "seconds": 0.0,
-                    "status": r.status_code}
+            return {
+                "success": False,
+                "error": f"HTTP {r.status_code}: {r.text[:500]}",
+                "seconds": 0.0,
+                "status": r.status_code,
+            }
         event_id = r.json()["event_id"]
-        with self.http.stream("GET", f"{self.url}/gradio_api/queue/data", params={"session_hash": session},
-                              timeout=timeout) as stream:
+        with self.http.stream(
+            "GET", f"{self.url}/gradio_api/queue/data", params={"session_hash": session}, timeout=timeout
+        ) as stream:
             for line in stream.iter_lines():
                 if not line.startswith("data:"):
                     continue

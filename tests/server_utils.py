@@ -1,4 +1,5 @@
 """Start the real app in a subprocess for end-to-end tests; drive Chromium with Playwright."""
+
 import contextlib
 import os
 import socket
@@ -12,8 +13,15 @@ from conftest import REPO_ROOT
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 def free_port() -> int:
@@ -24,6 +32,7 @@ def free_port() -> int:
 
 class AppUrl(str):
     """The app's base URL; `.pid` is the server process (for memory checks)."""
+
     pid: int = 0
 
 
@@ -34,15 +43,22 @@ def running_app(args, env_extra=None, timeout=180, script=None):
     log_path = ARTIFACTS / f"server-{port}.log"
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, str(script or REPO_ROOT / "app.py"), "--port", str(port), *args],
-                            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script or REPO_ROOT / "app.py"), "--port", str(port), *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = AppUrl(f"http://127.0.0.1:{port}/")
     url.pid = proc.pid
     try:
         deadline = time.time() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"app exited with {proc.returncode}; see {log_path}:\n{log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"app exited with {proc.returncode}; see {log_path}:\n{log_path.read_text()[-3000:]}"
+                )
             try:
                 urllib.request.urlopen(url, timeout=2)
                 break
@@ -62,8 +78,10 @@ def running_app(args, env_extra=None, timeout=180, script=None):
 
 def require_chromium() -> str:
     if not Path(CHROMIUM).exists():
-        raise FileNotFoundError(f"{CHROMIUM} not found: browser tests need Debian's chromium "
-                                "(bash scripts/test.sh installs it; or set $CHROMIUM)")
+        raise FileNotFoundError(
+            f"{CHROMIUM} not found: browser tests need Debian's chromium "
+            "(bash scripts/test.sh installs it; or set $CHROMIUM)"
+        )
     return CHROMIUM
 
 

@@ -1,6 +1,7 @@
 """The named API as a gradio_client user calls it: keyword calls with only the parameters a
 prompt needs (box-only, points-only, points + box), the renamed detector parameters, and an
 API description (`view_api`) that documents every parameter and requires only the image."""
+
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
@@ -14,10 +15,15 @@ EVERYTHING_PARAMS = ["image", "detector_conf", "detector_nms_iou", "imgsz"]
 
 @pytest.fixture(scope="module")
 def client(sam_weights_path, tmp_path_factory):
-    with running_app(["--checkpoint", str(sam_weights_path),
-                      "--detector-checkpoint", str(OBJECTAWARE_FIXTURE / "objectaware_random.pt")],
-                     {"MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx")),
-                      "MOBILESAM_BROWSER_DECODING": "0"}) as url:
+    with running_app(
+        [
+            "--checkpoint",
+            str(sam_weights_path),
+            "--detector-checkpoint",
+            str(OBJECTAWARE_FIXTURE / "objectaware_random.pt"),
+        ],
+        {"MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx")), "MOBILESAM_BROWSER_DECODING": "0"},
+    ) as url:
         yield Client(url, verbose=False)
 
 
@@ -29,8 +35,9 @@ def image():
 def rle_masks(result):
     from pycocotools import mask as mask_utils
 
-    return np.stack([mask_utils.decode({"size": m["size"], "counts": m["counts"].encode()}).astype(bool)
-                     for m in result["masks"]])
+    return np.stack(
+        [mask_utils.decode({"size": m["size"], "counts": m["counts"].encode()}).astype(bool) for m in result["masks"]]
+    )
 
 
 def assert_case(result, sam_cases, case):
@@ -48,7 +55,7 @@ def test_box_only(client, image, sam_cases):
 
 
 def test_one_point_only_gives_three_candidates(client, image, sam_cases):
-    (x, y), = sam_cases["a_point_coords"].tolist()
+    ((x, y),) = sam_cases["a_point_coords"].tolist()
     r = client.predict(image=image, points=[[x, y]], api_name="/segment")
     assert len(r["masks"]) == 3  # a lone point is ambiguous (part / object / whole)
     assert_case(r, sam_cases, "a")
@@ -57,8 +64,12 @@ def test_one_point_only_gives_three_candidates(client, image, sam_cases):
 
 
 def test_points_with_labels(client, image, sam_cases):
-    r = client.predict(image=image, points=sam_cases["b_point_coords"].tolist(),
-                       labels=sam_cases["b_point_labels"].tolist(), api_name="/segment")
+    r = client.predict(
+        image=image,
+        points=sam_cases["b_point_coords"].tolist(),
+        labels=sam_cases["b_point_labels"].tolist(),
+        api_name="/segment",
+    )
     assert len(r["masks"]) == 1  # several points: one mask by default
     assert_case(r, sam_cases, "b")
 
@@ -71,9 +82,13 @@ def test_labels_default_to_include(client, image, sam_cases):
 
 
 def test_points_and_box(client, image, sam_cases):
-    r = client.predict(image=image, points=sam_cases["d_point_coords"].tolist(),
-                       labels=sam_cases["d_point_labels"].tolist(), box=sam_cases["d_box"].tolist(),
-                       api_name="/segment")
+    r = client.predict(
+        image=image,
+        points=sam_cases["d_point_coords"].tolist(),
+        labels=sam_cases["d_point_labels"].tolist(),
+        box=sam_cases["d_box"].tolist(),
+        api_name="/segment",
+    )
     assert_case(r, sam_cases, "d")
 
 

@@ -1,4 +1,5 @@
 """The real app over HTTP: gradio_client API, missing weights, real-browser use, session isolation."""
+
 import time
 
 import numpy as np
@@ -13,9 +14,15 @@ from server_utils import browser, running_app, screenshot_on_failure
 def app_url(sam_weights_path, tmp_path_factory):
     """The app in server-decoding mode (in-browser decoding is tested in test_browser_decoding)."""
     cache = tmp_path_factory.mktemp("onnx")
-    with running_app(["--checkpoint", str(sam_weights_path),
-                      "--detector-checkpoint", str(OBJECTAWARE_FIXTURE / "objectaware_random.pt")],
-                     {"MOBILESAM_ONNX_CACHE": str(cache), "MOBILESAM_BROWSER_DECODING": "0"}) as url:
+    with running_app(
+        [
+            "--checkpoint",
+            str(sam_weights_path),
+            "--detector-checkpoint",
+            str(OBJECTAWARE_FIXTURE / "objectaware_random.pt"),
+        ],
+        {"MOBILESAM_ONNX_CACHE": str(cache), "MOBILESAM_BROWSER_DECODING": "0"},
+    ) as url:
         yield url
 
 
@@ -31,14 +38,21 @@ def rle_mask(rle):
 
 
 def test_api_segment_matches_engine(client, sam_cases):
-    (x, y), = sam_cases["a_point_coords"]
-    r = client.predict(handle_file(str(MOBILESAM_FIXTURE / "image.png")), [[float(x), float(y)]], [1], None, True,
-                       api_name="/segment")
+    ((x, y),) = sam_cases["a_point_coords"]
+    r = client.predict(
+        handle_file(str(MOBILESAM_FIXTURE / "image.png")), [[float(x), float(y)]], [1], None, True, api_name="/segment"
+    )
     assert r["size"] == [800, 799] and len(r["masks"]) == 3
     assert np.abs(np.array(r["scores"]) - sam_cases["a_iou_predictions"]).max() <= 1e-5
     assert_masks_close(np.stack([rle_mask(m) for m in r["masks"]]), sam_cases["a_masks"])
-    r = client.predict(handle_file(str(MOBILESAM_FIXTURE / "image.png")), None, None,
-                       sam_cases["c_box"].tolist(), False, api_name="/segment")
+    r = client.predict(
+        handle_file(str(MOBILESAM_FIXTURE / "image.png")),
+        None,
+        None,
+        sam_cases["c_box"].tolist(),
+        False,
+        api_name="/segment",
+    )
     assert_masks_close(rle_mask(r["masks"][0])[None], sam_cases["c_masks"])
 
 
@@ -76,8 +90,9 @@ def test_examples_load_into_the_upload_folder_and_run(app_url):
     assert "512×512" in up["output"][3] and "ready — click an object" in up["output"][3]
     ev_value = raw.event(ev_load, [1], session="examples-2")["output"][0]["value"]
     assert ev_value["path"].endswith("coffee.jpg")
-    ev = raw.event(names["on_everything_1"], [ev_value, 0.4, 0.9, 1024, 0, 0, False, None], session="examples-2",
-                   timeout=180)
+    ev = raw.event(
+        names["on_everything_1"], [ev_value, 0.4, 0.9, 1024, 0, 0, False, None], session="examples-2", timeout=180
+    )
     assert ev["success"], ev
     assert "in all" in ev["output"][1] and "coco_coffee.json" in str(ev["output"][2])
     # the example's own file (outside the upload folder) named by a client is still refused
@@ -113,8 +128,9 @@ def test_missing_weights_message(tmp_path):
         assert "Model weights unavailable" in page_html and "mobile_sam.pt" in page_html
         c = Client(url, verbose=False)
         with pytest.raises(Exception, match="mobile_sam.pt"):
-            c.predict(handle_file(str(MOBILESAM_FIXTURE / "image.png")), [[1, 1]], [1], None, False,
-                      api_name="/segment")
+            c.predict(
+                handle_file(str(MOBILESAM_FIXTURE / "image.png")), [[1, 1]], [1], None, False, api_name="/segment"
+            )
 
 
 def upload_and_wait(page, path):
@@ -138,8 +154,11 @@ def canvas_pixels(page):
     from PIL import Image
 
     src = page.locator("#msw-canvas img").get_attribute("src")
-    data = page.evaluate("""async (src) => { const r = await fetch(src); const b = await r.blob();
-        return await new Promise(ok => { const f = new FileReader(); f.onload = () => ok(f.result); f.readAsDataURL(b); }); }""", src)
+    data = page.evaluate(
+        """async (src) => { const r = await fetch(src); const b = await r.blob();
+        return await new Promise(ok => { const f = new FileReader(); f.onload = () => ok(f.result); f.readAsDataURL(b); }); }""",
+        src,
+    )
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(data.split(",", 1)[1]))).convert("RGB")).astype(int)
 
 

@@ -1,5 +1,6 @@
 """The app builds with and without weights (without: it shows the actionable message), over a
 typed context and nothing attached to the Blocks; its layout hooks and labels are in place."""
+
 import dataclasses
 
 import gradio as gr
@@ -45,10 +46,30 @@ def component(demo, elem_id):
 
 def test_layout_hooks_and_labels(app):
     demo, _ = app
-    for elem_id in ("msw-seg-row", "msw-controls", "msw-main", "msw-ev-row", "msw-ev-controls", "msw-ev-main",
-                    "msw-upload", "msw-browser-toggle", "msw-mode", "msw-widget", "msw-canvas", "msw-status",
-                    "msw-candidates", "msw-ev-upload", "msw-objects", "msw-export", "msw-ev-run", "msw-ev-files",
-                    "msw-ev-status", "msw-files", "msw-examples", "msw-ev-examples"):
+    for elem_id in (
+        "msw-seg-row",
+        "msw-controls",
+        "msw-main",
+        "msw-ev-row",
+        "msw-ev-controls",
+        "msw-ev-main",
+        "msw-upload",
+        "msw-browser-toggle",
+        "msw-mode",
+        "msw-widget",
+        "msw-canvas",
+        "msw-status",
+        "msw-candidates",
+        "msw-ev-upload",
+        "msw-objects",
+        "msw-export",
+        "msw-ev-run",
+        "msw-ev-files",
+        "msw-ev-status",
+        "msw-files",
+        "msw-examples",
+        "msw-ev-examples",
+    ):
         component(demo, elem_id)
     # Downloads appear once there is something to download
     assert component(demo, "msw-files")["visible"] is False

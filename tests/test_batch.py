@@ -1,4 +1,5 @@
 """`mobilesam-web segment`: batch segmentation of a folder into COCO, resumable (fixture weights)."""
+
 import json
 import os
 import signal
@@ -56,8 +57,18 @@ def segment(*args) -> int:
 @pytest.fixture(scope="module")
 def everything_run(folder, onnx_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("out_everything")
-    rc = segment(folder, "--out", out, "--detector-checkpoint", DET_CKPT, *FAST, "--onnx-cache", onnx_cache,
-                 "--png", "--embeddings")
+    rc = segment(
+        folder,
+        "--out",
+        out,
+        "--detector-checkpoint",
+        DET_CKPT,
+        *FAST,
+        "--onnx-cache",
+        onnx_cache,
+        "--png",
+        "--embeddings",
+    )
     return rc, out
 
 
@@ -116,16 +127,27 @@ def test_rerun_skips_and_refuses_other_options(everything_run, folder, onnx_cach
     stamps = {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*.json")}
     assert len(stamps) == 4
     capsys.readouterr()
-    rc2 = segment(folder, "--out", out, "--detector-checkpoint", DET_CKPT, *FAST, "--onnx-cache", onnx_cache,
-                  "--png", "--embeddings")
+    rc2 = segment(
+        folder,
+        "--out",
+        out,
+        "--detector-checkpoint",
+        DET_CKPT,
+        *FAST,
+        "--onnx-cache",
+        onnx_cache,
+        "--png",
+        "--embeddings",
+    )
     assert rc2 == 1  # the corrupt file is tried again, and fails again
     log = capsys.readouterr()
     assert "4 images already done" in log.out + log.err
     assert {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*.json")} == stamps
     assert (out / "annotations.json").read_bytes() == before
     # other result options into the same folder: refused, nothing touched
-    rc3 = segment(folder, "--out", out, "--detector-checkpoint", DET_CKPT, *FAST[:2], "--conf", "0.3",
-                  "--onnx-cache", onnx_cache)
+    rc3 = segment(
+        folder, "--out", out, "--detector-checkpoint", DET_CKPT, *FAST[:2], "--conf", "0.3", "--onnx-cache", onnx_cache
+    )
     assert rc3 == 2 and "conf" in capsys.readouterr().err
     assert (out / "annotations.json").read_bytes() == before
 
@@ -135,12 +157,26 @@ def test_resume_after_killed_run(tmp_path, onnx_cache):
     images and the final output equals a clean run's."""
     folder = make_folder(tmp_path / "in", n_extra=6)
     (folder / "bad.jpg").unlink()
-    cmd = [sys.executable, "-m", "mobilesam_web", "segment", str(folder), "--checkpoint", str(SAM_CKPT),
-           "--detector-checkpoint", str(DET_CKPT), *FAST, "--onnx-cache", str(onnx_cache), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mobilesam_web",
+        "segment",
+        str(folder),
+        "--checkpoint",
+        str(SAM_CKPT),
+        "--detector-checkpoint",
+        str(DET_CKPT),
+        *FAST,
+        "--onnx-cache",
+        str(onnx_cache),
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env, cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(killed)], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.time() + 240
     while not list((killed / "results").glob("*.json")):
         assert proc.poll() is None, proc.stdout.read().decode()
@@ -185,8 +221,12 @@ def test_boxes_mode_keeps_ids_and_categories(folder, onnx_cache, tmp_path):
     pfile = tmp_path / "prompts.json"
     pfile.write_text(json.dumps(prompts))
     out = tmp_path / "out"
-    assert segment(folder, "--out", out, "--mode", "boxes", "--prompts", pfile, "--threads", "2",
-                   "--onnx-cache", onnx_cache) == 1  # bad.jpg
+    assert (
+        segment(
+            folder, "--out", out, "--mode", "boxes", "--prompts", pfile, "--threads", "2", "--onnx-cache", onnx_cache
+        )
+        == 1
+    )  # bad.jpg
     coco = COCO(str(out / "annotations.json"))
     assert coco.dataset["categories"] == prompts["categories"]
     by_name = {im["file_name"]: im["id"] for im in coco.dataset["images"]}
@@ -217,22 +257,47 @@ def test_text_file_input_boxes_dict_and_grid(folder, onnx_cache, tmp_path):
     pfile = tmp_path / "p.json"
     pfile.write_text(json.dumps({"sub/b.png": [[10, 10, 300, 400]], "c.png": [[5, 5, 200, 100], [50, 60, 400, 300]]}))
     out = tmp_path / "boxes"
-    assert segment(listing, "--out", out, "--mode", "boxes", "--prompts", pfile, "--threads", "2",
-                   "--onnx-cache", onnx_cache) == 1
+    assert (
+        segment(
+            listing, "--out", out, "--mode", "boxes", "--prompts", pfile, "--threads", "2", "--onnx-cache", onnx_cache
+        )
+        == 1
+    )
     errors = json.loads((out / "errors.json").read_text())
     assert [e["file_name"] for e in errors] == ["missing.png"] and "not found" in errors[0]["error"]
     coco = COCO(str(out / "annotations.json"))
     assert [im["file_name"] for im in coco.dataset["images"]] == ["sub/b.png", "c.png"]  # list order kept
     assert [a["id"] for a in coco.dataset["annotations"]] == [1, 2, 3]
-    assert [a["prompt_box"] for a in coco.dataset["annotations"]] == [[10, 10, 300, 400], [5, 5, 200, 100],
-                                                                      [50, 60, 400, 300]]
+    assert [a["prompt_box"] for a in coco.dataset["annotations"]] == [
+        [10, 10, 300, 400],
+        [5, 5, 200, 100],
+        [50, 60, 400, 300],
+    ]
 
     out = tmp_path / "grid"
-    assert segment(listing, "--out", out, "--mode", "grid", "--points-per-side", "4", "--pred-iou-thresh", "0",
-                   "--stability-thresh", "0", "--threads", "2", "--embeddings") == 1
+    assert (
+        segment(
+            listing,
+            "--out",
+            out,
+            "--mode",
+            "grid",
+            "--points-per-side",
+            "4",
+            "--pred-iou-thresh",
+            "0",
+            "--stability-thresh",
+            "0",
+            "--threads",
+            "2",
+            "--embeddings",
+        )
+        == 1
+    )
     coco = COCO(str(out / "annotations.json"))
-    gen = SamAutomaticMaskGenerator(SamPredictor(load_mobile_sam(SAM_CKPT)), points_per_side=4,
-                                    pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    gen = SamAutomaticMaskGenerator(
+        SamPredictor(load_mobile_sam(SAM_CKPT)), points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0
+    )
     total = 0
     for im in coco.dataset["images"]:
         records = gen.generate(read_image(folder / im["file_name"]).image)
@@ -253,10 +318,17 @@ def test_bad_input_and_ray_missing(tmp_path, capsys):
     assert segment(tmp_path, "--out", tmp_path / "o", "--mode", "boxes") == 2
     assert "--prompts" in capsys.readouterr().err
     # without Ray installed, --ray says how to install it and fails
-    code = ("import sys; sys.modules['ray'] = None; from mobilesam_web.cli import main; "
-            f"sys.exit(main(['segment', {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}, '--ray']))")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    code = (
+        "import sys; sys.modules['ray'] = None; from mobilesam_web.cli import main; "
+        f"sys.exit(main(['segment', {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}, '--ray']))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     assert r.returncode == 2 and "pip install 'mobilesam-web[ray]'" in r.stderr
 
 

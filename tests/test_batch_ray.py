@@ -1,6 +1,7 @@
 """The batch job on Ray Data (a local Ray instance) gives the same output folder as the local run.
 
 Ray is a test requirement (scripts/test.sh installs requirements-ray.txt): missing, this fails."""
+
 import json
 from pathlib import Path
 
@@ -20,13 +21,29 @@ def test_ray_run_equals_local_run(tmp_path):
 
     folder = make_folder(tmp_path / "in", n_extra=1)
     cache = tmp_path / "onnx"
-    opts = dict(mode="everything", checkpoint=str(SAM_CKPT), detector_checkpoint=str(DET_CKPT), imgsz=320,
-                conf=0.25, max_det=8, png=True, embeddings=True, threads=2, onnx_cache=str(cache), progress=False)
+    opts = dict(
+        mode="everything",
+        checkpoint=str(SAM_CKPT),
+        detector_checkpoint=str(DET_CKPT),
+        imgsz=320,
+        conf=0.25,
+        max_det=8,
+        png=True,
+        embeddings=True,
+        threads=2,
+        onnx_cache=str(cache),
+        progress=False,
+    )
     local, dist = tmp_path / "local", tmp_path / "ray"
     assert run_local(SegmentJob(str(folder), str(local), **opts)) == 1  # bad.jpg
     # one actor with the local run's 2 threads: bit-identical engines, so bit-identical masks
-    rc = run_ray(SegmentJob(str(folder), str(dist), **opts), actors=1, threads=2, actor_memory_mb=1000,
-                 ray_init={"num_cpus": 2, "object_store_memory": 200 << 20, "include_dashboard": False})
+    rc = run_ray(
+        SegmentJob(str(folder), str(dist), **opts),
+        actors=1,
+        threads=2,
+        actor_memory_mb=1000,
+        ray_init={"num_cpus": 2, "object_store_memory": 200 << 20, "include_dashboard": False},
+    )
     assert rc == 1
     assert not ray.is_initialized()  # the local instance was shut down
     a, b = tree(local), tree(dist)
@@ -41,6 +58,11 @@ def test_ray_run_equals_local_run(tmp_path):
 
     # resumable on Ray too: a rerun finds everything done and rewrites the same annotations.json
     before = (dist / "annotations.json").read_bytes()
-    rc = run_ray(SegmentJob(str(folder), str(dist), **opts), actors=1, threads=2, actor_memory_mb=1000,
-                 ray_init={"num_cpus": 2, "object_store_memory": 200 << 20, "include_dashboard": False})
+    rc = run_ray(
+        SegmentJob(str(folder), str(dist), **opts),
+        actors=1,
+        threads=2,
+        actor_memory_mb=1000,
+        ray_init={"num_cpus": 2, "object_store_memory": 200 << 20, "include_dashboard": False},
+    )
     assert rc == 1 and (dist / "annotations.json").read_bytes() == before

@@ -1,4 +1,5 @@
 """In-browser decoding (onnxruntime-web in Debian's Chromium) against the server decoder."""
+
 import numpy as np
 import pytest
 
@@ -13,9 +14,15 @@ def onnx_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app_url(sam_weights_path, onnx_cache):
-    with running_app(["--checkpoint", str(sam_weights_path),
-                      "--detector-checkpoint", str(OBJECTAWARE_FIXTURE / "objectaware_random.pt")],
-                     {"MOBILESAM_ONNX_CACHE": onnx_cache}) as url:
+    with running_app(
+        [
+            "--checkpoint",
+            str(sam_weights_path),
+            "--detector-checkpoint",
+            str(OBJECTAWARE_FIXTURE / "objectaware_random.pt"),
+        ],
+        {"MOBILESAM_ONNX_CACHE": onnx_cache},
+    ) as url:
         yield url
 
 
@@ -35,8 +42,9 @@ def open_page(b, url, query=""):
     err = page.evaluate("window.mswDebug.error || null")
     assert err is None, f"in-browser decoder failed: {err}"
     page.locator("#msw-upload input[type=file]").set_input_files(str(MOBILESAM_FIXTURE / "image.png"))
-    page.wait_for_function("window.mswDebug.imageReady && document.querySelector('.msw-img').naturalWidth > 0",
-                           timeout=90_000)
+    page.wait_for_function(
+        "window.mswDebug.imageReady && document.querySelector('.msw-img').naturalWidth > 0", timeout=90_000
+    )
     return page
 
 
@@ -94,7 +102,7 @@ def test_web_decoder_download(app_url, server_predictor):
     with browser() as b:
         page = open_page(b, app_url, "?msw_backend=wasm&msw_decoder=decoder_web")
         with screenshot_on_failure(page, "browser_web_decoder"):
-            mb = cfg["decoder_web"]["bytes"] / 2 ** 20
+            mb = cfg["decoder_web"]["bytes"] / 2**20
             assert f"decoder {mb:.1f} MB" in page.locator(".msw-info").inner_text()
             assert_browser_equals_server(page, server_predictor, ["points_with_negative", "box"])
 
@@ -135,14 +143,17 @@ def test_hover_click_and_keep(app_url):
             page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5)
             page.wait_for_function("document.querySelectorAll('.msw-cands button').length === 3", timeout=30_000)
             page.locator(".msw-root [data-act=keep]").click()
-            page.wait_for_function("document.querySelector('#msw-status').innerText.includes('1 object(s) kept')",
-                                   timeout=30_000)
+            page.wait_for_function(
+                "document.querySelector('#msw-status').innerText.includes('1 object(s) kept')", timeout=30_000
+            )
             assert page.evaluate("document.querySelectorAll('.msw-cands button').length") == 0
 
 
 def test_works_without_cross_origin_isolation(sam_weights_path, onnx_cache, server_predictor):
-    with running_app(["--checkpoint", str(sam_weights_path)],
-                     {"MOBILESAM_ONNX_CACHE": onnx_cache, "MOBILESAM_CROSS_ORIGIN_ISOLATION": "0"}) as url:
+    with running_app(
+        ["--checkpoint", str(sam_weights_path)],
+        {"MOBILESAM_ONNX_CACHE": onnx_cache, "MOBILESAM_CROSS_ORIGIN_ISOLATION": "0"},
+    ) as url:
         with browser() as b:
             page = open_page(b, url, "?msw_backend=wasm")
             with screenshot_on_failure(page, "browser_single_thread"):
@@ -165,7 +176,9 @@ def test_falls_back_to_server_decoding(app_url):
             img = page.locator("#msw-canvas img")
             bb = img.bounding_box()
             img.click(position={"x": bb["width"] * 0.4, "y": bb["height"] * 0.5})
-            page.wait_for_function("document.querySelector('#msw-status').innerText.includes('decoded')", timeout=60_000)
+            page.wait_for_function(
+                "document.querySelector('#msw-status').innerText.includes('decoded')", timeout=60_000
+            )
 
 
 def test_ort_files_match_pinned_sri():

@@ -1,4 +1,5 @@
 """Object-aware detector against the official MobileSAMv2 pipeline (objectaware_parity fixture)."""
+
 import os
 import pickle
 import subprocess
@@ -63,11 +64,18 @@ def assert_boxes_match(boxes, scores, ref_boxes, ref_scores):
 
 
 def test_loads_without_ultralytics(det_ckpt):
-    code = ("import sys; from mobilesam_web import ObjectAwareDetector; "
-            f"d = ObjectAwareDetector.from_checkpoint({str(det_ckpt)!r}); "
-            "assert not any(m.split('.')[0] == 'ultralytics' for m in sys.modules); print('ok')")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-                         capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; from mobilesam_web import ObjectAwareDetector; "
+        f"d = ObjectAwareDetector.from_checkpoint({str(det_ckpt)!r}); "
+        "assert not any(m.split('.')[0] == 'ultralytics' for m in sys.modules); print('ok')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
 
 

@@ -1,4 +1,5 @@
 """The MobileSAMv2 segment-everything pipeline on the fixture weights."""
+
 import numpy as np
 import pytest
 import torch
@@ -108,8 +109,13 @@ def test_prompt_guided_decoder_loads_strictly(tmp_path, sam_weights_path):
     torch.manual_seed(5)
     other = build_mobile_sam()  # random weights standing in for the v2 decoder
     path = tmp_path / "Prompt_guided_Mask_Decoder.pt"
-    torch.save({"PromtEncoder": other.prompt_encoder.state_dict(),
-                "MaskDecoder": {k: v.half() for k, v in other.mask_decoder.state_dict().items()}}, path)
+    torch.save(
+        {
+            "PromtEncoder": other.prompt_encoder.state_dict(),
+            "MaskDecoder": {k: v.half() for k, v in other.mask_decoder.state_dict().items()},
+        },
+        path,
+    )
     model = load_prompt_guided_decoder(build_mobile_sam(sam_weights_path), path)
     k = "transformer.layers.0.mlp.lin1.weight"
     assert torch.equal(model.mask_decoder.state_dict()[k], other.mask_decoder.state_dict()[k].half().float())
@@ -126,8 +132,9 @@ def test_grid_bboxes_follow_sam_and_exports_contain_masks(sam_model, sam_image):
     from mobilesam_web import SamAutomaticMaskGenerator
     from mobilesam_web.masks import coco_annotations
 
-    records = SamAutomaticMaskGenerator(sam_model, points_per_side=4, pred_iou_thresh=0.0,
-                                        stability_score_thresh=0.0).generate(sam_image)
+    records = SamAutomaticMaskGenerator(
+        sam_model, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0
+    ).generate(sam_image)
     assert records
     for r in records:
         ys, xs = np.nonzero(r["segmentation"])

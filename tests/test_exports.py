@@ -1,4 +1,5 @@
 """Exports: COCO bboxes that contain their masks, every object written, short distinct names, speed."""
+
 import json
 import os
 import time
@@ -84,8 +85,11 @@ def test_export_holds_every_object_fast(tmp_path):
     export = write_exports(image, records, "a very long file name of a street photo, 2024.jpg", cutouts=False)
     seconds = time.perf_counter() - t
     names = sorted(os.path.basename(p) for p in export.paths)
-    assert names == ["coco_a_very_long_file_name_of.json", "labels_a_very_long_file_name_of.png",
-                     "masks_a_very_long_file_name_of.zip"]
+    assert names == [
+        "coco_a_very_long_file_name_of.json",
+        "labels_a_very_long_file_name_of.png",
+        "masks_a_very_long_file_name_of.zip",
+    ]
     assert export.objects == 300 and export.summary == "300 objects: COCO JSON, label map, 300 masks (zip)"
     coco = json.load(open(next(p for p in export.paths if p.endswith(".json"))))
     assert len(coco["annotations"]) == 300
@@ -109,7 +113,15 @@ def test_few_objects_are_separate_files_with_distinct_short_names():
     names = [os.path.basename(p) for p in export.paths]
     assert len(set(names)) == len(names) == 8
     assert {"_".join(n.split("_")[:2]) for n in names} == {
-        "coco_IMG", "labels_IMG", "01_mask", "02_mask", "03_mask", "01_cutout", "02_cutout", "03_cutout"}
+        "coco_IMG",
+        "labels_IMG",
+        "01_mask",
+        "02_mask",
+        "03_mask",
+        "01_cutout",
+        "02_cutout",
+        "03_cutout",
+    }
     assert all(len(n) <= 40 for n in names)
     assert file_stem("../../etc/passwd") == "passwd" and file_stem("") == "image" and file_stem("...") == "image"
     empty = write_exports(image, [], "x.png")

@@ -1,6 +1,7 @@
 """A first visit as people make it, in Debian's Chromium: an upload the moment the page appears
 on an ordinary connection, hover sweeps, a click while a preview is in flight, a phone (swipes,
 taps), the keyboard alone, and the shared colour / up-scaling rules of the page and the server."""
+
 import gzip
 import json
 import urllib.request
@@ -16,8 +17,9 @@ IMAGE = str(MOBILESAM_FIXTURE / "image.png")
 
 @pytest.fixture(scope="module")
 def app_url(sam_weights_path, tmp_path_factory):
-    with running_app(["--checkpoint", str(sam_weights_path)],
-                     {"MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx"))}) as url:
+    with running_app(
+        ["--checkpoint", str(sam_weights_path)], {"MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx"))}
+    ) as url:
         yield url
 
 
@@ -25,9 +27,15 @@ def throttle(page, mbit_down=20.0, mbit_up=5.0, latency_ms=40):
     """An ordinary connection (Chrome DevTools' network emulation)."""
     cdp = page.context.new_cdp_session(page)
     cdp.send("Network.enable")
-    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": latency_ms,
-                                                   "downloadThroughput": mbit_down * 125_000,
-                                                   "uploadThroughput": mbit_up * 125_000})
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {
+            "offline": False,
+            "latency": latency_ms,
+            "downloadThroughput": mbit_down * 125_000,
+            "uploadThroughput": mbit_up * 125_000,
+        },
+    )
     return cdp
 
 
@@ -61,7 +69,7 @@ def test_upload_before_decoder_loads_then_click_gives_a_mask(app_url):
     with browser() as b:
         page = b.new_page(viewport={"width": 1366, "height": 768})
         with screenshot_on_failure(page, "first_visit_race"):
-            throttle(page, mbit_down=8.0)   # 12+ MB of runtime and decoder: seconds of loading
+            throttle(page, mbit_down=8.0)  # 12+ MB of runtime and decoder: seconds of loading
             page.goto(app_url)
             page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)
             page.wait_for_selector(".msw-img[src]", timeout=120_000)
@@ -76,7 +84,10 @@ def test_upload_before_decoder_loads_then_click_gives_a_mask(app_url):
             assert "queued" in page.locator(".msw-info").inner_text()
             page.wait_for_function("document.querySelectorAll('.msw-cands button').length === 3", timeout=180_000)
             assert page.evaluate("window.mswDebug.state().result") is True
-            assert "ready" not in page.locator(".msw-info").inner_text() or "decoded in" in page.locator(".msw-info").inner_text()
+            assert (
+                "ready" not in page.locator(".msw-info").inner_text()
+                or "decoded in" in page.locator(".msw-info").inner_text()
+            )
             # and the next click decodes at once
             click_and_wait(page, 0.6, 0.3, 2)
 
@@ -90,8 +101,9 @@ def test_status_line_before_any_click(app_url):
         assert "upload an image" in text and "decode" not in text.replace("decoder", ""), text
         page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)
         wait_image(page)
-        page.wait_for_function("document.querySelector('.msw-info').innerText.includes('ready — click an object')",
-                               timeout=30_000)
+        page.wait_for_function(
+            "document.querySelector('.msw-info').innerText.includes('ready — click an object')", timeout=30_000
+        )
         assert "reused" not in page.locator("body").inner_text()
 
 
@@ -122,7 +134,7 @@ def test_hover_sweep_has_no_long_tasks_and_is_lighter(app_url):
             preview = page.evaluate(fill_alpha)
             page.mouse.click(*at(box, 0.5, 0.6))
             page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=60_000)
-            page.mouse.move(0, 0)   # leave the image: the committed mask alone
+            page.mouse.move(0, 0)  # leave the image: the committed mask alone
             committed = page.evaluate(fill_alpha)
             assert 0 < preview <= committed / 2, (preview, committed)
 
@@ -149,15 +161,16 @@ def test_click_never_waits_for_a_hover_in_flight(app_url):
 
 def test_phone_swipe_scrolls_and_tap_adds_a_point(app_url):
     with browser() as b:
-        ctx = b.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=3, is_mobile=True,
-                            has_touch=True)
+        ctx = b.new_context(
+            viewport={"width": 390, "height": 844}, device_scale_factor=3, is_mobile=True, has_touch=True
+        )
         page = ctx.new_page()
         with screenshot_on_failure(page, "phone"):
             page.goto(app_url)
             page.wait_for_function("window.mswDebug && window.mswDebug.ready", timeout=120_000)
             page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)
             wait_image(page)
-            page.wait_for_timeout(800)   # the smooth scroll to the image
+            page.wait_for_timeout(800)  # the smooth scroll to the image
             stage = page.locator(".msw-stage").bounding_box()
             # image first: after the upload box and the examples, above the other controls, and
             # in view after the upload
@@ -167,12 +180,14 @@ def test_phone_swipe_scrolls_and_tap_adds_a_point(app_url):
             cdp = ctx.new_cdp_session(page)
             y0 = page.evaluate("window.scrollY")
             room = page.evaluate("document.scrollingElement.scrollHeight - innerHeight - scrollY")
-            down = room > 100   # swipe towards whichever side the page can scroll (positive: up)
+            down = room > 100  # swipe towards whichever side the page can scroll (positive: up)
             x, y = stage["x"] + stage["width"] / 2, stage["y"] + min(stage["height"] * 0.5, 300)
-            step = -20 if down else 20   # finger moves up to scroll down
+            step = -20 if down else 20  # finger moves up to scroll down
             cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
             for i in range(1, 11):
-                cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y + step * i}]})
+                cdp.send(
+                    "Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y + step * i}]}
+                )
                 page.wait_for_timeout(16)
             cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
             page.wait_for_timeout(300)
@@ -199,7 +214,9 @@ def test_keyboard_only_segmentation(app_url):
                 tag = page.evaluate("""() => { const e = document.activeElement;
                     return e ? (e.classList.contains('msw-overlay') ? 'overlay' : e.type || e.tagName) : null; }""")
                 if tag == "checkbox":
-                    seen_checkbox_ring |= page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
+                    seen_checkbox_ring |= (
+                        page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
+                    )
                 if tag == "overlay":
                     break
             else:
@@ -211,16 +228,19 @@ def test_keyboard_only_segmentation(app_url):
             page.keyboard.press("Enter")
             page.wait_for_function("document.querySelectorAll('.msw-cands button').length === 3", timeout=60_000)
             page.keyboard.press("3")
-            page.wait_for_function("document.querySelectorAll('.msw-cands button')[2].getAttribute('aria-pressed') === 'true'",
-                                   timeout=10_000)
-            page.keyboard.press("Shift+Enter")   # an excluded point
+            page.wait_for_function(
+                "document.querySelectorAll('.msw-cands button')[2].getAttribute('aria-pressed') === 'true'",
+                timeout=10_000,
+            )
+            page.keyboard.press("Shift+Enter")  # an excluded point
             page.wait_for_function("window.mswDebug.clicks.length >= 2", timeout=60_000)
             assert page.evaluate("window.mswDebug.state().points") == 2
             page.keyboard.press("u")
             assert page.evaluate("window.mswDebug.state().points") == 1
             page.keyboard.press("k")
-            page.wait_for_function("document.querySelector('#msw-status').innerText.includes('1 object')",
-                                   timeout=30_000)
+            page.wait_for_function(
+                "document.querySelector('#msw-status').innerText.includes('1 object')", timeout=30_000
+            )
 
 
 def test_layout_fits_a_laptop_screen(app_url):
@@ -261,8 +281,11 @@ def test_export_without_keep_in_browser_mode(app_url):
             open_with_image(page, app_url)
             click_and_wait(page, 0.4, 0.5, 1)
             page.locator(".msw-root [data-act=export]").click()
-            page.wait_for_function("document.querySelector('#msw-files') && "
-                                   "document.querySelector('#msw-files').innerText.includes('.json')", timeout=60_000)
+            page.wait_for_function(
+                "document.querySelector('#msw-files') && "
+                "document.querySelector('#msw-files').innerText.includes('.json')",
+                timeout=60_000,
+            )
             text = page.locator("#msw-files").inner_text()
             assert "Error" not in text and "Segment an object first" not in page.locator("body").inner_text()
 
@@ -279,13 +302,16 @@ def test_palette_and_upscaling_match_python(app_url):
     with browser() as b:
         page = b.new_page()
         page.goto(app_url + "msw/config.json")
-        js = page.evaluate("""async ([lows, cases]) => {
+        js = page.evaluate(
+            """async ([lows, cases]) => {
             const m = await import('/msw/static/msw_runtime.js');
             const cfg = await (await fetch('/msw/config.json')).json();
             const colours = []; for (let i = 0; i < 400; i++) colours.push(m.colorFor(cfg.palette, i));
             const masks = cases.map(([input, out], k) =>
               Array.from(m.upscaleMask(Float32Array.from(lows[k]), input, out[0], out[1])));
-            return {colours, masks}; }""", [[low.ravel().tolist() for low in lows], cases])
+            return {colours, masks}; }""",
+            [[low.ravel().tolist() for low in lows], cases],
+        )
     assert [list(c) for c in js["colours"]] == [color_for(i).tolist() for i in range(400)]
     for (input_size, out), low, ours in zip(cases, lows, js["masks"]):
         ref = mask_from_low_res(low, input_size, out)
@@ -297,13 +323,17 @@ def test_runtime_and_models_are_sent_compressed(app_url):
     from mobilesam_web.ui.web import ORT_LOCAL
 
     cfg = json.load(urllib.request.urlopen(app_url + "msw/config.json"))
-    for name in cfg["ort"]["bundles"]["wasm"].values():   # compressed (or waited for) on request
+    for name in cfg["ort"]["bundles"]["wasm"].values():  # compressed (or waited for) on request
         if isinstance(name, str):
-            urllib.request.urlopen(urllib.request.Request(app_url + cfg["ort"]["base"].lstrip("/") + name,
-                                                          headers={"Accept-Encoding": "gzip"})).read()
-    urllib.request.urlopen(urllib.request.Request(app_url + cfg["decoder"]["url"].lstrip("/"),
-                                                  headers={"Accept-Encoding": "gzip"})).read()
-    cfg = json.load(urllib.request.urlopen(app_url + "msw/config.json"))   # now with every size
+            urllib.request.urlopen(
+                urllib.request.Request(
+                    app_url + cfg["ort"]["base"].lstrip("/") + name, headers={"Accept-Encoding": "gzip"}
+                )
+            ).read()
+    urllib.request.urlopen(
+        urllib.request.Request(app_url + cfg["decoder"]["url"].lstrip("/"), headers={"Accept-Encoding": "gzip"})
+    ).read()
+    cfg = json.load(urllib.request.urlopen(app_url + "msw/config.json"))  # now with every size
 
     for name in ("ort-wasm-simd-threaded.wasm", "ort.wasm.min.mjs"):
         url = app_url + cfg["ort"]["base"].lstrip("/") + name
@@ -311,13 +341,14 @@ def test_runtime_and_models_are_sent_compressed(app_url):
         body = r.read()
         assert r.headers["Content-Encoding"] == "gzip" and "immutable" in r.headers["Cache-Control"]
         assert gzip.decompress(body) == (ORT_LOCAL / name).read_bytes()
-        plain = urllib.request.urlopen(url).read()   # a client that does not accept gzip
+        plain = urllib.request.urlopen(url).read()  # a client that does not accept gzip
         assert plain == (ORT_LOCAL / name).read_bytes()
     wasm = cfg["ort"]["bundles"]["wasm"]
     assert wasm["transfer_bytes"] < 0.4 * wasm["bytes"]
     dec = cfg["decoder"]
-    r = urllib.request.urlopen(urllib.request.Request(app_url + dec["url"].lstrip("/"),
-                                                      headers={"Accept-Encoding": "gzip"}))
+    r = urllib.request.urlopen(
+        urllib.request.Request(app_url + dec["url"].lstrip("/"), headers={"Accept-Encoding": "gzip"})
+    )
     assert len(r.read()) == dec["transfer_bytes"] < dec["bytes"]
     for bad in ("msw/ort/0.0.1/ort.wasm.min.mjs", "msw/ort/1.30.0/..%2Fpackage.json", "msw/ort/1.30.0/ort.all.js"):
         with pytest.raises(urllib.error.HTTPError) as e:
@@ -335,7 +366,7 @@ def test_first_visit_bytes_are_what_the_page_says(app_url):
         page.goto(app_url)
         page.wait_for_function("window.mswDebug && window.mswDebug.ready", timeout=120_000)
         urls = [u for u, _ in sizes]
-        assert [u for u in urls if "decoder_lowres" in u], urls   # the worker's requests are seen
+        assert [u for u in urls if "decoder_lowres" in u], urls  # the worker's requests are seen
         assert not [u for u in urls if "decoder_fast" in u], "hover decoder loaded before any hover"
         assert not [u for u in urls if "asyncify" in u], "WebGPU runtime loaded for a WASM visitor"
         assert "MB transferred" in page.locator(".msw-info").inner_text()
@@ -345,8 +376,9 @@ def test_share_mode_serves_the_widget(sam_weights_path, tmp_path):
     """`--share` starts Gradio's own launcher (offline here, so no gradio.live link is made, but
     the local server is the one the link would forward to): it must serve the same /msw routes,
     headers and page style, so a share-link visitor decodes in the browser."""
-    with running_app(["--checkpoint", str(sam_weights_path), "--share"],
-                     {"MOBILESAM_ONNX_CACHE": str(tmp_path)}) as url:
+    with running_app(
+        ["--checkpoint", str(sam_weights_path), "--share"], {"MOBILESAM_ONNX_CACHE": str(tmp_path)}
+    ) as url:
         r = urllib.request.urlopen(url + "msw/config.json")
         assert json.load(r)["decoder"]["bytes"] > 0
         assert r.headers["Cross-Origin-Opener-Policy"] == "same-origin"
@@ -354,8 +386,9 @@ def test_share_mode_serves_the_widget(sam_weights_path, tmp_path):
             page = b.new_page(viewport={"width": 1366, "height": 768})
             with screenshot_on_failure(page, "share_mode"):
                 page.goto(url)
-                page.wait_for_function("window.mswDebug && (window.mswDebug.ready || window.mswDebug.error)",
-                                       timeout=180_000)
+                page.wait_for_function(
+                    "window.mswDebug && (window.mswDebug.ready || window.mswDebug.error)", timeout=180_000
+                )
                 assert page.evaluate("window.mswDebug.error || null") is None
                 assert page.evaluate("self.crossOriginIsolated") is True
                 page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)

@@ -3,6 +3,7 @@
 Each case asserts a clear error (or a correct result) within a few seconds, and the module
 checks after every test that pages, the API and /msw routes still answer.
 """
+
 import io
 import json
 import struct
@@ -23,10 +24,19 @@ UPLOAD_LIMIT_MB = 5
 @pytest.fixture(scope="module")
 def server(sam_weights_path, tmp_path_factory):
     upload_dir = tmp_path_factory.mktemp("gradio-uploads")
-    with running_app(["--checkpoint", str(sam_weights_path),
-                      "--detector-checkpoint", str(OBJECTAWARE_FIXTURE / "objectaware_random.pt")],
-                     {"MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx")),
-                      "GRADIO_TEMP_DIR": str(upload_dir), "MOBILESAM_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB)}) as url:
+    with running_app(
+        [
+            "--checkpoint",
+            str(sam_weights_path),
+            "--detector-checkpoint",
+            str(OBJECTAWARE_FIXTURE / "objectaware_random.pt"),
+        ],
+        {
+            "MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx")),
+            "GRADIO_TEMP_DIR": str(upload_dir),
+            "MOBILESAM_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB),
+        },
+    ) as url:
         raw = RawGradio(url)
         raw.upload_dir = upload_dir
         raw.pid = url.pid
@@ -61,21 +71,33 @@ def png_bytes(arr: np.ndarray) -> bytes:
 
 def png16_zeros(w: int, h: int) -> bytes:
     """A 16-bit grayscale PNG streamed row by row (~200 KB for 10000 x 10000)."""
+
     def chunk(tag, data):
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
     row = b"\x00" + b"\x12\x34" * w
     z = zlib.compressobj(9)
     body = b"".join(z.compress(row) for _ in range(h)) + z.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 0, 0, 0, 0))
-            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 0, 0, 0, 0))
+        + chunk(b"IDAT", body)
+        + chunk(b"IEND", b"")
+    )
 
 
 def png_header_only(w: int, h: int) -> bytes:
     """A PNG that claims w x h pixels but holds almost no data (a decompression-bomb header)."""
+
     def chunk(tag, data):
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 10))
+        + chunk(b"IEND", b"")
+    )
 
 
 def assert_refused(res: dict, match: str, within: float = QUICK) -> None:
@@ -87,13 +109,19 @@ def assert_refused(res: dict, match: str, within: float = QUICK) -> None:
 
 # ----------------------------------------------------------------- files the client names
 def hostile_paths(secret):
-    return {"dev-zero": "/dev/zero", "secret-image": str(secret), "etc-passwd": "/etc/passwd",
-            "directory": "/etc", "relative": "../../../../etc/hostname",
-            "dotdot-into-upload": "/tmp/gradio/../../etc/passwd"}
+    return {
+        "dev-zero": "/dev/zero",
+        "secret-image": str(secret),
+        "etc-passwd": "/etc/passwd",
+        "directory": "/etc",
+        "relative": "../../../../etc/hostname",
+        "dotdot-into-upload": "/tmp/gradio/../../etc/passwd",
+    }
 
 
-@pytest.mark.parametrize("kind", ["dev-zero", "secret-image", "etc-passwd", "directory", "relative",
-                                  "dotdot-into-upload"])
+@pytest.mark.parametrize(
+    "kind", ["dev-zero", "secret-image", "etc-passwd", "directory", "relative", "dotdot-into-upload"]
+)
 def test_client_paths_refused_on_every_event(server, secret, kind):
     """Every event of both tabs and the API, with the path in every input slot that is not
     server-side state: refused at once, and nothing is copied into Gradio's folder."""
@@ -104,13 +132,19 @@ def test_client_paths_refused_on_every_event(server, secret, kind):
         if all(t == "state" for t in types):
             continue
         data = [None if t == "state" else file_data(path, "photo.png") for t in types]
-        res = server.event(i, data, event_data={"index": [1, 1], "value": None, "reason": "x",
-                                                "low_res_f16": "", "points": [], "box": None})
+        res = server.event(
+            i,
+            data,
+            event_data={"index": [1, 1], "value": None, "reason": "x", "low_res_f16": "", "points": [], "box": None},
+        )
         assert_refused(res, "not uploaded")
         attacked += 1
     assert attacked >= 8  # upload, keep, fallback, toggle, click, everything tab, 2 API routes
-    copied = [p for p in server.upload_dir.rglob("*") if p.is_file() and p.name in (
-        "secret_photo.png", "photo.png", "passwd", "hostname", "zero")]
+    copied = [
+        p
+        for p in server.upload_dir.rglob("*")
+        if p.is_file() and p.name in ("secret_photo.png", "photo.png", "passwd", "hostname", "zero")
+    ]
     assert not copied, copied
 
 
@@ -121,8 +155,9 @@ def test_client_path_inside_json_is_refused(server, secret):
 
 def test_call_route_with_dev_zero(server):
     """The issue's curl: the raw /call route with /dev/zero answers at once."""
-    r = server.http.post(f"{server.url}/gradio_api/call/segment",
-                         json={"data": [file_data("/dev/zero"), [[0, 0]], [1], None, True]})
+    r = server.http.post(
+        f"{server.url}/gradio_api/call/segment", json={"data": [file_data("/dev/zero"), [[0, 0]], [1], None, True]}
+    )
     event_id = r.json()["event_id"]
     text = server.http.get(f"{server.url}/gradio_api/call/segment/{event_id}", timeout=QUICK).text
     assert "event: error" in text and "not uploaded" in text
@@ -196,8 +231,7 @@ def test_ten_thousand_points_refused_cheaply(server, image_file):
 
 
 def test_points_at_the_cap_work(server, image_file):
-    res = server.event(server.fn_index("segment"), [image_file, [[100 + i, 200] for i in range(64)], None, None,
-                                                    False])
+    res = server.event(server.fn_index("segment"), [image_file, [[100 + i, 200] for i in range(64)], None, None, False])
     assert res["success"], res
     assert res["output"][0]["size"] == [800, 799]
 
@@ -256,8 +290,9 @@ def test_large_image_coordinates_in_callers_pixels(server):
     res_big = server.event(seg, [f_big, [[2500, 1500]], [1], [1800, 1000, 2900, 1900], False], timeout=60)
     assert res_big["success"], res_big.get("error")
     sx, sy = 2048 / 3000, 1365 / 2000
-    res_small = server.event(seg, [f_small, [[2500 * sx, 1500 * sy]], [1], [1800 * sx, 1000 * sy, 2900 * sx,
-                                                                             1900 * sy], False])
+    res_small = server.event(
+        seg, [f_small, [[2500 * sx, 1500 * sy]], [1], [1800 * sx, 1000 * sy, 2900 * sx, 1900 * sy], False]
+    )
     assert res_small["success"], res_small.get("error")
     from pycocotools import mask as mask_utils
 
@@ -322,22 +357,25 @@ def test_ui_events_with_malformed_event_data(server, image_file):
     assert up["success"], up
     click, pick, keep = _fn(server, "on_click"), _fn(server, "on_pick"), _fn(server, "on_browser_keep")
     mode = "Add (+)"
-    assert_refused(server.event(click, [None, mode, True], {"index": ["a", "b"], "value": None}, session),
-                   "not a number")
-    assert_refused(server.event(click, [None, mode, True], {"index": [1e308, 5], "value": None}, session),
-                   "outside")
-    assert_refused(server.event(click, [None, mode, True], {"index": None, "value": None}, session),
-                   "not a number")
+    assert_refused(
+        server.event(click, [None, mode, True], {"index": ["a", "b"], "value": None}, session), "not a number"
+    )
+    assert_refused(server.event(click, [None, mode, True], {"index": [1e308, 5], "value": None}, session), "outside")
+    assert_refused(server.event(click, [None, mode, True], {"index": None, "value": None}, session), "not a number")
     assert_refused(server.event(pick, [None], {"index": "x", "value": None}, session), "no such candidate")
     assert_refused(server.event(keep, [None, True], {"low_res_f16": "A" * 1_000_000}, session), "malformed mask")
     assert_refused(server.event(keep, [None, True], "not a dict", session), "malformed mask")
     good_low = __import__("base64").b64encode(np.zeros((256, 256), "<f2").tobytes()).decode()
-    assert_refused(server.event(keep, [None, True], {"low_res_f16": good_low, "points": [[1, 1, 1]] * 5000},
-                                session), "malformed prompts")
-    assert_refused(server.event(keep, [None, True], {"low_res_f16": good_low, "box": ["a", 1, 2, 3]}, session),
-                   "malformed")
-    assert_refused(server.event(keep, [None, True], {"low_res_f16": good_low, "score": "NaN"}, session),
-                   "malformed score")
+    assert_refused(
+        server.event(keep, [None, True], {"low_res_f16": good_low, "points": [[1, 1, 1]] * 5000}, session),
+        "malformed prompts",
+    )
+    assert_refused(
+        server.event(keep, [None, True], {"low_res_f16": good_low, "box": ["a", 1, 2, 3]}, session), "malformed"
+    )
+    assert_refused(
+        server.event(keep, [None, True], {"low_res_f16": good_low, "score": "NaN"}, session), "malformed score"
+    )
     ok = server.event(click, [None, mode, True], {"index": [200, 300], "value": None}, session)
     assert ok["success"], ok
 
@@ -349,8 +387,9 @@ def test_clicks_beyond_the_point_cap(server, image_file):
     for i in range(64):
         res = server.event(click, [None, "Add (+)", False], {"index": [10 + i, 10], "value": None}, session)
         assert res["success"], res
-    assert_refused(server.event(click, [None, "Add (+)", False], {"index": [300, 10], "value": None}, session),
-                   "at most 64 points")
+    assert_refused(
+        server.event(click, [None, "Add (+)", False], {"index": [300, 10], "value": None}, session), "at most 64 points"
+    )
 
 
 def test_state_events_without_a_session_image(server):
@@ -386,7 +425,7 @@ def test_unknown_fn_index_and_garbage_bodies(server):
 
 def test_results_still_correct_after_the_attacks(server, image_file, sam_cases):
     """Run last in this module: the engine still gives the fixture's masks."""
-    (x, y), = sam_cases["a_point_coords"]
+    ((x, y),) = sam_cases["a_point_coords"]
     res = server.event(server.fn_index("segment"), [image_file, [[float(x), float(y)]], [1], None, True])
     assert res["success"], res
     scores = np.array(res["output"][0]["scores"])

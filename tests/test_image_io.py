@@ -1,4 +1,5 @@
 """What users upload: every odd format becomes RGB uint8 or a clear ImageLoadError."""
+
 import io
 import struct
 import zlib
@@ -25,8 +26,15 @@ def test_rgb_png_roundtrip():
 @pytest.mark.parametrize("mode", ["L", "P", "CMYK", "RGBA", "LA", "I;16", "F", "1"])
 def test_modes_become_rgb(mode):
     base = Image.fromarray(np.random.default_rng(1).integers(0, 255, (20, 24, 3), dtype=np.uint8))
-    img = base.convert(mode) if mode not in ("I;16", "F") else Image.fromarray(
-        (np.arange(480).reshape(20, 24) * (100 if mode == "I;16" else 0.5)).astype(np.uint16 if mode == "I;16" else np.float32))
+    img = (
+        base.convert(mode)
+        if mode not in ("I;16", "F")
+        else Image.fromarray(
+            (np.arange(480).reshape(20, 24) * (100 if mode == "I;16" else 0.5)).astype(
+                np.uint16 if mode == "I;16" else np.float32
+            )
+        )
+    )
     fmt = {"CMYK": "JPEG", "F": "TIFF"}.get(mode, "PNG" if mode != "I;16" else "PNG")
     out, _ = load_image(save(img, fmt))
     assert out.shape == (20, 24, 3) and out.dtype == np.uint8
@@ -71,8 +79,11 @@ def test_large_photo_is_downscaled():
 def _png_header_only(w: int, h: int) -> bytes:
     def chunk(tag, data):
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bomb_refused_before_decoding():
@@ -80,11 +91,14 @@ def test_decompression_bomb_refused_before_decoding():
         load_image(_png_header_only(30000, 30000))
 
 
-@pytest.mark.parametrize("data,match", [
-    (b"", "empty"),
-    (b"this is text, not an image", "not an image"),
-    (_png_header_only(50, 50), "corrupt|truncated|could not be read"),
-])
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (b"", "empty"),
+        (b"this is text, not an image", "not an image"),
+        (_png_header_only(50, 50), "corrupt|truncated|could not be read"),
+    ],
+)
 def test_bad_files(data, match):
     with pytest.raises(ImageLoadError, match=match):
         load_image(data)

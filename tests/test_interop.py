@@ -6,6 +6,7 @@ segment-anything), samexporter's `SegmentAnythingONNX` and X-AnyLabeling's `Segm
 Their masks are compared with our library's masks for the same prompts, within the parity
 fixture's tolerances (masks: at most 0.01% differing pixels; IoU predictions: 1e-5).
 """
+
 import cv2
 import numpy as np
 import pytest
@@ -22,8 +23,9 @@ def files(tmp_path_factory, sam_weights_path, sam_model):
     from mobilesam_web.export import export_all
 
     out = tmp_path_factory.mktemp("interop")
-    return export_all(sam_weights_path, out, graphs=("encoder_float", "decoder", "decoder_single"),
-                      quantize=True, model=sam_model)
+    return export_all(
+        sam_weights_path, out, graphs=("encoder_float", "decoder", "decoder_single"), quantize=True, model=sam_model
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,7 @@ def sam_rule(torch_predictor, point_coords, point_labels, box=None, mask_input=N
 
 # -- SAM's ONNX example notebook: predictor.get_image_embedding() + the single-mask export ------
 
+
 def notebook_feeds(predictor, image_shape, points, labels, box=None, mask_input=None):
     """As notebooks/onnx_model_example.ipynb: points (+ box corners labelled 2, 3, or else a
     padding point), mapped with predictor.transform.apply_coords; orig_im_size = image.shape[:2]."""
@@ -66,9 +69,14 @@ def notebook_feeds(predictor, image_shape, points, labels, box=None, mask_input=
         mask, has_mask = no_mask()
     else:
         mask, has_mask = mask_input.reshape(1, 1, 256, 256).astype(np.float32), np.ones(1, np.float32)
-    return {"image_embeddings": predictor.get_image_embedding().cpu().numpy(), "point_coords": onnx_coord,
-            "point_labels": onnx_label, "mask_input": mask, "has_mask_input": has_mask,
-            "orig_im_size": np.array(image_shape[:2], dtype=np.float32)}
+    return {
+        "image_embeddings": predictor.get_image_embedding().cpu().numpy(),
+        "point_coords": onnx_coord,
+        "point_labels": onnx_label,
+        "mask_input": mask,
+        "has_mask_input": has_mask,
+        "orig_im_size": np.array(image_shape[:2], dtype=np.float32),
+    }
 
 
 @pytest.mark.parametrize("case", ["a", "b", "d"])
@@ -76,7 +84,9 @@ def test_sam_notebook(sessions, torch_predictor, sam_image, sam_cases, case):
     """One click (a), several points (b), a box with a negative point (d)."""
     pts, labs = sam_cases[f"{case}_point_coords"], sam_cases[f"{case}_point_labels"]
     box = sam_cases[f"{case}_box"] if f"{case}_box" in sam_cases else None
-    masks, iou, low = sessions["decoder_single"].run(None, notebook_feeds(torch_predictor, sam_image.shape, pts, labs, box))
+    masks, iou, low = sessions["decoder_single"].run(
+        None, notebook_feeds(torch_predictor, sam_image.shape, pts, labs, box)
+    )
     masks = masks > torch_predictor.model.mask_threshold
     ref_mask, ref_iou, ref_low = sam_rule(torch_predictor, pts, labs, box)
     assert masks.shape == (1, 1, *sam_image.shape[:2])
@@ -98,6 +108,7 @@ def test_sam_notebook_mask_refinement(sessions, torch_predictor, sam_image, sam_
 
 # -- SAM web demo: an embedding .npy from the predictor, clicks scaled by samScale -------------
 
+
 def web_demo_feeds(embedding, height, width, clicks):
     """As demo/src (scaleHelper + onnxModelAPI): samScale = 1024 / max(h, w) on both axes,
     a padding point always, orig_im_size [h, w], no mask."""
@@ -105,16 +116,21 @@ def web_demo_feeds(embedding, height, width, clicks):
     coords = [[x * sam_scale, y * sam_scale] for x, y, _ in clicks] + [[0.0, 0.0]]
     labels = [t for _, _, t in clicks] + [-1.0]
     mask, has_mask = no_mask()
-    return {"image_embeddings": embedding, "point_coords": np.array([coords], np.float32),
-            "point_labels": np.array([labels], np.float32), "orig_im_size": np.array([height, width], np.float32),
-            "mask_input": mask, "has_mask_input": has_mask}
+    return {
+        "image_embeddings": embedding,
+        "point_coords": np.array([coords], np.float32),
+        "point_labels": np.array([labels], np.float32),
+        "orig_im_size": np.array([height, width], np.float32),
+        "mask_input": mask,
+        "has_mask_input": has_mask,
+    }
 
 
 def test_sam_web_demo(sessions, torch_predictor, sam_image, sam_cases, tmp_path):
     np.save(tmp_path / "embedding.npy", torch_predictor.get_image_embedding().cpu().numpy())
     embedding = np.load(tmp_path / "embedding.npy")
     h, w = sam_image.shape[:2]
-    (x, y), = sam_cases["a_point_coords"]
+    ((x, y),) = sam_cases["a_point_coords"]
     session = sessions["decoder_single"]
     feeds = web_demo_feeds(embedding, h, w, [(x, y, 1.0)])
     out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
@@ -124,8 +140,9 @@ def test_sam_web_demo(sessions, torch_predictor, sam_image, sam_cases, tmp_path)
     # new_h / h (1023/799 vs 1024/800 in x here: 0.1 px at this click), so the library's
     # reference is the same 1024-frame click through predict_torch.
     p = torch_predictor
-    masks, iou, _ = p.predict_torch(torch.as_tensor(feeds["point_coords"][:, :1]), torch.ones(1, 1),
-                                    multimask_output=True)
+    masks, iou, _ = p.predict_torch(
+        torch.as_tensor(feeds["point_coords"][:, :1]), torch.ones(1, 1), multimask_output=True
+    )
     k = int(iou[0].argmax())
     assert abs(out["iou_predictions"][0, 0] - iou[0, k].item()) <= 1e-5
     assert_masks_close(out[first][0, 0] > 0.0, masks[0, k].numpy())
@@ -145,7 +162,7 @@ def test_quantized_single_decoder_for_the_web_demo(sessions, torch_predictor, sa
     s8, s32 = sessions["decoder_single_int8"], sessions["decoder_single"]
     assert [o.name for o in s8.get_outputs()] == [o.name for o in s32.get_outputs()]
     for case in "af":
-        (x, y), = sam_cases[f"{case}_point_coords"]
+        ((x, y),) = sam_cases[f"{case}_point_coords"]
         feeds = web_demo_feeds(emb, h, w, [(x, y, 1.0)])
         m8, iou8, _ = s8.run(None, feeds)
         m32, iou32, _ = s32.run(None, feeds)
@@ -156,6 +173,7 @@ def test_quantized_single_decoder_for_the_web_demo(sessions, torch_predictor, sa
 
 
 # -- samexporter: SegmentAnythingONNX.encode / predict_masks ---------------------------------
+
 
 def samexporter_encode(session, bgr_image):
     """As samexporter.sam_onnx: BGR -> RGB, PIL bilinear resize to the longest side 1024, then
@@ -181,9 +199,14 @@ def samexporter_predict(session, embedding, points, labels):
     coords[..., 0] *= new_w / w
     coords[..., 1] *= new_h / h
     mask, has_mask = no_mask()
-    feeds = {"image_embeddings": embedding["image_embedding"], "point_coords": coords.astype(np.float32),
-             "point_labels": np.concatenate([labels, PAD_LABEL])[None].astype(np.float32),
-             "mask_input": mask, "has_mask_input": has_mask, "orig_im_size": np.array([h, w], np.float32)}
+    feeds = {
+        "image_embeddings": embedding["image_embedding"],
+        "point_coords": coords.astype(np.float32),
+        "point_labels": np.concatenate([labels, PAD_LABEL])[None].astype(np.float32),
+        "mask_input": mask,
+        "has_mask_input": has_mask,
+        "orig_im_size": np.array([h, w], np.float32),
+    }
     names = [o.name for o in session.get_outputs()]
     outputs = session.run(None, feeds)
     low = outputs[names.index("low_res_masks")]
@@ -222,12 +245,12 @@ def test_samexporter_box(sessions, samexporter_embedding, torch_predictor, sam_c
     """samexporter appends the padding point after a box too (SamPredictor doesn't): our library
     gives the same mask for the same tokens, i.e. the box plus a padding point."""
     box = sam_cases["c_box"]
-    masks, iou = samexporter_predict(sessions["decoder_single"], samexporter_embedding, box.reshape(2, 2),
-                                     np.array([2.0, 3.0]))
+    masks, iou = samexporter_predict(
+        sessions["decoder_single"], samexporter_embedding, box.reshape(2, 2), np.array([2.0, 3.0])
+    )
     p = torch_predictor
     box_t = p.transform.apply_boxes_torch(torch.as_tensor(box, dtype=torch.float)[None], p.original_size)
-    ref_masks, ref_iou, _ = p.predict_torch(torch.zeros(1, 1, 2), torch.full((1, 1), -1), box_t,
-                                            multimask_output=False)
+    ref_masks, ref_iou, _ = p.predict_torch(torch.zeros(1, 1, 2), torch.full((1, 1), -1), box_t, multimask_output=False)
     assert abs(iou[0, 0] - ref_iou[0, 0].item()) <= 1e-5
     assert_masks_close(masks[0, 0] > 0, ref_masks[0, 0].numpy())
 
@@ -256,10 +279,17 @@ def xany_predict(session, embedding, points, labels):
     labs = np.concatenate([labels, PAD_LABEL])[None].astype(np.float32)
     coords = np.concatenate([coords, np.ones((1, coords.shape[1], 1))], axis=2) @ embedding["transform_matrix"].T
     mask, has_mask = no_mask()
-    masks, iou, _ = session.run(None, {
-        "image_embeddings": embedding["image_embedding"], "point_coords": coords[:, :, :2].astype(np.float32),
-        "point_labels": labs, "mask_input": mask, "has_mask_input": has_mask,
-        "orig_im_size": np.array(XANY_INPUT, np.float32)})
+    masks, iou, _ = session.run(
+        None,
+        {
+            "image_embeddings": embedding["image_embedding"],
+            "point_coords": coords[:, :, :2].astype(np.float32),
+            "point_labels": labs,
+            "mask_input": mask,
+            "has_mask_input": has_mask,
+            "orig_im_size": np.array(XANY_INPUT, np.float32),
+        },
+    )
     h, w = embedding["original_size"]
     inv = np.linalg.inv(embedding["transform_matrix"])
     back = np.array([[cv2.warpAffine(m, inv[:2], (w, h), flags=cv2.INTER_LINEAR) for m in b] for b in masks])
@@ -299,6 +329,7 @@ def test_xanylabeling_needs_the_single_mask_decoder(sessions, sam_image, sam_cas
 
 
 # -- the encoder's contract -------------------------------------------------------------------
+
 
 def test_float_encoder_io(sessions):
     s = sessions["encoder_float"]

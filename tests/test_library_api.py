@@ -1,6 +1,7 @@
 """The segment-anything API on both engines: sam_model_registry, the predictor attributes that
 scripts use, predict_torch, no-prompt parity, and SamAutomaticMaskGenerator with every official
 parameter (min_mask_region_area, point_grids, crop layers)."""
+
 import cv2
 import numpy as np
 import pytest
@@ -40,6 +41,7 @@ def assert_same_outputs(a, b, masks_frac=1e-4):
 
 # -- sam_model_registry -----------------------------------------------------------------------
 
+
 def test_sam_model_registry_drop_in(sam_weights_path, sam_model, sam_image, sam_cases):
     from mobilesam_web import SamPredictor, sam_model_registry
     from mobilesam_web.modeling import Sam
@@ -59,6 +61,7 @@ def test_sam_model_registry_drop_in(sam_weights_path, sam_model, sam_image, sam_
 
 # -- the predictor interface ------------------------------------------------------------------
 
+
 def test_both_predictors_implement_the_protocol(onnx_predictor, torch_predictor):
     from mobilesam_web import Predictor
 
@@ -68,8 +71,10 @@ def test_both_predictors_implement_the_protocol(onnx_predictor, torch_predictor)
         assert p.device == torch.device("cpu")
         assert p.original_size == (800, 799) and p.input_size == (1024, 1023) and p.is_image_set
         assert p.transform.apply_coords(np.array([[799.0, 800.0]]), p.original_size).tolist() == [[1023.0, 1024.0]]
-    assert np.abs(np.asarray(onnx_predictor.get_image_embedding())
-                  - torch_predictor.get_image_embedding().numpy()).max() <= 1e-4
+    assert (
+        np.abs(np.asarray(onnx_predictor.get_image_embedding()) - torch_predictor.get_image_embedding().numpy()).max()
+        <= 1e-4
+    )
 
 
 def test_onnx_reset_and_set_torch_image(onnx_predictor, sam_image, sam_cases):
@@ -90,23 +95,27 @@ def test_onnx_reset_and_set_torch_image(onnx_predictor, sam_image, sam_cases):
 def test_no_prompt_matches_torch(onnx_predictor, torch_predictor):
     """SAM decodes "no prompt" with no sparse tokens (not with a padding point)."""
     for multi in (True, False):
-        assert_same_outputs(onnx_predictor.predict(multimask_output=multi),
-                            torch_predictor.predict(multimask_output=multi))
+        assert_same_outputs(
+            onnx_predictor.predict(multimask_output=multi), torch_predictor.predict(multimask_output=multi)
+        )
     _, iou, _ = torch_predictor.predict()
     assert np.abs(iou - [-0.0986, -0.1548, 0.2404]).max() < 1e-3  # the official scores (issue 11)
 
 
 def test_mask_only_prompt_matches_torch(onnx_predictor, torch_predictor, sam_cases):
     mask = sam_cases["e_mask_input"]
-    assert_same_outputs(onnx_predictor.predict(mask_input=mask, multimask_output=False),
-                        torch_predictor.predict(mask_input=mask, multimask_output=False))
+    assert_same_outputs(
+        onnx_predictor.predict(mask_input=mask, multimask_output=False),
+        torch_predictor.predict(mask_input=mask, multimask_output=False),
+    )
 
 
 def test_predict_torch_matches_torch(onnx_predictor, torch_predictor, sam_cases):
     p = torch_predictor
     boxes = p.transform.apply_boxes_torch(torch.as_tensor(sam_cases["g_boxes"]), p.original_size)
-    points = p.transform.apply_coords_torch(torch.tensor([[[400.0, 300.0]], [[100.0, 700.0]], [[650.5, 80.0]]]),
-                                            p.original_size)
+    points = p.transform.apply_coords_torch(
+        torch.tensor([[[400.0, 300.0]], [[100.0, 700.0]], [[650.5, 80.0]]]), p.original_size
+    )
     labels = torch.ones(3, 1, dtype=torch.int)
     masks_in = torch.as_tensor(sam_cases["a_low_res_logits"][:, None])  # (3, 1, 256, 256)
     calls = [
@@ -135,6 +144,7 @@ def test_predict_torch_matches_torch(onnx_predictor, torch_predictor, sam_cases)
 
 # -- SamAutomaticMaskGenerator ----------------------------------------------------------------
 
+
 def records_close(ours, ref, n_pix):
     assert len(ours) == len(ref)
     assert np.abs(np.array([r["predicted_iou"] for r in ours]) - [r["predicted_iou"] for r in ref]).max() <= 1e-5
@@ -148,11 +158,15 @@ def records_close(ours, ref, n_pix):
 def test_generator_on_onnx_matches_official(fresh, sam_image, sam_cases, prefix, nms_thresh):
     from mobilesam_web import SamAutomaticMaskGenerator
 
-    gen = SamAutomaticMaskGenerator(fresh["onnx"], points_per_side=4, pred_iou_thresh=0.0,
-                                    stability_score_thresh=0.0, box_nms_thresh=nms_thresh)
+    gen = SamAutomaticMaskGenerator(
+        fresh["onnx"], points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=nms_thresh
+    )
     records = gen.generate(sam_image)
-    z = {k[len(prefix) + 1:]: sam_cases[k] for k in sam_cases.files
-         if k.startswith(prefix + "_") and (prefix == "amg_nonms" or not k.startswith("amg_nonms"))}
+    z = {
+        k[len(prefix) + 1 :]: sam_cases[k]
+        for k in sam_cases.files
+        if k.startswith(prefix + "_") and (prefix == "amg_nonms" or not k.startswith("amg_nonms"))
+    }
     assert len(records) == int(z["count"])
     assert np.abs(np.array([r["predicted_iou"] for r in records]) - z["predicted_iou"]).max() <= 1e-5
     assert np.abs(np.array([r["stability_score"] for r in records]) - z["stability_score"]).max() <= 1e-4
@@ -168,8 +182,9 @@ def test_point_grids_parameter(sam_model, sam_image):
 
     kw = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
     a = SamAutomaticMaskGenerator(sam_model, points_per_side=3, **kw).generate(sam_image)
-    b = SamAutomaticMaskGenerator(sam_model, points_per_side=None, point_grids=[build_point_grid(3)], **kw
-                                  ).generate(sam_image)
+    b = SamAutomaticMaskGenerator(sam_model, points_per_side=None, point_grids=[build_point_grid(3)], **kw).generate(
+        sam_image
+    )
     assert [r["point_coords"] for r in a] == [r["point_coords"] for r in b]
     assert [r["predicted_iou"] for r in a] == [r["predicted_iou"] for r in b]
     custom = SamAutomaticMaskGenerator(sam_model, points_per_side=None, point_grids=[np.array([[0.5, 0.25]])], **kw)
@@ -188,9 +203,9 @@ def test_remove_small_regions_semantics():
 
     m = np.zeros((20, 20), bool)
     m[2:12, 2:12] = True
-    m[5:7, 5:7] = False          # a 4-pixel hole
-    m[15:17, 15:17] = True       # a 4-pixel island
-    m[0, 19] = True              # a 1-pixel island touching nothing
+    m[5:7, 5:7] = False  # a 4-pixel hole
+    m[15:17, 15:17] = True  # a 4-pixel island
+    m[0, 19] = True  # a 1-pixel island touching nothing
     filled, changed = remove_small_regions(m, 5, "holes")
     assert changed and filled[5:7, 5:7].all() and filled[15:17, 15:17].all()
     cleaned, changed = remove_small_regions(filled, 5, "islands")
@@ -219,8 +234,10 @@ def test_min_mask_region_area_on_both_engines(fresh, sam_image):
 
     kw = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
     plain = SamAutomaticMaskGenerator(fresh["torch"], **kw).generate(sam_image)
-    results = {name: SamAutomaticMaskGenerator(p, min_mask_region_area=2000, **kw).generate(sam_image)
-               for name, p in fresh.items()}
+    results = {
+        name: SamAutomaticMaskGenerator(p, min_mask_region_area=2000, **kw).generate(sam_image)
+        for name, p in fresh.items()
+    }
     records_close(results["onnx"], results["torch"], sam_image[..., 0].size)
     cleaned = results["torch"]
     assert 0 < len(cleaned) <= len(plain)
@@ -258,8 +275,14 @@ def test_crop_layers_on_both_engines(fresh, sam_image):
     """crop_n_layers=1: the same masks in the same order from both engines (ties included)."""
     from mobilesam_web import SamAutomaticMaskGenerator
 
-    kw = dict(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0, crop_n_layers=1,
-              box_nms_thresh=1.0, crop_nms_thresh=1.0)
+    kw = dict(
+        points_per_side=2,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        crop_n_layers=1,
+        box_nms_thresh=1.0,
+        crop_nms_thresh=1.0,
+    )
     image = np.ascontiguousarray(sam_image[::4, ::4])
     t = SamAutomaticMaskGenerator(fresh["torch"], **kw).generate(image)
     o = SamAutomaticMaskGenerator(fresh["onnx"], **kw).generate(image)

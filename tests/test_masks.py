@@ -1,4 +1,5 @@
 """RLE encodings against pycocotools, and mask boxes against a direct computation."""
+
 import numpy as np
 import pytest
 import torch

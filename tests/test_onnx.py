@@ -1,4 +1,5 @@
 """Exported graphs and the ONNX Runtime engine against the official outputs and the torch engine."""
+
 import json
 import os
 import subprocess
@@ -67,8 +68,14 @@ def test_sam_decoder_io_convention(exported):
     from mobilesam_web.export import ort_session
 
     s = ort_session(exported["decoder"])
-    assert [i.name for i in s.get_inputs()] == ["image_embeddings", "point_coords", "point_labels",
-                                                "mask_input", "has_mask_input", "orig_im_size"]
+    assert [i.name for i in s.get_inputs()] == [
+        "image_embeddings",
+        "point_coords",
+        "point_labels",
+        "mask_input",
+        "has_mask_input",
+        "orig_im_size",
+    ]
     assert [o.name for o in s.get_outputs()] == ["masks", "iou_predictions", "low_res_masks"]
     assert s.get_inputs()[1].shape[1] == "num_points"
 
@@ -91,7 +98,7 @@ def test_sam_decoder_matches_official_onnx(exported, sam_cases, c):
     masks, iou, low = ort_session(exported["decoder"]).run(None, onnx_feeds(sam_cases, c))
     assert np.abs(iou - sam_cases[f"onnx_{c}_iou_predictions"]).max() <= 1e-5
     ref_low = sam_cases[f"onnx_{c}_low_res_masks"].astype(np.float32)
-    assert np.all(np.abs(low - ref_low) <= 2.0 ** -11 * np.abs(ref_low) + 1e-4)
+    assert np.all(np.abs(low - ref_low) <= 2.0**-11 * np.abs(ref_low) + 1e-4)
     # Tight check against the float32 predictor outputs of the same prompts.
     tight = {"a": (slice(1, 4), "a"), "b": (slice(0, 1), "b"), "c": (slice(0, 1), "c")}[c]
     assert np.abs(low[0, tight[0]] - sam_cases[f"{tight[1]}_low_res_logits"]).max() <= 1e-4
@@ -110,7 +117,7 @@ def test_single_mask_decoder_selects_like_sam(exported, sam_cases, c, token):
     expected = token if token is not None else 1 + int(np.argmax(all_iou[1:]))
     assert masks.shape[:2] == (1, 1) and iou.shape == (1, 1)
     assert abs(iou[0, 0] - all_iou[expected]) <= 1e-5
-    assert_masks_close(masks[0] > 0, sam_cases[f"onnx_{c}_masks_positive"][0, expected:expected + 1])
+    assert_masks_close(masks[0] > 0, sam_cases[f"onnx_{c}_masks_positive"][0, expected : expected + 1])
 
 
 def test_engine_embedding(ort_predictor, sam_cases):
@@ -241,9 +248,25 @@ def test_load_predictor_backends(sam_weights_path, tmp_path):
 
 def test_cli_export(tmp_path, sam_weights_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    out = subprocess.run([sys.executable, "-m", "mobilesam_web", "export", "--checkpoint", str(sam_weights_path),
-                          "--out", str(tmp_path), "--graphs", "decoder", "decoder_single"],
-                         env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mobilesam_web",
+            "export",
+            "--checkpoint",
+            str(sam_weights_path),
+            "--out",
+            str(tmp_path),
+            "--graphs",
+            "decoder",
+            "decoder_single",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "decoder.onnx").is_file() and (tmp_path / "decoder_single.onnx").is_file()
     assert "verified" in out.stdout

@@ -1,6 +1,7 @@
 """The package as a newcomer gets it: a wheel built from the sources, installed into a fresh
 venv, used from another working directory — every module imports, a prediction runs, exported
 graphs go to a per-user cache, and nothing is written into site-packages or the checkout."""
+
 import os
 import shutil
 import subprocess
@@ -11,8 +12,18 @@ import pytest
 
 from conftest import MOBILESAM_FIXTURE, REPO_ROOT
 
-SKIP = shutil.ignore_patterns(".git", "node_modules", "onnx", "build", "dist", "*.egg-info", "__pycache__",
-                              "test-artifacts", ".pytest_cache", ".ruff_cache")
+SKIP = shutil.ignore_patterns(
+    ".git",
+    "node_modules",
+    "onnx",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    "test-artifacts",
+    ".pytest_cache",
+    ".ruff_cache",
+)
 
 
 def run(cmd, **kw):
@@ -22,8 +33,9 @@ def run(cmd, **kw):
 
 
 def snapshot(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in folder.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +44,21 @@ def venv(tmp_path_factory):
     (--system-site-packages) so the declared dependencies resolve without downloads."""
     root = tmp_path_factory.mktemp("pkg")
     src = root / "src"
-    shutil.copytree(REPO_ROOT, src, ignore=SKIP)   # a copy: building must not litter the checkout
-    run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(root / "dist")])
+    shutil.copytree(REPO_ROOT, src, ignore=SKIP)  # a copy: building must not litter the checkout
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(src),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(root / "dist"),
+        ]
+    )
     wheel = next((root / "dist").glob("mobilesam_web-*.whl"))
     env_dir = root / "venv"
     # No pip of its own (ensurepip's old setuptools would shadow the one torch needs): this
@@ -103,5 +127,7 @@ def test_every_subpackage_is_in_the_wheel_config():
     import tomllib
 
     listed = set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {".".join(p.parent.relative_to(REPO_ROOT).parts) for p in (REPO_ROOT / "mobilesam_web").rglob("__init__.py")}
+    found = {
+        ".".join(p.parent.relative_to(REPO_ROOT).parts) for p in (REPO_ROOT / "mobilesam_web").rglob("__init__.py")
+    }
     assert found <= listed, f"missing from pyproject.toml: {sorted(found - listed)}"

@@ -1,4 +1,5 @@
 """The PyTorch engine against the official MobileSAM outputs (fixture README tolerances)."""
+
 import numpy as np
 import pytest
 import torch
@@ -50,11 +51,15 @@ def test_batched_boxes(torch_predictor, sam_cases):
 def test_grid_generator(sam_model, sam_image, sam_cases, prefix, nms_thresh):
     from mobilesam_web import SamAutomaticMaskGenerator
 
-    gen = SamAutomaticMaskGenerator(sam_model, points_per_side=4, pred_iou_thresh=0.0,
-                                    stability_score_thresh=0.0, box_nms_thresh=nms_thresh)
+    gen = SamAutomaticMaskGenerator(
+        sam_model, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=nms_thresh
+    )
     records = gen.generate(sam_image)
-    z = {k[len(prefix) + 1:]: sam_cases[k] for k in sam_cases.files
-         if k.startswith(prefix + "_") and (prefix == "amg_nonms" or not k.startswith("amg_nonms"))}
+    z = {
+        k[len(prefix) + 1 :]: sam_cases[k]
+        for k in sam_cases.files
+        if k.startswith(prefix + "_") and (prefix == "amg_nonms" or not k.startswith("amg_nonms"))
+    }
     assert len(records) == int(z["count"])
     iou = np.array([r["predicted_iou"] for r in records])
     assert np.abs(iou - z["predicted_iou"]).max() <= 1e-5  # also pins the order
@@ -78,8 +83,7 @@ def test_grid_generator_coco_rle_matches_binary(sam_model, sam_image):
     coco = SamAutomaticMaskGenerator(sam_model, output_mode="coco_rle", **kw).generate(sam_image)
     assert len(binary) == len(coco) > 0
     for b, c in zip(binary, coco):
-        decoded = mask_utils.decode({"size": c["segmentation"]["size"],
-                                     "counts": c["segmentation"]["counts"].encode()})
+        decoded = mask_utils.decode({"size": c["segmentation"]["size"], "counts": c["segmentation"]["counts"].encode()})
         assert (decoded.astype(bool) == b["segmentation"]).all()
         assert c["area"] == int(b["segmentation"].sum())
 
@@ -90,8 +94,9 @@ def test_grid_generator_with_crop_layer(sam_model):
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
-    gen = SamAutomaticMaskGenerator(sam_model, points_per_side=2, pred_iou_thresh=0.0,
-                                    stability_score_thresh=0.0, crop_n_layers=1)
+    gen = SamAutomaticMaskGenerator(
+        sam_model, points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0, crop_n_layers=1
+    )
     records = gen.generate(image)
     assert records
     crops = {tuple(r["crop_box"]) for r in records}
@@ -99,6 +104,6 @@ def test_grid_generator_with_crop_layer(sam_model):
         assert r["segmentation"].shape == (96, 128)
         x, y, w, h = r["crop_box"]
         outside = r["segmentation"].copy()
-        outside[y:y + h, x:x + w] = False
+        outside[y : y + h, x : x + w] = False
         assert not outside.any(), "a crop's mask leaks outside its crop"
     assert all(len(c) == 4 for c in crops)

@@ -1,5 +1,6 @@
 """What keeps a public server sound besides its routes: the ONNX cache's integrity, bounded
 session memory, Gradio's upload rule in every start mode, and bounded image decoding."""
+
 import io
 import json
 import os
@@ -118,8 +119,11 @@ def test_graph_refused_by_onnxruntime_is_reexported(cache, sam_weights_path):
     from mobilesam_web import export as export_mod
 
     real_problem = export_mod._cache_problem
-    export_mod._cache_problem = lambda folder, name, m, sha: None if name == "decoder_boxes" and p.is_file() and p.stat().st_size < 100 \
+    export_mod._cache_problem = lambda folder, name, m, sha: (
+        None
+        if name == "decoder_boxes" and p.is_file() and p.stat().st_size < 100
         else real_problem(folder, name, m, sha)
+    )
     lines = []
     try:
         onnx_predictor._ENGINES.clear()
@@ -141,8 +145,15 @@ def test_idle_sessions_are_forgotten(sam_weights_path, tmp_path):
     from mobilesam_web.ui.services import AppConfig
     from mobilesam_web.ui.sessions import prune_sessions
 
-    demo = build_app(config=AppConfig(checkpoint=str(sam_weights_path), onnx_cache_dir=str(tmp_path),
-                                      backend="torch", session_ttl=60, max_sessions=50))
+    demo = build_app(
+        config=AppConfig(
+            checkpoint=str(sam_weights_path),
+            onnx_cache_dir=str(tmp_path),
+            backend="torch",
+            session_ttl=60,
+            max_sessions=50,
+        )
+    )
     holder = StateHolder()
     holder.set_blocks(demo)
     assert holder.capacity == 50
@@ -185,15 +196,21 @@ def test_upload_rule_holds_in_every_start_mode(mode, sam_weights_path, tmp_path)
     script.write_text(MOUNT_SCRIPT)
     secret = tmp_path / "secret.png"
     Image.new("RGB", (32, 32), (9, 9, 9)).save(secret)
-    env = {"PYTHONPATH": str(REPO_ROOT), "GRADIO_TEMP_DIR": str(tmp_path / "uploads"),
-           "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {
+        "PYTHONPATH": str(REPO_ROOT),
+        "GRADIO_TEMP_DIR": str(tmp_path / "uploads"),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
     with running_app([str(sam_weights_path), mode], env, script=script) as url:
         res = _attack(url, str(secret))
         assert not res["success"] and "not uploaded" in res["error"], res
         assert not list((tmp_path / "uploads").rglob("secret.png"))
         raw = RawGradio(url)
-        ok = raw.event(raw.fn_index("segment"), [raw.uploaded((MOBILESAM_FIXTURE / "image.png").read_bytes()),
-                                                  [[100, 100]], [1], None, False], timeout=120)
+        ok = raw.event(
+            raw.fn_index("segment"),
+            [raw.uploaded((MOBILESAM_FIXTURE / "image.png").read_bytes()), [[100, 100]], [1], None, False],
+            timeout=120,
+        )
         assert ok["success"], ok
 
 

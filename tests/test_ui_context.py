@@ -1,4 +1,5 @@
 """`bind`: module-level handlers become Gradio callbacks that Gradio inspects correctly."""
+
 import inspect
 
 import gradio as gr

@@ -1,4 +1,5 @@
 """Segment-tab handlers, exports and the everything handler, without a server."""
+
 import json
 import os
 
@@ -14,8 +15,11 @@ from conftest import OBJECTAWARE_FIXTURE, assert_masks_close
 
 @pytest.fixture(scope="module")
 def services(sam_weights_path, tmp_path_factory):
-    cfg = AppConfig(checkpoint=str(sam_weights_path), onnx_cache_dir=str(tmp_path_factory.mktemp("onnx")),
-                    detector_checkpoint=str(OBJECTAWARE_FIXTURE / "objectaware_random.pt"))
+    cfg = AppConfig(
+        checkpoint=str(sam_weights_path),
+        onnx_cache_dir=str(tmp_path_factory.mktemp("onnx")),
+        detector_checkpoint=str(OBJECTAWARE_FIXTURE / "objectaware_random.pt"),
+    )
     s = load_services(cfg)
     assert s.ready, s.sam_error
     return s
@@ -27,7 +31,7 @@ def session(services, sam_image):
 
 
 def test_click_matches_predictor(session, services, sam_cases):
-    (x, y), = sam_cases["a_point_coords"]
+    ((x, y),) = sam_cases["a_point_coords"]
     s = seg.add_click(services, session, float(x), float(y), "add")
     assert s.result.low_res.shape == (3, 256, 256)
     assert np.abs(s.result.scores - sam_cases["a_iou_predictions"]).max() <= 1e-5
@@ -44,7 +48,7 @@ def test_box_by_two_clicks_and_negative_point(session, services, sam_cases):
     assert s.result.low_res.shape[0] == 1
     assert np.abs(s.result.low_res[0] - sam_cases["c_low_res_logits"][0]).max() <= 1e-4
     s = seg.set_box(services, seg.clear(s), sam_cases["d_box"].tolist())
-    (px, py), = sam_cases["d_point_coords"]
+    ((px, py),) = sam_cases["d_point_coords"]
     s = seg.add_click(services, s, float(px), float(py), "remove", refine=False)
     assert np.abs(s.result.low_res[0] - sam_cases["d_low_res_logits"][0]).max() <= 1e-4
 
@@ -122,8 +126,14 @@ def test_exports(session, services, tmp_path):
     export = write_exports(s.image, records_from_masks(masks, [o.score for o in s.objects]), "my photo.jpg")
     paths = export.paths
     names = sorted(os.path.basename(p) for p in paths)
-    assert names == ["01_cutout_my_photo.png", "01_mask_my_photo.png", "02_cutout_my_photo.png",
-                     "02_mask_my_photo.png", "coco_my_photo.json", "labels_my_photo.png"]
+    assert names == [
+        "01_cutout_my_photo.png",
+        "01_mask_my_photo.png",
+        "02_cutout_my_photo.png",
+        "02_mask_my_photo.png",
+        "coco_my_photo.json",
+        "labels_my_photo.png",
+    ]
     assert export.objects == 2 and export.summary.startswith("2 objects")
     coco = json.load(open(next(p for p in paths if p.endswith(".json"))))
     assert len(coco["annotations"]) == 2 and coco["images"][0]["height"] == 800
@@ -183,8 +193,21 @@ from mobilesam_web.ui.web import EmbeddingStore  # noqa: E402
 
 from conftest import MOBILESAM_FIXTURE  # noqa: E402
 
-WIDGET_KEYS = {"token", "image", "width", "height", "display_width", "display_height", "input_size", "embedding",
-               "objects_count", "objects", "refine", "max_points", "status"}
+WIDGET_KEYS = {
+    "token",
+    "image",
+    "width",
+    "height",
+    "display_width",
+    "display_height",
+    "input_size",
+    "embedding",
+    "objects_count",
+    "objects",
+    "refine",
+    "max_points",
+    "status",
+}
 
 
 def no_progress(*args, **kwargs):
@@ -207,6 +230,7 @@ def uploaded(tmp_path, monkeypatch):
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src, dst)
         return str(dst)
+
     return put
 
 
@@ -239,7 +263,7 @@ def test_upload_status_and_widget_value(ctx, uploaded):
     s2, *_, info2, _, value2, _ = upload(ctx, uploaded(MOBILESAM_FIXTURE / "image.png", "again.png"))
     for text in (info2, value2["status"]):
         assert "reuse" not in text.lower() and "cache" not in text.lower() and "same image" not in text.lower()
-        assert "image encoded" in text and not re.search(r"\d s\b", text)   # no timing that could tell
+        assert "image encoded" in text and not re.search(r"\d s\b", text)  # no timing that could tell
     assert value2["token"] != value["token"]  # a token is never shared between sessions
 
 
@@ -285,8 +309,12 @@ def test_server_export_without_keep(ctx, services, uploaded):
     s = segment_tab.on_click(ctx, s, "Add (+)", True, gr.SelectData(None, {"index": [320, 400], "value": None}))[0]
     files = segment_tab.on_export(ctx, s)  # the current mask, not kept
     names = sorted(os.path.basename(p) for p in files["value"])
-    assert names == ["01_cutout_photo_with_a_long_name_f.png", "01_mask_photo_with_a_long_name_f.png",
-                     "coco_photo_with_a_long_name_f.json", "labels_photo_with_a_long_name_f.png"]
+    assert names == [
+        "01_cutout_photo_with_a_long_name_f.png",
+        "01_mask_photo_with_a_long_name_f.png",
+        "coco_photo_with_a_long_name_f.json",
+        "labels_photo_with_a_long_name_f.png",
+    ]
     s = segment_tab.keep_object(ctx, s)[0]
     s = segment_tab.on_click(ctx, s, "Add (+)", True, gr.SelectData(None, {"index": [600, 150], "value": None}))[0]
     files = segment_tab.on_export(ctx, s)
@@ -343,13 +371,19 @@ def test_everything_reports_the_wall_time_and_exports_every_object(ctx, uploaded
     def slow_exports(*args, **kwargs):  # the downloads are part of the wait
         time.sleep(1.0)
         return slow(*args, **kwargs)
+
     monkeypatch.setattr(everything_ui, "write_exports", slow_exports)
     (shown, md, files, run, grid_btn, grid_out, grid_md), waited = everything(
-        ctx, uploaded(OBJECTAWARE_FIXTURE / "image.png", "street.png"))
+        ctx, uploaded(OBJECTAWARE_FIXTURE / "image.png", "street.png")
+    )
     total = reported_total(md)
     assert waited - 0.3 <= total <= waited + 0.01 and total >= 1.0  # 2 decimals shown
-    parts = dict((k, float(v)) for k, v in re.findall(
-        r"(read image|load the detector|encode|detect|decode|post-process|downloads|draw) ([\d.]+) s", md))
+    parts = dict(
+        (k, float(v))
+        for k, v in re.findall(
+            r"(read image|load the detector|encode|detect|decode|post-process|downloads|draw) ([\d.]+) s", md
+        )
+    )
     assert {"read image", "encode", "detect", "decode", "post-process", "downloads", "draw"} <= set(parts)
     assert parts["downloads"] >= 1.0 and sum(parts.values()) <= total + 0.03
     assert sum(parts.values()) >= 0.9 * total - 0.05  # the breakdown accounts for the wait
@@ -409,6 +443,7 @@ def test_grid_cancel_stops_the_work(ctx, monkeypatch):
                 yield step
         finally:
             closed.append(True)
+
     monkeypatch.setattr(everything_ui, "grid_steps", counting_steps)
     img = np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)
     run = everything_ui.EverythingRun(image=img, output_size=(200, 300), name="x.png", objects=1, seconds=1.0)

@@ -1,4 +1,5 @@
 """Checkpoint loading: strict keys, fp16 upcast, registry resolution, offline message."""
+
 import os
 import subprocess
 import sys

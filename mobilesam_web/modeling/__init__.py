@@ -1,4 +1,5 @@
 """Pure-PyTorch MobileSAM modules (one file per component)."""
+
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .sam import Sam, build_sam_vit_t

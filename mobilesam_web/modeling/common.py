@@ -1,4 +1,5 @@
 """Small layers shared by the image encoder, prompt encoder and mask decoder."""
+
 from typing import Type
 
 import torch

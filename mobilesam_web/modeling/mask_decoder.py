@@ -1,4 +1,5 @@
 """SAM's mask decoder: transformer over prompt tokens + image, upscaling, hypernetwork masks."""
+
 from typing import Tuple
 
 import torch
@@ -14,9 +15,14 @@ class MaskDecoder(nn.Module):
     Token 0 is the single-mask output; tokens 1..3 are the ambiguity-aware multimask outputs.
     """
 
-    def __init__(self, transformer_dim: int = 256, transformer: nn.Module = None,
-                 num_multimask_outputs: int = 3, iou_head_depth: int = 3,
-                 iou_head_hidden_dim: int = 256) -> None:
+    def __init__(
+        self,
+        transformer_dim: int = 256,
+        transformer: nn.Module = None,
+        num_multimask_outputs: int = 3,
+        iou_head_depth: int = 3,
+        iou_head_hidden_dim: int = 256,
+    ) -> None:
         super().__init__()
         self.transformer_dim = transformer_dim
         self.transformer = transformer if transformer is not None else TwoWayTransformer()
@@ -32,26 +38,34 @@ class MaskDecoder(nn.Module):
             nn.GELU(),
         )
         self.output_hypernetworks_mlps = nn.ModuleList(
-            MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3)
-            for _ in range(self.num_mask_tokens)
+            MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3) for _ in range(self.num_mask_tokens)
         )
-        self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens,
-                                       iou_head_depth)
+        self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
 
-    def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
-                sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
-                multimask_output: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        multimask_output: bool,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """image_embeddings: (1 or B, C, 64, 64); image_pe: (1, C, 64, 64);
         sparse: (B, T, C); dense: (B, C, 64, 64).
         Returns masks (B, 3 or 1, 256, 256) and iou_pred (B, 3 or 1)."""
-        masks, iou_pred = self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings,
-                                             dense_prompt_embeddings)
+        masks, iou_pred = self.predict_masks(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+        )
         sl = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, sl], iou_pred[:, sl]
 
-    def predict_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
-                      sparse_prompt_embeddings: torch.Tensor,
-                      dense_prompt_embeddings: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def predict_masks(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """All 4 mask tokens: (B, 4, 256, 256) logits and (B, 4) IoU predictions."""
         bs = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
@@ -67,7 +81,7 @@ class MaskDecoder(nn.Module):
 
         hs, src = self.transformer(src, image_pe, tokens)
         iou_token_out = hs[:, 0, :]
-        mask_tokens_out = hs[:, 1:1 + self.num_mask_tokens, :]
+        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
         src = src.transpose(1, 2).reshape(src.shape[0], c, h, w)
         upscaled = self.output_upscaling(src)

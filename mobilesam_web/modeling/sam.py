@@ -1,4 +1,5 @@
 """The whole MobileSAM model: TinyViT encoder + SAM prompt encoder + SAM mask decoder."""
+
 from typing import Tuple
 
 import torch
@@ -18,8 +19,7 @@ class Sam(nn.Module):
     mask_threshold: float = 0.0
     image_format: str = "RGB"
 
-    def __init__(self, image_encoder: nn.Module, prompt_encoder: PromptEncoder,
-                 mask_decoder: MaskDecoder) -> None:
+    def __init__(self, image_encoder: nn.Module, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder) -> None:
         super().__init__()
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
@@ -42,8 +42,9 @@ class Sam(nn.Module):
         h, w = x.shape[-2:]
         return F.pad(x, (0, self.img_size - w, 0, self.img_size - h))
 
-    def postprocess_masks(self, masks: torch.Tensor, input_size: Tuple[int, int],
-                          original_size: Tuple[int, int]) -> torch.Tensor:
+    def postprocess_masks(
+        self, masks: torch.Tensor, input_size: Tuple[int, int], original_size: Tuple[int, int]
+    ) -> torch.Tensor:
         """Low-res logits (B, C, 256, 256) -> logits at the original size (B, C, H, W):
         upscale to the padded 1024 frame, crop the padding, resize to the original."""
         masks = F.interpolate(masks, (self.img_size, self.img_size), mode="bilinear", align_corners=False)
@@ -56,6 +57,5 @@ def build_sam_vit_t() -> Sam:
     return Sam(
         image_encoder=TinyViT(img_size=1024),
         prompt_encoder=PromptEncoder(256, (64, 64), (1024, 1024), 16),
-        mask_decoder=MaskDecoder(256, TwoWayTransformer(depth=2, embedding_dim=256, num_heads=8,
-                                                        mlp_dim=2048)),
+        mask_decoder=MaskDecoder(256, TwoWayTransformer(depth=2, embedding_dim=256, num_heads=8, mlp_dim=2048)),
     )

@@ -7,6 +7,7 @@ merge without stride (320 ch) -> attention stage (320 ch, window 7) -> neck (256
 
 Parameter names follow the official checkpoint (`image_encoder.*`), so it loads strictly.
 """
+
 import itertools
 from typing import List, Optional, Tuple
 
@@ -20,8 +21,9 @@ from .common import LayerNorm2d
 class Conv2dBN(nn.Sequential):
     """Bias-free convolution followed by BatchNorm (children named `c` and `bn`)."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, pad: int = 0,
-                 groups: int = 1) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, pad: int = 0, groups: int = 1
+    ) -> None:
         super().__init__()
         self.add_module("c", nn.Conv2d(in_ch, out_ch, kernel, stride, pad, groups=groups, bias=False))
         self.add_module("bn", nn.BatchNorm2d(out_ch))
@@ -91,8 +93,9 @@ class PatchMerging(nn.Module):
 class ConvLayer(nn.Module):
     """Stage 0: MBConv blocks, then a patch merge."""
 
-    def __init__(self, dim: int, input_resolution: Tuple[int, int], depth: int, out_dim: int,
-                 expand_ratio: float = 4.0) -> None:
+    def __init__(
+        self, dim: int, input_resolution: Tuple[int, int], depth: int, out_dim: int, expand_ratio: float = 4.0
+    ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(MBConv(dim, expand_ratio) for _ in range(depth))
         self.downsample = PatchMerging(input_resolution, dim, out_dim)
@@ -127,7 +130,7 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.key_dim = key_dim
-        self.scale = key_dim ** -0.5
+        self.scale = key_dim**-0.5
         self.d = key_dim  # value dim per head (attn_ratio 1 in TinyViT blocks)
         self.dh = self.d * num_heads
         self.norm = nn.LayerNorm(dim)
@@ -162,8 +165,9 @@ class Attention(nn.Module):
 class TinyViTBlock(nn.Module):
     """Window attention + depthwise 3x3 conv + MLP, on (B, H*W, C) tokens."""
 
-    def __init__(self, dim: int, input_resolution: Tuple[int, int], num_heads: int,
-                 window_size: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(
+        self, dim: int, input_resolution: Tuple[int, int], num_heads: int, window_size: int, mlp_ratio: float = 4.0
+    ) -> None:
         super().__init__()
         self.input_resolution = input_resolution
         self.window_size = window_size
@@ -203,15 +207,18 @@ class TinyViTBlock(nn.Module):
 class BasicLayer(nn.Module):
     """Attention stage: TinyViT blocks, then an optional patch merge."""
 
-    def __init__(self, dim: int, input_resolution: Tuple[int, int], depth: int, num_heads: int,
-                 window_size: int, out_dim: Optional[int]) -> None:
+    def __init__(
+        self,
+        dim: int,
+        input_resolution: Tuple[int, int],
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        out_dim: Optional[int],
+    ) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(
-            TinyViTBlock(dim, input_resolution, num_heads, window_size) for _ in range(depth)
-        )
-        self.downsample = (
-            PatchMerging(input_resolution, dim, out_dim) if out_dim is not None else None
-        )
+        self.blocks = nn.ModuleList(TinyViTBlock(dim, input_resolution, num_heads, window_size) for _ in range(depth))
+        self.downsample = PatchMerging(input_resolution, dim, out_dim) if out_dim is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:

@@ -1,4 +1,5 @@
 """SAM's two-way transformer: prompt tokens and image tokens attend to each other."""
+
 import math
 from typing import Tuple
 
@@ -40,8 +41,14 @@ class Attention(nn.Module):
 class TwoWayAttentionBlock(nn.Module):
     """Token self-attention, token->image cross-attention, MLP, image->token cross-attention."""
 
-    def __init__(self, embedding_dim: int, num_heads: int, mlp_dim: int = 2048,
-                 attention_downsample_rate: int = 2, skip_first_layer_pe: bool = False) -> None:
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int = 2048,
+        attention_downsample_rate: int = 2,
+        skip_first_layer_pe: bool = False,
+    ) -> None:
         super().__init__()
         self.self_attn = Attention(embedding_dim, num_heads)
         self.norm1 = nn.LayerNorm(embedding_dim)
@@ -53,8 +60,9 @@ class TwoWayAttentionBlock(nn.Module):
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
 
-    def forward(self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
-                key_pe: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         if self.skip_first_layer_pe:
             # The first layer replaces the tokens (which already hold their PE) outright.
             queries = self.self_attn(queries, queries, queries)
@@ -75,19 +83,27 @@ class TwoWayAttentionBlock(nn.Module):
 
 
 class TwoWayTransformer(nn.Module):
-    def __init__(self, depth: int = 2, embedding_dim: int = 256, num_heads: int = 8,
-                 mlp_dim: int = 2048, attention_downsample_rate: int = 2) -> None:
+    def __init__(
+        self,
+        depth: int = 2,
+        embedding_dim: int = 256,
+        num_heads: int = 8,
+        mlp_dim: int = 2048,
+        attention_downsample_rate: int = 2,
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim, attention_downsample_rate,
-                                 skip_first_layer_pe=(i == 0))
+            TwoWayAttentionBlock(
+                embedding_dim, num_heads, mlp_dim, attention_downsample_rate, skip_first_layer_pe=(i == 0)
+            )
             for i in range(depth)
         )
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
-    def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
-                point_embedding: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """image_embedding, image_pe: (B, C, H, W); point_embedding: (B, T, C).
         Returns tokens (B, T, C) and image tokens (B, H*W, C)."""
         keys = image_embedding.flatten(2).permute(0, 2, 1)

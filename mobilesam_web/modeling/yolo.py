@@ -4,6 +4,7 @@ Used for MobileSAMv2's object-aware detector, whose head differs from stock YOLO
 reg_max 26 (the box branch has 4 x 26 channels) and no mask-prototype branch. Parameter names
 follow ultralytics (`model.<i>.<...>`), so the checkpoint's tensors load strictly.
 """
+
 import math
 from typing import List, Optional, Sequence, Tuple
 
@@ -36,8 +37,15 @@ class Conv(nn.Module):
             return
         bn, conv = self.bn, self.conv
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                          conv.padding, groups=conv.groups, bias=True)
+        fused = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            groups=conv.groups,
+            bias=True,
+        )
         fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
         fused.bias.copy_(bn.bias - bn.running_mean * scale)
         self.conv, self.bn = fused, None
@@ -155,8 +163,11 @@ def make_anchors(feats: List[torch.Tensor], strides: torch.Tensor) -> Tuple[torc
     points, stride_list = [], []
     for f, s in zip(feats, strides):
         h, w = f.shape[-2:]
-        sy, sx = torch.meshgrid(torch.arange(h, dtype=f.dtype, device=f.device) + 0.5,
-                                torch.arange(w, dtype=f.dtype, device=f.device) + 0.5, indexing="ij")
+        sy, sx = torch.meshgrid(
+            torch.arange(h, dtype=f.dtype, device=f.device) + 0.5,
+            torch.arange(w, dtype=f.dtype, device=f.device) + 0.5,
+            indexing="ij",
+        )
         points.append(torch.stack((sx, sy), -1).view(-1, 2))
         stride_list.append(torch.ones(h * w, 1, dtype=f.dtype, device=f.device) * s)
     return torch.cat(points).T.unsqueeze(0), torch.cat(stride_list).T.unsqueeze(0)

@@ -1,4 +1,5 @@
 """Gradio user interface: `create_app` (the app and its context), `build_app` (the app alone)."""
+
 from .app import build_app, create_app
 from .context import AppContext
 

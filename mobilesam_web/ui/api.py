@@ -5,6 +5,7 @@ model and the embedding cache keyed by image content. Coordinates and masks are 
 pixels of the image the caller sent, whatever its size: the server works on a copy whose long
 side is at most `max_image_side`, maps prompts into it and sizes masks back.
 """
+
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -17,13 +18,14 @@ from .params import parse_bool, parse_box, parse_fraction, parse_imgsz, parse_la
 from .segment import UserError
 from .sessions import is_uploaded
 
-DETECTOR_CONF = 0.4      # /everything's defaults: the detector's confidence threshold,
-DETECTOR_NMS_IOU = 0.9   # its NMS IoU,
-DETECTOR_IMGSZ = 1024    # and its input size (pixels)
+DETECTOR_CONF = 0.4  # /everything's defaults: the detector's confidence threshold,
+DETECTOR_NMS_IOU = 0.9  # its NMS IoU,
+DETECTOR_IMGSZ = 1024  # and its input size (pixels)
 
 
-def segment_api(services, image_path: Any, points: Any = None, labels: Any = None, box: Any = None,
-                multimask: Any = None) -> Dict[str, Any]:
+def segment_api(
+    services, image_path: Any, points: Any = None, labels: Any = None, box: Any = None, multimask: Any = None
+) -> Dict[str, Any]:
     """Masks for one object from points (x, y in image pixels) and/or a box [x1, y1, x2, y2].
     Labels default to all 1; multimask None means 3 masks for a lone point (ambiguous: part,
     object or whole, as SAM recommends), else 1.
@@ -40,8 +42,9 @@ def segment_api(services, image_path: Any, points: Any = None, labels: Any = Non
     loaded = load_user_image(services, image_path)
     h, w = loaded.original_size
     for name, arr in (("points", pts), ("box", None if bx is None else bx.reshape(2, 2))):
-        if arr is not None and (np.any(arr[:, 0] < 0) or np.any(arr[:, 0] > w) or np.any(arr[:, 1] < 0)
-                                or np.any(arr[:, 1] > h)):
+        if arr is not None and (
+            np.any(arr[:, 0] < 0) or np.any(arr[:, 0] > w) or np.any(arr[:, 1] < 0) or np.any(arr[:, 1] > h)
+        ):
             raise UserError(f"{name} fall outside the {w}x{h} image")
     work = loaded.image
     sx, sy = work.shape[1] / w, work.shape[0] / h  # user pixels -> working pixels
@@ -49,8 +52,11 @@ def segment_api(services, image_path: Any, points: Any = None, labels: Any = Non
     predictor.set_image(work)
     try:
         masks, scores, low = predictor.predict(
-            None if pts is None else pts * [sx, sy], lbl, None if bx is None else bx * [sx, sy, sx, sy],
-            multimask_output=multi)
+            None if pts is None else pts * [sx, sy],
+            lbl,
+            None if bx is None else bx * [sx, sy, sx, sy],
+            multimask_output=multi,
+        )
     except ValueError as exc:
         raise UserError(str(exc)) from None
     scores = np.asarray(scores.numpy() if hasattr(scores, "numpy") else scores)
@@ -66,8 +72,9 @@ def segment_api(services, image_path: Any, points: Any = None, labels: Any = Non
     return {"size": [h, w], "masks": rles, "scores": [float(s) for s in scores], "areas": areas}
 
 
-def everything_api(services, image_path: Any, detector_conf: Any = None, detector_nms_iou: Any = None,
-                   imgsz: Any = None) -> Dict[str, Any]:
+def everything_api(
+    services, image_path: Any, detector_conf: Any = None, detector_nms_iou: Any = None, imgsz: Any = None
+) -> Dict[str, Any]:
     """COCO-format annotations (RLE + polygons) of every object MobileSAMv2 finds, in the
     caller's pixels. None means the default for any detector parameter."""
     cfg = services.config
@@ -75,8 +82,9 @@ def everything_api(services, image_path: Any, detector_conf: Any = None, detecto
     iou_v = parse_fraction("detector_nms_iou", detector_nms_iou, DETECTOR_NMS_IOU)
     size = parse_imgsz(imgsz, DETECTOR_IMGSZ, cfg.min_imgsz, cfg.max_imgsz)
     loaded = load_user_image(services, image_path)
-    records, timings = run_everything(services, loaded.image, conf_v, iou_v, size, output_mode="binary_mask",
-                                      output_size=loaded.original_size)
+    records, timings = run_everything(
+        services, loaded.image, conf_v, iou_v, size, output_mode="binary_mask", output_size=loaded.original_size
+    )
     coco = coco_annotations(records, loaded.original_size)
     coco["timings"] = {k: round(v, 4) for k, v in timings.items()}
     coco["imgsz"] = size

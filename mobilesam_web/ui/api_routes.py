@@ -13,6 +13,7 @@ comes from two places, both filled from the tables below:
 - the endpoint's description and a "Parameters:" section: the handler's docstring (Gradio's
   `api_description` when none is given; MCP clients read the parameter lines too).
 """
+
 from typing import Any, Callable, Dict, List, Tuple
 
 import gradio as gr
@@ -35,72 +36,117 @@ def api_everything(ctx: AppContext, image, detector_conf=None, detector_nms_iou=
     return everything_api(ctx.services, client_file(image), detector_conf, detector_nms_iou, imgsz)
 
 
-IMAGE_DOC = ("The image (PNG, JPEG, WebP, TIFF, BMP, ...), sent as gradio_client.handle_file(path): only "
-             "files uploaded to this server are accepted. Required. Any size: coordinates and masks are in "
-             "this image's own pixels (the server works on a copy whose long side is at most {max_side} px).")
+IMAGE_DOC = (
+    "The image (PNG, JPEG, WebP, TIFF, BMP, ...), sent as gradio_client.handle_file(path): only "
+    "files uploaded to this server are accepted. Required. Any size: coordinates and masks are in "
+    "this image's own pixels (the server works on a copy whose long side is at most {max_side} px)."
+)
 _NUMBER = {"type": "number"}
 _XY = {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2}
 
-SEGMENT_SUMMARY = ("Segment one object (MobileSAM) from click points, a box, or both. Coordinates are pixels of "
-                   "the image sent (x to the right, y down, from its top-left corner). E.g. client.predict("
-                   'image=handle_file("photo.jpg"), box=[100, 150, 650, 700], api_name="/segment") or points=[[320, '
-                   "400]] instead of box.")
-SEGMENT_RETURNS = ('{"size": [H, W], "masks": [COCO RLE {"size": [H, W], "counts": str}, ...], '
-                   '"scores": [predicted IoU per mask], "areas": [pixels per mask]}, one entry per mask '
-                   "(1, or 3 with multimask); the highest score is the model's best guess.")
+SEGMENT_SUMMARY = (
+    "Segment one object (MobileSAM) from click points, a box, or both. Coordinates are pixels of "
+    "the image sent (x to the right, y down, from its top-left corner). E.g. client.predict("
+    'image=handle_file("photo.jpg"), box=[100, 150, 650, 700], api_name="/segment") or points=[[320, '
+    "400]] instead of box."
+)
+SEGMENT_RETURNS = (
+    '{"size": [H, W], "masks": [COCO RLE {"size": [H, W], "counts": str}, ...], '
+    '"scores": [predicted IoU per mask], "areas": [pixels per mask]}, one entry per mask '
+    "(1, or 3 with multimask); the highest score is the model's best guess."
+)
 
 _LIST = {"type": "array", "items": _NUMBER}
 _COUNTS = {"type": "array", "items": {"type": "integer"}}
 _OBJECTS = {"type": "array", "items": {"type": "object"}}
-SEGMENT_RESULT = {"type": "object", "properties": {"size": {"type": "array", "items": {"type": "integer"}},
-                                                   "masks": _OBJECTS, "scores": _LIST, "areas": _COUNTS}}
+SEGMENT_RESULT = {
+    "type": "object",
+    "properties": {
+        "size": {"type": "array", "items": {"type": "integer"}},
+        "masks": _OBJECTS,
+        "scores": _LIST,
+        "areas": _COUNTS,
+    },
+}
 
 
 def segment_params(cfg: AppConfig) -> List[Tuple[str, Dict[str, Any], str]]:
     """(name, JSON schema, description) of /segment's parameters, in order."""
     return [
         ("image", {}, IMAGE_DOC.format(max_side=cfg.max_image_side)),
-        ("points", {"type": "array", "items": _XY, "maxItems": cfg.max_points},
-         f"Click points [[x, y], ...] in pixels of the image sent (at most {cfg.max_points}). Default null: no "
-         "points. Give points, a box, or both."),
-        ("labels", {"type": "array", "items": {"type": "integer"}},
-         "One label per point: 1 = part of the object, 0 = not part of it (background). Default null: all 1."),
-        ("box", {"type": "array", "items": _NUMBER, "minItems": 4, "maxItems": 4},
-         "Box around the object, [x1, y1, x2, y2] (top-left and bottom-right corners) in pixels of the image "
-         "sent. Default null: no box."),
-        ("multimask", {"type": "boolean"},
-         "true: 3 candidate masks (e.g. part / object / whole); false: 1 mask. Default null: 3 for a single "
-         "point without a box (an ambiguous prompt), else 1."),
+        (
+            "points",
+            {"type": "array", "items": _XY, "maxItems": cfg.max_points},
+            f"Click points [[x, y], ...] in pixels of the image sent (at most {cfg.max_points}). Default null: no "
+            "points. Give points, a box, or both.",
+        ),
+        (
+            "labels",
+            {"type": "array", "items": {"type": "integer"}},
+            "One label per point: 1 = part of the object, 0 = not part of it (background). Default null: all 1.",
+        ),
+        (
+            "box",
+            {"type": "array", "items": _NUMBER, "minItems": 4, "maxItems": 4},
+            "Box around the object, [x1, y1, x2, y2] (top-left and bottom-right corners) in pixels of the image "
+            "sent. Default null: no box.",
+        ),
+        (
+            "multimask",
+            {"type": "boolean"},
+            "true: 3 candidate masks (e.g. part / object / whole); false: 1 mask. Default null: 3 for a single "
+            "point without a box (an ambiguous prompt), else 1.",
+        ),
     ]
 
 
-EVERYTHING_SUMMARY = ("Segment everything (MobileSAMv2): an object-aware detector finds boxes, MobileSAM turns each "
-                      'into a mask. E.g. client.predict(image=handle_file("photo.jpg"), api_name="/everything").')
-EVERYTHING_RETURNS = ('COCO: {"images": [{width, height, ...}], "categories": [...], "annotations": [{"segmentation": '
-                      'RLE, "bbox": [x, y, w, h], "area", "polygons", "predicted_iou", "prompt_box", ...}], '
-                      '"timings": {stage: seconds}, "imgsz": the detector input size used}, in pixels of the image '
-                      "sent.")
+EVERYTHING_SUMMARY = (
+    "Segment everything (MobileSAMv2): an object-aware detector finds boxes, MobileSAM turns each "
+    'into a mask. E.g. client.predict(image=handle_file("photo.jpg"), api_name="/everything").'
+)
+EVERYTHING_RETURNS = (
+    'COCO: {"images": [{width, height, ...}], "categories": [...], "annotations": [{"segmentation": '
+    'RLE, "bbox": [x, y, w, h], "area", "polygons", "predicted_iou", "prompt_box", ...}], '
+    '"timings": {stage: seconds}, "imgsz": the detector input size used}, in pixels of the image '
+    "sent."
+)
 
-EVERYTHING_RESULT = {"type": "object", "properties": {"images": _OBJECTS, "categories": _OBJECTS,
-                                                      "annotations": _OBJECTS, "timings": {"type": "object"},
-                                                      "imgsz": {"type": "integer"}}}
+EVERYTHING_RESULT = {
+    "type": "object",
+    "properties": {
+        "images": _OBJECTS,
+        "categories": _OBJECTS,
+        "annotations": _OBJECTS,
+        "timings": {"type": "object"},
+        "imgsz": {"type": "integer"},
+    },
+}
 
 
 def everything_params(cfg: AppConfig) -> List[Tuple[str, Dict[str, Any], str]]:
     """(name, JSON schema, description) of /everything's parameters, in order."""
     return [
         ("image", {}, IMAGE_DOC.format(max_side=cfg.max_image_side)),
-        ("detector_conf", {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-         f"The detector's confidence threshold, in (0, 1]: boxes scored below it are dropped (fewer, surer "
-         f"objects when higher). Default {DETECTOR_CONF}. (Called `conf` before.)"),
-        ("detector_nms_iou", {"type": "number", "minimum": 0, "maximum": 1},
-         f"The detector's non-maximum-suppression IoU, in [0, 1]: of two boxes overlapping more than this, the "
-         f"lower-scored is dropped (lower = fewer duplicate boxes). Default {DETECTOR_NMS_IOU}. "
-         "(Called `iou` before.)"),
-        ("imgsz", {"type": "integer", "minimum": cfg.min_imgsz, "maximum": cfg.max_imgsz},
-         f"The detector's input size in pixels (long side), rounded up to a multiple of 32, within "
-         f"[{cfg.min_imgsz}, {cfg.max_imgsz}]; larger finds smaller objects, slower. Default {DETECTOR_IMGSZ}. "
-         "Masks always come at the size of the image sent."),
+        (
+            "detector_conf",
+            {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            f"The detector's confidence threshold, in (0, 1]: boxes scored below it are dropped (fewer, surer "
+            f"objects when higher). Default {DETECTOR_CONF}. (Called `conf` before.)",
+        ),
+        (
+            "detector_nms_iou",
+            {"type": "number", "minimum": 0, "maximum": 1},
+            f"The detector's non-maximum-suppression IoU, in [0, 1]: of two boxes overlapping more than this, the "
+            f"lower-scored is dropped (lower = fewer duplicate boxes). Default {DETECTOR_NMS_IOU}. "
+            "(Called `iou` before.)",
+        ),
+        (
+            "imgsz",
+            {"type": "integer", "minimum": cfg.min_imgsz, "maximum": cfg.max_imgsz},
+            f"The detector's input size in pixels (long side), rounded up to a multiple of 32, within "
+            f"[{cfg.min_imgsz}, {cfg.max_imgsz}]; larger finds smaller objects, slower. Default {DETECTOR_IMGSZ}. "
+            "Masks always come at the size of the image sent.",
+        ),
     ]
 
 
@@ -110,8 +156,7 @@ def docstring(summary: str, params: List[Tuple[str, Dict[str, Any], str]], retur
     return "\n".join(lines + ["Returns:", f"    {returns}"])
 
 
-def described(component: gr.components.Component, schema: Dict[str, Any], description: str
-              ) -> gr.components.Component:
+def described(component: gr.components.Component, schema: Dict[str, Any], description: str) -> gr.components.Component:
     """Give a hidden API component a JSON schema (empty: keep the component's own, as for
     files) and a description (Gradio shows `additional_description` for inputs, `description`
     for outputs). Set on the instance: subclassing a Gradio component would make Gradio write
@@ -129,8 +174,9 @@ def image_input(label: str) -> gr.File:
     return component
 
 
-def endpoint(fn: Callable[..., Any], ctx: AppContext, summary: str,
-             params: List[Tuple[str, Dict[str, Any], str]], returns: str) -> Callable[..., Any]:
+def endpoint(
+    fn: Callable[..., Any], ctx: AppContext, summary: str, params: List[Tuple[str, Dict[str, Any], str]], returns: str
+) -> Callable[..., Any]:
     callback = bind(fn, ctx)
     callback.__doc__ = docstring(summary, params, returns)
     return callback
@@ -149,8 +195,10 @@ def build_api(ctx: AppContext) -> None:
 
     def inputs(params) -> List[gr.components.Component]:
         # points, labels, box and multimask are JSON with no value: null (the handler's default)
-        return [described(kinds.get(name, lambda label: gr.JSON(label=label))(name), schema, desc)
-                for name, schema, desc in params]
+        return [
+            described(kinds.get(name, lambda label: gr.JSON(label=label))(name), schema, desc)
+            for name, schema, desc in params
+        ]
 
     with gr.Row(visible=False):
         seg_inputs, ev_inputs = inputs(seg), inputs(ev)
@@ -158,8 +206,17 @@ def build_api(ctx: AppContext) -> None:
         ev_out = described(gr.JSON(label="coco"), EVERYTHING_RESULT, EVERYTHING_RETURNS)
         segment_btn = gr.Button()
         everything_btn = gr.Button()
-    segment_btn.click(endpoint(api_segment, ctx, SEGMENT_SUMMARY, seg, SEGMENT_RETURNS), seg_inputs, seg_out,
-                      api_name="segment", preprocess=False)
-    everything_btn.click(endpoint(api_everything, ctx, EVERYTHING_SUMMARY, ev, EVERYTHING_RETURNS), ev_inputs,
-                         ev_out, api_name="everything", preprocess=False)
-
+    segment_btn.click(
+        endpoint(api_segment, ctx, SEGMENT_SUMMARY, seg, SEGMENT_RETURNS),
+        seg_inputs,
+        seg_out,
+        api_name="segment",
+        preprocess=False,
+    )
+    everything_btn.click(
+        endpoint(api_everything, ctx, EVERYTHING_SUMMARY, ev, EVERYTHING_RETURNS),
+        ev_inputs,
+        ev_out,
+        api_name="everything",
+        preprocess=False,
+    )

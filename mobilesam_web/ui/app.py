@@ -4,6 +4,7 @@ assembled over one typed `AppContext` (segment_tab.py, everything_ui.py, api_rou
 Per-user data (image, embedding, prompts, kept objects) lives in `gr.State`; the engines in
 `Services` are shared and read-only, so two users never see each other's image or clicks.
 """
+
 from typing import Optional, Tuple
 
 import gradio as gr
@@ -24,14 +25,16 @@ start the next one, **Export** for COCO JSON and PNG masks.
 """
 
 
-def create_app(config: Optional[AppConfig] = None, checkpoint: Optional[str] = None,
-               services: Optional[Services] = None) -> Tuple[gr.Blocks, AppContext]:
+def create_app(
+    config: Optional[AppConfig] = None, checkpoint: Optional[str] = None, services: Optional[Services] = None
+) -> Tuple[gr.Blocks, AppContext]:
     """The app and its context (what a server around it needs: `create_server(demo, ctx)`)."""
     config = config or AppConfig.from_env(checkpoint=checkpoint)
     services = services or load_services(config)
     # the browser decoder is the exported ONNX graph, so it needs the onnxruntime engine
-    ctx = AppContext(services=services, store=EmbeddingStore(), config=config,
-                     browser_available=services.engine is not None)
+    ctx = AppContext(
+        services=services, store=EmbeddingStore(), config=config, browser_available=services.engine is not None
+    )
     # Uploads and exported files are removed once older than twice the session TTL (at least an
     # hour); a session's state after an idle TTL (an image, its embedding and kept masks: ~20 MB
     # at most), so disk and memory stay bounded.
@@ -50,8 +53,9 @@ def create_app(config: Optional[AppConfig] = None, checkpoint: Optional[str] = N
     return demo, ctx
 
 
-def build_app(checkpoint: Optional[str] = None, config: Optional[AppConfig] = None,
-              services: Optional[Services] = None) -> gr.Blocks:
+def build_app(
+    checkpoint: Optional[str] = None, config: Optional[AppConfig] = None, services: Optional[Services] = None
+) -> gr.Blocks:
     """The app alone (e.g. to `launch()` it or mount it in another FastAPI app; in-browser
     decoding needs the routes of `web.create_server`, see `create_app`)."""
     return create_app(config=config, checkpoint=checkpoint, services=services)[0]

@@ -3,6 +3,7 @@
 Handlers are plain functions `handler(ctx, *inputs)`, testable without a server; `bind` turns
 one into the Gradio callback of `*inputs`. Nothing is attached to the Blocks object.
 """
+
 import inspect
 import typing
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from .web import EmbeddingStore
 class AppContext:
     """What every handler may use: the shared read-only engines, the store of embeddings handed
     to browsers, the configuration, and whether in-browser decoding can be offered."""
+
     services: Services
     store: EmbeddingStore
     config: AppConfig
@@ -33,11 +35,14 @@ def bind(fn: Callable[..., Any], ctx: AppContext) -> Callable[..., Any]:
     sig = inspect.signature(fn)
     first, *params = sig.parameters.values()
     if inspect.isgeneratorfunction(fn):
+
         def callback(*args, **kwargs):
             return (yield from fn(ctx, *args, **kwargs))
     else:
+
         def callback(*args, **kwargs):
             return fn(ctx, *args, **kwargs)
+
     callback.__name__ = callback.__qualname__ = fn.__name__
     callback.__doc__ = fn.__doc__
     callback.__module__ = fn.__module__

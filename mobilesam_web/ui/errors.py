@@ -1,5 +1,6 @@
 """How handlers report problems: expected ones as a short message to the user, bugs logged on
 the server with only a brief note to the page (no stack trace leaks to a visitor)."""
+
 import functools
 import inspect
 import logging
@@ -25,8 +26,7 @@ def _reraise(fn: Callable, exc: Exception) -> NoReturn:
     if isinstance(exc, (UserError, ImageLoadError)):
         raise UserFacingError(str(exc)) from None
     log.error("unexpected error in %s: %s", fn.__name__, traceback.format_exc())
-    raise UserFacingError(f"Something went wrong ({type(exc).__name__}: {str(exc)[:200]}). "
-                          "Please try again.") from None
+    raise UserFacingError(f"Something went wrong ({type(exc).__name__}: {str(exc)[:200]}). Please try again.") from None
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -34,12 +34,14 @@ def user_errors(fn: Callable) -> Callable:
     unexpected ones without leaking a stack trace to the page. Works on generator handlers too
     (Gradio streams those; closing one still stops it: GeneratorExit is not caught)."""
     if inspect.isgeneratorfunction(fn):
+
         @functools.wraps(fn)
         def stream(*args, **kwargs):
             try:
                 return (yield from fn(*args, **kwargs))
             except Exception as exc:
                 _reraise(fn, exc)
+
         return stream
 
     @functools.wraps(fn)
@@ -48,4 +50,5 @@ def user_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except Exception as exc:
             _reraise(fn, exc)
+
     return wrapper

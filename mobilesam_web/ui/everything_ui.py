@@ -4,6 +4,7 @@ A run keeps what the grid comparison needs (the image, not the masks) in a per-u
 so the comparison reuses the run instead of repeating it. The comparison is a generator that
 decodes one batch of points per step: Gradio's Cancel stops it between two batches.
 """
+
 import os
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from .examples import add_examples
 from .exports import write_exports
 from .params import parse_bool, parse_fraction, parse_imgsz
 
-NO_IMAGE = ("Upload an image first, click an example, or use the image from the Segment anything tab.")
+NO_IMAGE = "Upload an image first, click an example, or use the image from the Segment anything tab."
 GRID_SIDE = 32
 
 
@@ -29,11 +30,12 @@ GRID_SIDE = 32
 class EverythingRun:
     """One user's last run: what the grid comparison needs. (Masks are not kept: a few hundred
     full-size masks would cost a few hundred MB per visitor.)"""
-    image: np.ndarray                  # the worked-on copy
-    output_size: Tuple[int, int]       # (H, W) of the user's image
+
+    image: np.ndarray  # the worked-on copy
+    output_size: Tuple[int, int]  # (H, W) of the user's image
     name: str
     objects: int
-    seconds: float                     # the wall time the visitor waited
+    seconds: float  # the wall time the visitor waited
 
 
 @dataclass
@@ -59,8 +61,9 @@ def _source(ctx: AppContext, path, seg_session) -> Tuple[np.ndarray, Tuple[int, 
     raise UserFacingError(NO_IMAGE)
 
 
-def segment_everything(ctx: AppContext, path, conf, iou, imgsz, iou_filter, stab_filter, dedupe, seg_session,
-                       progress) -> tuple:
+def segment_everything(
+    ctx: AppContext, path, conf, iou, imgsz, iou_filter, stab_filter, dedupe, seg_session, progress
+) -> tuple:
     """The run shared by the button, the examples and 'use the image from Segment anything'.
     The reported total is the time from this handler's start to its return: reading the image,
     the pipeline, the overlay and writing every download."""
@@ -80,11 +83,18 @@ def segment_everything(ctx: AppContext, path, conf, iou, imgsz, iou_filter, stab
     progress(None, desc="loading the detector")
     ctx.services.get_detector()  # loaded on first use only; run_everything says if it is missing
     t_load = time.perf_counter() - t0
-    records, t = run_everything(ctx.services, image, conf, iou, imgsz,
-                                pred_iou_thresh=iou_filter if iou_filter > 0 else None,
-                                stability_thresh=stab_filter if stab_filter > 0 else None,
-                                mask_nms_thresh=0.9 if dedupe else None, progress=_progress_adapter(progress),
-                                output_size=size)
+    records, t = run_everything(
+        ctx.services,
+        image,
+        conf,
+        iou,
+        imgsz,
+        pred_iou_thresh=iou_filter if iou_filter > 0 else None,
+        stability_thresh=stab_filter if stab_filter > 0 else None,
+        mask_nms_thresh=0.9 if dedupe else None,
+        progress=_progress_adapter(progress),
+        output_size=size,
+    )
     n = len(records)
     progress(None, desc=f"writing downloads ({n} objects)")
     t0 = time.perf_counter()
@@ -98,27 +108,38 @@ def segment_everything(ctx: AppContext, path, conf, iou, imgsz, iou_filter, stab
     noun = "object" if n == 1 else "objects"
     boxes = int(t["boxes"])
     load = f"load the detector {t_load:.2f} s · " if t_load >= 0.01 else ""  # once per server
-    md = (f"**{n} {noun}** from {boxes} detector boxes · **{total:.2f} s** in all — "
-          f"read image {t_read:.2f} s · {load}encode {t['encode']:.2f} s · detect {t['detect']:.2f} s · "
-          f"decode {t['decode']:.2f} s ({t['decode'] / max(boxes, 1) * 1e3:.0f} ms/box) · "
-          f"post-process {t['postprocess']:.2f} s · downloads {t_export:.2f} s · draw {t_draw:.2f} s\n\n"
-          f"Downloads: {export.summary}.")
+    md = (
+        f"**{n} {noun}** from {boxes} detector boxes · **{total:.2f} s** in all — "
+        f"read image {t_read:.2f} s · {load}encode {t['encode']:.2f} s · detect {t['detect']:.2f} s · "
+        f"decode {t['decode']:.2f} s ({t['decode'] / max(boxes, 1) * 1e3:.0f} ms/box) · "
+        f"post-process {t['postprocess']:.2f} s · downloads {t_export:.2f} s · draw {t_draw:.2f} s\n\n"
+        f"Downloads: {export.summary}."
+    )
     run = EverythingRun(image=image, output_size=size, name=name, objects=n, seconds=total)
     files = gr.update(value=export.paths, visible=True, label=f"Downloads — {export.summary}")
-    return (shown, md, files, run, gr.update(interactive=True), gr.update(value=None, visible=False),
-            "The grid comparison reuses this run's image: only SAM's grid is computed.")
+    return (
+        shown,
+        md,
+        files,
+        run,
+        gr.update(interactive=True),
+        gr.update(value=None, visible=False),
+        "The grid comparison reuses this run's image: only SAM's grid is computed.",
+    )
 
 
 @user_errors
-def on_everything(ctx: AppContext, path, conf, iou, imgsz, iou_filter, stab_filter, dedupe, seg_session,
-                  progress=gr.Progress()):
+def on_everything(
+    ctx: AppContext, path, conf, iou, imgsz, iou_filter, stab_filter, dedupe, seg_session, progress=gr.Progress()
+):
     """Segment everything in the uploaded image (else the segment tab's image)."""
     return segment_everything(ctx, path, conf, iou, imgsz, iou_filter, stab_filter, dedupe, seg_session, progress)
 
 
 @user_errors
-def on_everything_from_segment(ctx: AppContext, conf, iou, imgsz, iou_filter, stab_filter, dedupe, seg_session,
-                               progress=gr.Progress()):
+def on_everything_from_segment(
+    ctx: AppContext, conf, iou, imgsz, iou_filter, stab_filter, dedupe, seg_session, progress=gr.Progress()
+):
     """Segment everything in the image loaded in the segment tab (and clear this tab's upload)."""
     if not isinstance(seg_session, seg.SegmentSession):
         raise UserFacingError("Upload an image in the Segment anything tab first.")
@@ -140,8 +161,9 @@ def on_grid(ctx: AppContext, run, progress=gr.Progress()):
     require_model(ctx)
     total_points = GRID_SIDE * GRID_SIDE
     t0 = time.perf_counter()
-    yield (f"Grid {GRID_SIDE}×{GRID_SIDE}: encoding the image, then {total_points} points…", gr.update()) \
-        + _grid_busy(True)
+    yield (f"Grid {GRID_SIDE}×{GRID_SIDE}: encoding the image, then {total_points} points…", gr.update()) + _grid_busy(
+        True
+    )
     steps = grid_steps(ctx.services, run.image, GRID_SIDE)
     try:
         while True:
@@ -151,15 +173,19 @@ def on_grid(ctx: AppContext, run, progress=gr.Progress()):
                 records = finished.value
                 break
             progress((done, total), desc="grid: points decoded", unit="points")
-            yield (f"Grid {GRID_SIDE}×{GRID_SIDE}: {done}/{total} points decoded · {time.perf_counter() - t0:.0f} s",
-                   gr.update()) + _grid_busy(True)
+            yield (
+                f"Grid {GRID_SIDE}×{GRID_SIDE}: {done}/{total} points decoded · {time.perf_counter() - t0:.0f} s",
+                gr.update(),
+            ) + _grid_busy(True)
     finally:
         steps.close()  # also when Gradio closes this generator (Cancel): no further batch runs
     seconds = time.perf_counter() - t0
     shown = render_records(run.image, records)
     speed = f" — MobileSAMv2 took {run.seconds:.1f} s in all ({seconds / max(run.seconds, 1e-6):.0f}× faster)"
-    md = (f"Grid {GRID_SIDE}×{GRID_SIDE} (SAM's automatic mask generator, torch): **{len(records)} objects in "
-          f"{seconds:.1f} s**{speed}; MobileSAMv2 found {run.objects}.")
+    md = (
+        f"Grid {GRID_SIDE}×{GRID_SIDE} (SAM's automatic mask generator, torch): **{len(records)} objects in "
+        f"{seconds:.1f} s**{speed}; MobileSAMv2 found {run.objects}."
+    )
     yield (md, gr.update(value=shown, visible=True)) + _grid_busy(False)
 
 
@@ -171,13 +197,14 @@ def on_grid_cancel(ctx: AppContext):
 def build_everything_tab(ctx: AppContext, seg_state: gr.State) -> EverythingTab:
     """The tab's components and events (call inside `gr.Tab`); `seg_state` is the segment
     tab's session, whose image the tab can reuse."""
-    gr.Markdown("MobileSAMv2: an object-aware detector proposes boxes, each decoded once "
-                "(instead of SAM's 32×32 grid of points).")
+    gr.Markdown(
+        "MobileSAMv2: an object-aware detector proposes boxes, each decoded once "
+        "(instead of SAM's 32×32 grid of points)."
+    )
     state = gr.State(None, time_to_live=ctx.config.session_ttl)
     with gr.Row(elem_id="msw-ev-row"):
         with gr.Column(scale=1, min_width=260, elem_id="msw-ev-controls"):
-            image = gr.File(label="Image", type="filepath", file_types=["image"], height=140,
-                            elem_id="msw-ev-upload")
+            image = gr.File(label="Image", type="filepath", file_types=["image"], height=140, elem_id="msw-ev-upload")
             examples = add_examples(image, elem_id="msw-ev-examples")
             use_seg = gr.Button("Use the image from Segment anything", size="sm", elem_id="msw-ev-use-segment")
             conf = gr.Slider(0.05, 0.95, 0.4, step=0.05, label="Detector confidence")
@@ -192,12 +219,18 @@ def build_everything_tab(ctx: AppContext, seg_state: gr.State) -> EverythingTab:
             out = gr.Image(label="Objects", interactive=False, format="jpeg", elem_id="msw-ev-out")
             status = gr.Markdown(NO_IMAGE, elem_id="msw-ev-status")
             with gr.Row():
-                grid_btn = gr.Button(f"Compare with SAM's {GRID_SIDE}×{GRID_SIDE} grid (slow)", interactive=False,
-                                     elem_id="msw-ev-grid")
+                grid_btn = gr.Button(
+                    f"Compare with SAM's {GRID_SIDE}×{GRID_SIDE} grid (slow)", interactive=False, elem_id="msw-ev-grid"
+                )
                 cancel_btn = gr.Button("Cancel", visible=False, variant="stop", elem_id="msw-ev-cancel")
             grid_md = gr.Markdown("", elem_id="msw-ev-grid-status")
-            grid_out = gr.Image(label=f"Grid {GRID_SIDE}×{GRID_SIDE}", interactive=False, format="jpeg",
-                                visible=False, elem_id="msw-ev-grid-out")
+            grid_out = gr.Image(
+                label=f"Grid {GRID_SIDE}×{GRID_SIDE}",
+                interactive=False,
+                format="jpeg",
+                visible=False,
+                elem_id="msw-ev-grid-out",
+            )
 
     params = [conf, iou, size, iou_f, stab, dedupe, seg_state]
     outs = [out, status, files, state, grid_btn, grid_out, grid_md]
@@ -209,9 +242,22 @@ def build_everything_tab(ctx: AppContext, seg_state: gr.State) -> EverythingTab:
     # one grid at a time across visitors: it is minutes of both cores
     # trigger_mode "multiple": a click right after Cancel must start a new run, though the page
     # still counts the cancelled one as pending until its current batch ends
-    grid_event = grid_btn.click(bind(on_grid, ctx), state, [grid_md, grid_out, grid_btn, cancel_btn],
-                                api_visibility="private", show_progress_on=[grid_md], concurrency_limit=1,
-                                concurrency_id="msw-grid", trigger_mode="multiple")
-    cancel_btn.click(bind(on_grid_cancel, ctx), None, [grid_md, grid_btn, cancel_btn], cancels=[grid_event],
-                     api_visibility="private", show_progress="hidden")
+    grid_event = grid_btn.click(
+        bind(on_grid, ctx),
+        state,
+        [grid_md, grid_out, grid_btn, cancel_btn],
+        api_visibility="private",
+        show_progress_on=[grid_md],
+        concurrency_limit=1,
+        concurrency_id="msw-grid",
+        trigger_mode="multiple",
+    )
+    cancel_btn.click(
+        bind(on_grid_cancel, ctx),
+        None,
+        [grid_md, grid_btn, cancel_btn],
+        cancels=[grid_event],
+        api_visibility="private",
+        show_progress="hidden",
+    )
     return EverythingTab(state=state, image=image, status=status, files=files)

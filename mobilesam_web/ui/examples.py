@@ -5,6 +5,7 @@ Gradio copies each example into its upload folder when the app is built, and a c
 sends the example's index: the handlers receive a path inside the upload folder, so the rule
 "only files uploaded to this server" holds unchanged and no client-named path gets through.
 """
+
 from pathlib import Path
 from typing import List, Optional
 
@@ -29,9 +30,14 @@ def add_examples(target: gr.File, elem_id: Optional[str] = None) -> Optional[gr.
     if not files:
         return None
     labels = dict(EXAMPLES)
-    examples = gr.Examples([[str(p)] for p in files], inputs=[target], label="Examples (click one to start)",
-                           example_labels=[labels[p.name] for p in files], cache_examples=False,
-                           elem_id=elem_id)
+    examples = gr.Examples(
+        [[str(p)] for p in files],
+        inputs=[target],
+        label="Examples (click one to start)",
+        example_labels=[labels[p.name] for p in files],
+        cache_examples=False,
+        elem_id=elem_id,
+    )
     # Gradio's delete_cache would otherwise remove the copies an hour in, and a click on an
     # example would then hand the handler a missing file.
     for processed in examples.non_none_processed_examples.values():

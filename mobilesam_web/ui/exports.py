@@ -11,6 +11,7 @@ what each file is: object number and kind first, then a short stem of the image'
 Nothing is dropped: every object is in every file. Writing is fast (1-bit mask PNGs, an
 uncompressed zip of already-compressed PNGs): hundreds of objects take about a second.
 """
+
 import json
 import os
 import re
@@ -27,7 +28,7 @@ import numpy as np
 from ..boxes import mask_bbox_xywh
 from ..masks import coco_annotations, cutout_png, mask_png
 
-STEM_CHARS = 24      # long enough to recognise the image, short enough to show in full
+STEM_CHARS = 24  # long enough to recognise the image, short enough to show in full
 SEPARATE_FILES = 10  # up to this many objects, each mask is its own download; beyond, one zip
 FOLDER_PREFIX = "mobilesam-export-"
 FOLDER_MAX_AGE = 3600.0  # s; Gradio serves copies from its own cache (which it expires itself)
@@ -36,6 +37,7 @@ FOLDER_MAX_AGE = 3600.0  # s; Gradio serves copies from its own cache (which it 
 @dataclass
 class Export:
     """What was written: the files to offer and what they hold."""
+
     paths: List[str] = field(default_factory=list)
     objects: int = 0
     masks_zipped: bool = False
@@ -59,8 +61,10 @@ def file_stem(name: str, limit: int = STEM_CHARS) -> str:
 
 
 def records_from_masks(masks: List[np.ndarray], scores: List[float]) -> List[Dict[str, Any]]:
-    return [{"segmentation": m, "area": int(m.sum()), "bbox": mask_bbox_xywh(m), "predicted_iou": float(s)}
-            for m, s in zip(masks, scores)]
+    return [
+        {"segmentation": m, "area": int(m.sum()), "bbox": mask_bbox_xywh(m), "predicted_iou": float(s)}
+        for m, s in zip(masks, scores)
+    ]
 
 
 def _cutout(image: np.ndarray, mask: np.ndarray) -> bytes:
@@ -78,8 +82,11 @@ def prune_export_folders(max_age: float = FOLDER_MAX_AGE, now: Optional[float] =
     root = tempfile.gettempdir()
     for entry in os.scandir(root):
         try:
-            if (entry.name.startswith(FOLDER_PREFIX) and entry.is_dir(follow_symlinks=False)
-                    and now - entry.stat(follow_symlinks=False).st_mtime > max_age):
+            if (
+                entry.name.startswith(FOLDER_PREFIX)
+                and entry.is_dir(follow_symlinks=False)
+                and now - entry.stat(follow_symlinks=False).st_mtime > max_age
+            ):
                 shutil.rmtree(entry.path, ignore_errors=True)
                 removed += 1
         except OSError:  # another process removed it first
@@ -87,8 +94,14 @@ def prune_export_folders(max_age: float = FOLDER_MAX_AGE, now: Optional[float] =
     return removed
 
 
-def write_exports(image: np.ndarray, records: List[Dict[str, Any]], name: str, cutouts: bool = True,
-                  size: Optional[Tuple[int, int]] = None, separate_files: int = SEPARATE_FILES) -> Export:
+def write_exports(
+    image: np.ndarray,
+    records: List[Dict[str, Any]],
+    name: str,
+    cutouts: bool = True,
+    size: Optional[Tuple[int, int]] = None,
+    separate_files: int = SEPARATE_FILES,
+) -> Export:
     """Write the downloads of `records` into a fresh temp folder. Masks are in `size` (the
     user's image, default the image's own size); cut-outs are cut from `image`."""
     prune_export_folders()

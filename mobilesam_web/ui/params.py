@@ -3,6 +3,7 @@
 Values arrive as raw JSON (the API events skip Gradio's preprocessing), so nothing here trusts
 a type. Messages quote at most a short prefix of what was sent.
 """
+
 import math
 from typing import Any, Optional
 
@@ -93,8 +94,9 @@ def _finite_number(value: Any, error: str) -> float:
     return float(value)
 
 
-def parse_fraction(name: str, value: Any, default: float, low: float = 0.0, high: float = 1.0,
-                   low_inclusive: bool = True) -> float:
+def parse_fraction(
+    name: str, value: Any, default: float, low: float = 0.0, high: float = 1.0, low_inclusive: bool = True
+) -> float:
     """A number in [low, high] (or (low, high] when not low_inclusive); None means the default."""
     if value is None:
         return default

@@ -3,6 +3,7 @@
 The state object lives in `gr.State`, so every browser session has its own; handlers are plain
 functions of (state, inputs) -> (state, outputs) and are unit-tested without a server.
 """
+
 import base64
 import binascii
 import logging
@@ -41,34 +42,34 @@ class Prompts:
 
 @dataclass
 class Result:
-    low_res: np.ndarray      # (C, 256, 256) logits
-    scores: np.ndarray       # (C,)
+    low_res: np.ndarray  # (C, 256, 256) logits
+    scores: np.ndarray  # (C,)
     selected: int = 0
 
 
 @dataclass
 class KeptObject:
-    low_res: np.ndarray      # (256, 256) logits of the chosen mask
+    low_res: np.ndarray  # (256, 256) logits of the chosen mask
     score: float
     prompts: Prompts
 
 
 @dataclass
 class SegmentSession:
-    image: np.ndarray                      # (H, W, 3) uint8, after loading/downscaling
-    embedding: object                      # engine-specific embedding (numpy or torch)
+    image: np.ndarray  # (H, W, 3) uint8, after loading/downscaling
+    embedding: object  # engine-specific embedding (numpy or torch)
     input_size: Tuple[int, int]
     name: str = "image"
     prompts: Prompts = field(default_factory=Prompts)
     result: Optional[Result] = None
     history: List[Tuple[Prompts, Optional[Result]]] = field(default_factory=list)
     objects: List[KeptObject] = field(default_factory=list)
-    encode_seconds: float = 0.0                      # this upload's encoding time
+    encode_seconds: float = 0.0  # this upload's encoding time
     decode_ms: float = 0.0
     original_size: Optional[Tuple[int, int]] = None  # the user's image (H, W) when `image` is downscaled
     max_points: int = 64
-    browser_token: Optional[str] = None              # the embedding handed to this user's browser
-    browser_image: Optional[str] = None              # the display image as a data URL (made once)
+    browser_token: Optional[str] = None  # the embedding handed to this user's browser
+    browser_image: Optional[str] = None  # the display image as a data URL (made once)
 
     @property
     def user_size(self) -> Tuple[int, int]:
@@ -99,8 +100,9 @@ class SegmentSession:
         return mask_from_low_res(low_res, self.input_size, self.user_size)
 
 
-def start_session(services, image: np.ndarray, name: str = "image",
-                  original_size: Optional[Tuple[int, int]] = None) -> SegmentSession:
+def start_session(
+    services, image: np.ndarray, name: str = "image", original_size: Optional[Tuple[int, int]] = None
+) -> SegmentSession:
     """Encode the image once; the embedding stays in the session. original_size: the user's
     image size when `image` is a downscaled copy."""
     predictor = services.new_predictor()
@@ -108,10 +110,15 @@ def start_session(services, image: np.ndarray, name: str = "image",
     predictor.set_image(image)
     took = time.perf_counter() - t
     log.info("encoded a %dx%d image in %.2f s", image.shape[1], image.shape[0], took)
-    return SegmentSession(image=image, embedding=predictor.get_image_embedding(),
-                          input_size=tuple(predictor.input_size), name=name, encode_seconds=took,
-                          original_size=None if original_size is None else tuple(original_size),
-                          max_points=int(getattr(getattr(services, "config", None), "max_points", 64)))
+    return SegmentSession(
+        image=image,
+        embedding=predictor.get_image_embedding(),
+        input_size=tuple(predictor.input_size),
+        name=name,
+        encode_seconds=took,
+        original_size=None if original_size is None else tuple(original_size),
+        max_points=int(getattr(getattr(services, "config", None), "max_points", 64)),
+    )
 
 
 def _checked_xy(session: SegmentSession, x: float, y: float) -> Tuple[float, float]:
@@ -157,8 +164,7 @@ def _push_history(session: SegmentSession) -> None:
     del session.history[:-MAX_HISTORY]
 
 
-def add_click(services, session: SegmentSession, x: float, y: float, mode: str, refine: bool = True
-              ) -> SegmentSession:
+def add_click(services, session: SegmentSession, x: float, y: float, mode: str, refine: bool = True) -> SegmentSession:
     """mode: 'add' (positive point), 'remove' (negative point) or 'box' (two clicks)."""
     x, y = _checked_xy(session, x, y)
     if mode == "box":
@@ -211,8 +217,9 @@ def keep_object(session: SegmentSession) -> SegmentSession:
     if session.result is None:
         raise UserError("add a point or a box first, then keep the object")
     r = session.result
-    session.objects.append(KeptObject(r.low_res[r.selected].copy(), float(r.scores[r.selected]),
-                                      session.prompts.copy()))
+    session.objects.append(
+        KeptObject(r.low_res[r.selected].copy(), float(r.scores[r.selected]), session.prompts.copy())
+    )
     return clear(session)
 
 
@@ -269,8 +276,7 @@ def keep_browser_object(session: SegmentSession, data: Any) -> SegmentSession:
     return clear(session)
 
 
-def export_masks(session: SegmentSession, current: Optional[KeptObject] = None
-                 ) -> Tuple[List[np.ndarray], List[float]]:
+def export_masks(session: SegmentSession, current: Optional[KeptObject] = None) -> Tuple[List[np.ndarray], List[float]]:
     """The masks to export, in the user's pixels: every kept object, then the current mask (the
     server's own, or `current` decoded in the browser) when there is one: export works without
     pressing Keep."""

@@ -9,6 +9,7 @@ Two ways to decode, one per visitor:
   for its value and `browser_object` for the mask it sends);
 - on the server: clicks on the `msw-canvas` image, candidates, and the Gradio buttons.
 """
+
 import logging
 import os
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ FALLBACK = "In-browser decoding is unavailable ({reason}); decoding on the serve
 @dataclass
 class SegmentTab:
     """The tab's components that other parts of the app use."""
+
     state: gr.State
     upload: gr.File
     widget: gr.HTML
@@ -87,8 +89,12 @@ def on_upload(ctx: AppContext, path, refine_on, progress=gr.Progress()):
     progress(None, desc="reading image")  # no fraction: neither step can report one
     loaded = load_user_image(ctx.services, client_file(path))
     progress(None, desc="encoding image")
-    s = seg.start_session(ctx.services, loaded.image, name=os.path.basename(path),
-                          original_size=loaded.original_size if loaded.scale != 1.0 else None)
+    s = seg.start_session(
+        ctx.services,
+        loaded.image,
+        name=os.path.basename(path),
+        original_size=loaded.original_size if loaded.scale != 1.0 else None,
+    )
     return (s,) + view(ctx, s) + (browser_view(ctx, s, refine_on), gr.update(value=None, visible=False))
 
 
@@ -123,8 +129,15 @@ def set_mode(ctx: AppContext, s, use_browser, refine_on, reason: Optional[str] =
     on = bool(use_browser) and ctx.browser_available
     server_only = [gr.update(visible=not on)] * 6  # mode, undo, clear, keep, candidates, export
     msg = status_markdown(ctx, s) if reason is None else FALLBACK.format(reason=reason)
-    return ([gr.update(visible=on, value=browser_view(ctx, s, refine_on) if on else None),
-             gr.update(visible=not on), gr.update(value=on)] + server_only + [msg])
+    return (
+        [
+            gr.update(visible=on, value=browser_view(ctx, s, refine_on) if on else None),
+            gr.update(visible=not on),
+            gr.update(value=on),
+        ]
+        + server_only
+        + [msg]
+    )
 
 
 def on_toggle_browser(ctx: AppContext, s, use_browser, refine_on):
@@ -172,16 +185,19 @@ def on_pick(ctx: AppContext, s, evt: gr.SelectData):
 
 def session_op(op: Callable[[seg.SegmentSession], seg.SegmentSession]) -> Callable:
     """A handler `(ctx, s)` applying `op` to the session, named after it (the event's name)."""
+
     @user_errors
     def handler(ctx: AppContext, s):
         s = op(_need_image(s))
         return (s,) + view(ctx, s)
+
     handler.__name__ = handler.__qualname__ = op.__name__
     return handler
 
 
-undo, clear, keep_object, remove_object = (session_op(op) for op in (
-    seg.undo, seg.clear, seg.keep_object, seg.remove_object))
+undo, clear, keep_object, remove_object = (
+    session_op(op) for op in (seg.undo, seg.clear, seg.keep_object, seg.remove_object)
+)
 
 
 # --------------------------------------------------------------------------------- layout
@@ -194,44 +210,76 @@ def build_segment_tab(ctx: AppContext) -> SegmentTab:
         with gr.Column(scale=1, min_width=260, elem_id="msw-controls"):
             # gr.File, not gr.Image: our loader gives the clear errors for bad files
             # (corrupt, huge, 16-bit, CMYK, EXIF-rotated...), Gradio's preprocessing would not.
-            upload = gr.File(label="Image (PNG, JPEG, WebP, GIF, TIFF...)", type="filepath",
-                             file_types=["image"], height=140, elem_id="msw-upload")
+            upload = gr.File(
+                label="Image (PNG, JPEG, WebP, GIF, TIFF...)",
+                type="filepath",
+                file_types=["image"],
+                height=140,
+                elem_id="msw-upload",
+            )
             examples_slot = gr.Column(min_width=0)  # filled below, after the upload's event
-            use_browser = gr.Checkbox(start_in_browser, label="Decode in the browser (no server round-trip; "
-                                      "hover to preview)", interactive=ctx.browser_available,
-                                      elem_id="msw-browser-toggle")
-            mode = gr.Radio(list(MODES), value="Add (+)", label="Click adds", elem_id="msw-mode",
-                            visible=not start_in_browser)
+            use_browser = gr.Checkbox(
+                start_in_browser,
+                label="Decode in the browser (no server round-trip; hover to preview)",
+                interactive=ctx.browser_available,
+                elem_id="msw-browser-toggle",
+            )
+            mode = gr.Radio(
+                list(MODES), value="Add (+)", label="Click adds", elem_id="msw-mode", visible=not start_in_browser
+            )
             refine = gr.Checkbox(True, label="Refine with the previous mask", elem_id="msw-refine")
             with gr.Row():
                 undo_btn = gr.Button("Undo", size="sm", visible=not start_in_browser, elem_id="msw-undo")
                 clear_btn = gr.Button("Clear", size="sm", visible=not start_in_browser, elem_id="msw-clear")
-            keep_btn = gr.Button("Keep object", variant="primary", visible=not start_in_browser,
-                                 elem_id="msw-keep")
+            keep_btn = gr.Button("Keep object", variant="primary", visible=not start_in_browser, elem_id="msw-keep")
             remove_btn = gr.Button("Remove last kept object", size="sm", elem_id="msw-remove")
-            export_btn = gr.Button("Export masks (COCO JSON, PNG masks, cut-outs)", visible=not start_in_browser,
-                                   elem_id="msw-export")
+            export_btn = gr.Button(
+                "Export masks (COCO JSON, PNG masks, cut-outs)", visible=not start_in_browser, elem_id="msw-export"
+            )
             files = gr.File(label="Downloads", file_count="multiple", visible=False, elem_id="msw-files")
         with gr.Column(scale=3, elem_id="msw-main"):
-            widget = gr.HTML(None, html_template="<div class='msw-host'></div>", js_on_load=WIDGET_JS,
-                             label="Image: click to segment (decoded in your browser)",
-                             elem_id="msw-widget", visible=start_in_browser, container=False)
-            canvas = gr.Image(label="Click to segment", interactive=False, elem_id="msw-canvas",
-                              format="jpeg", buttons=["download", "fullscreen"], visible=not start_in_browser)
+            widget = gr.HTML(
+                None,
+                html_template="<div class='msw-host'></div>",
+                js_on_load=WIDGET_JS,
+                label="Image: click to segment (decoded in your browser)",
+                elem_id="msw-widget",
+                visible=start_in_browser,
+                container=False,
+            )
+            canvas = gr.Image(
+                label="Click to segment",
+                interactive=False,
+                elem_id="msw-canvas",
+                format="jpeg",
+                buttons=["download", "fullscreen"],
+                visible=not start_in_browser,
+            )
             info = gr.Markdown(status_markdown(ctx, None), elem_id="msw-status")
-            candidates = gr.Gallery(label="Candidate masks (click to choose)", columns=3, height=180,
-                                    allow_preview=False, elem_id="msw-candidates", format="jpeg",
-                                    visible=not start_in_browser)
-            objects = gr.Dataframe(headers=["#", "colour", "area (px)", "IoU", "points", "box"],
-                                   datatype=["number", "html", "number", "number", "number", "bool"],
-                                   label="Kept objects", interactive=False, elem_id="msw-objects")
+            candidates = gr.Gallery(
+                label="Candidate masks (click to choose)",
+                columns=3,
+                height=180,
+                allow_preview=False,
+                elem_id="msw-candidates",
+                format="jpeg",
+                visible=not start_in_browser,
+            )
+            objects = gr.Dataframe(
+                headers=["#", "colour", "area (px)", "IoU", "points", "box"],
+                datatype=["number", "html", "number", "number", "number", "bool"],
+                label="Kept objects",
+                interactive=False,
+                elem_id="msw-objects",
+            )
 
     outs = [state, canvas, candidates, info, objects]
     private = dict(api_visibility="private")
     quiet = dict(private, show_progress="hidden")  # quick actions: the result is the feedback
     # one progress indicator per action: on whichever of canvas / widget is shown
-    upload.change(bind(on_upload, ctx), [upload, refine], outs + [widget, files], show_progress_on=[canvas, widget],
-                  **private)
+    upload.change(
+        bind(on_upload, ctx), [upload, refine], outs + [widget, files], show_progress_on=[canvas, widget], **private
+    )
     # Created after the upload's event, which stays the app's first (fn_index 0: clients and
     # tests address it so); an example click loads its file into `upload`, whose change runs.
     with examples_slot:
@@ -242,13 +290,15 @@ def build_segment_tab(ctx: AppContext) -> SegmentTab:
     widget.fallback(bind(on_fallback, ctx), [state, refine], mode_outs, **quiet)
     use_browser.input(bind(on_toggle_browser, ctx), [state, use_browser, refine], mode_outs, **quiet)
     refine.change(bind(on_refine_change, ctx), [state, use_browser, refine], widget, **quiet)
-    canvas.select(bind(on_click, ctx), [state, mode, refine], outs, show_progress="minimal",
-                  show_progress_on=[canvas], **private)
+    canvas.select(
+        bind(on_click, ctx), [state, mode, refine], outs, show_progress="minimal", show_progress_on=[canvas], **private
+    )
     candidates.select(bind(on_pick, ctx), state, outs, **quiet)
     undo_btn.click(bind(undo, ctx), state, outs, **quiet)
     clear_btn.click(bind(clear, ctx), state, outs, **quiet)
     keep_btn.click(bind(keep_object, ctx), state, outs, **quiet)
     remove_btn.click(bind(remove_object, ctx), state, outs, **quiet).then(
-        bind(on_widget_refresh, ctx), [state, use_browser, refine], widget, **quiet)
+        bind(on_widget_refresh, ctx), [state, use_browser, refine], widget, **quiet
+    )
     export_btn.click(bind(on_export, ctx), state, files, **quiet)
     return SegmentTab(state=state, upload=upload, widget=widget, info=info, files=files)

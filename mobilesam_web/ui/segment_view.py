@@ -1,5 +1,6 @@
 """What the segment tab shows for a session: the status line, the kept-objects table, the
 server-drawn canvas, and the value of the in-browser widget."""
+
 import base64
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -52,8 +53,10 @@ def objects_table(s: Optional[seg.SegmentSession]) -> List[list]:
         r, g, b = (int(v) for v in color_for(i))
         return f"<span style='color:rgb({r},{g},{b});font-size:1.4em' aria-label='colour {i + 1}'>■</span>"
 
-    return [[i + 1, swatch(i), int(m.sum()), round(o.score, 3), len(o.prompts.points), o.prompts.box is not None]
-            for i, (o, m) in enumerate(zip(s.objects, s.object_masks()))]
+    return [
+        [i + 1, swatch(i), int(m.sum()), round(o.score, 3), len(o.prompts.points), o.prompts.box is not None]
+        for i, (o, m) in enumerate(zip(s.objects, s.object_masks()))
+    ]
 
 
 def view(ctx: AppContext, s: Optional[seg.SegmentSession]) -> Tuple[Any, list, str, list]:
@@ -72,8 +75,7 @@ def data_url(image: np.ndarray, ext: str = ".jpg") -> str:
     return f"data:{mime};base64," + base64.b64encode(buf.tobytes()).decode()
 
 
-def browser_view(ctx: AppContext, s: Optional[seg.SegmentSession], refine_on: bool = True
-                 ) -> Optional[Dict[str, Any]]:
+def browser_view(ctx: AppContext, s: Optional[seg.SegmentSession], refine_on: bool = True) -> Optional[Dict[str, Any]]:
     """The in-browser widget's value: what it needs to decode this session's image locally.
 
     Keys: token (changes only with a new image: the widget re-fetches nothing while it stays),
@@ -92,9 +94,18 @@ def browser_view(ctx: AppContext, s: Optional[seg.SegmentSession], refine_on: bo
     if s.browser_image is None:  # made once per image: re-sending the view must stay cheap
         small = s.image if sc == 1.0 else cv2.resize(s.image, (dw, dh), interpolation=cv2.INTER_AREA)
         s.browser_image = data_url(small)
-    return {"token": s.browser_token, "image": s.browser_image, "width": w, "height": h,
-            "display_width": dw, "display_height": dh, "input_size": list(s.input_size),
-            "embedding": f"/msw/embedding/{s.browser_token}", "objects_count": len(s.objects),
-            "objects": data_url(seg.objects_layer(s), ".png") if s.objects else None,
-            "refine": bool(refine_on), "max_points": int(ctx.config.max_points),
-            "status": status_text(ctx, s)}
+    return {
+        "token": s.browser_token,
+        "image": s.browser_image,
+        "width": w,
+        "height": h,
+        "display_width": dw,
+        "display_height": dh,
+        "input_size": list(s.input_size),
+        "embedding": f"/msw/embedding/{s.browser_token}",
+        "objects_count": len(s.objects),
+        "objects": data_url(seg.objects_layer(s), ".png") if s.objects else None,
+        "refine": bool(refine_on),
+        "max_points": int(ctx.config.max_points),
+        "status": status_text(ctx, s),
+    }

@@ -2,6 +2,7 @@
 
 Nothing here holds a user's data: per-user state lives in `gr.State` (see segment.py).
 """
+
 import os
 import threading
 from dataclasses import dataclass, field
@@ -19,14 +20,14 @@ class AppConfig:
     onnx_cache_dir: Optional[str] = None
     threads: Optional[int] = None
     # Limits for a public server (README "Limits"); each has an env var, see LIMIT_ENV.
-    max_image_side: int = 2048       # images are worked on at most this large (results in the user's pixels)
-    max_pixels: int = 100_000_000    # larger images are refused from their header
-    max_upload_mb: float = 50.0      # uploads larger than this are refused by the upload route
-    max_points: int = 64             # prompt points per request / per object
-    min_imgsz: int = 320             # detector input size range for segment-everything
+    max_image_side: int = 2048  # images are worked on at most this large (results in the user's pixels)
+    max_pixels: int = 100_000_000  # larger images are refused from their header
+    max_upload_mb: float = 50.0  # uploads larger than this are refused by the upload route
+    max_points: int = 64  # prompt points per request / per object
+    min_imgsz: int = 320  # detector input size range for segment-everything
     max_imgsz: int = 1280
-    session_ttl: float = 3600.0      # seconds an idle browser session keeps its image and objects
-    max_sessions: int = 1000         # sessions kept at most (least recently used dropped first)
+    session_ttl: float = 3600.0  # seconds an idle browser session keeps its image and objects
+    max_sessions: int = 1000  # sessions kept at most (least recently used dropped first)
 
     @classmethod
     def from_env(cls, **overrides) -> "AppConfig":
@@ -67,10 +68,10 @@ class Services:
     config: AppConfig
     sam_error: Optional[str] = None
     detector_error: Optional[str] = None
-    engine: object = None          # OnnxSam (onnxruntime backend)
-    torch_model: object = None     # Sam (torch backend, and the grid comparison)
+    engine: object = None  # OnnxSam (onnxruntime backend)
+    torch_model: object = None  # Sam (torch backend, and the grid comparison)
     everything_engine: object = None  # OnnxSam with the prompt-guided decoder, if given
-    everything_model: object = None   # torch Sam with the prompt-guided decoder, if given
+    everything_model: object = None  # torch Sam with the prompt-guided decoder, if given
     detector: object = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -101,8 +102,10 @@ class Services:
                 except (WeightsUnavailableError, CheckpointError) as exc:
                     self.detector_error = str(exc)
                 except Exception as exc:  # a crafted or damaged file; kept, so it is not re-read per call
-                    self.detector_error = (f"{self.config.detector_checkpoint or 'the detector checkpoint'} is "
-                                           f"not a usable object-aware detector ({type(exc).__name__})")
+                    self.detector_error = (
+                        f"{self.config.detector_checkpoint or 'the detector checkpoint'} is "
+                        f"not a usable object-aware detector ({type(exc).__name__})"
+                    )
             return self.detector
 
 
@@ -126,8 +129,9 @@ def load_services(config: AppConfig, log=print) -> Services:
             if s.engine is not None:
                 from ..onnx_predictor import load_onnx_engine
 
-                s.everything_engine = load_onnx_engine(path, config.onnx_cache_dir, config.threads,
-                                                       decoder_checkpoint=config.decoder_checkpoint, log=log)
+                s.everything_engine = load_onnx_engine(
+                    path, config.onnx_cache_dir, config.threads, decoder_checkpoint=config.decoder_checkpoint, log=log
+                )
             else:
                 s.everything_model = load_prompt_guided_decoder(load_mobile_sam(path), config.decoder_checkpoint)
     except (WeightsUnavailableError, CheckpointError) as exc:

@@ -14,6 +14,7 @@ session hash it has seen, up to `state_session_capacity` (10,000 by default), an
 an idle one before that. We cap the count and drop sessions idle for longer than the state's
 time-to-live.
 """
+
 import datetime
 import logging
 import os
@@ -43,8 +44,7 @@ def is_uploaded(path: str) -> bool:
     return os.path.commonpath([real, folder]) == folder
 
 
-def prune_sessions(demo, ttl: float, capacity: Optional[int] = None,
-                   now: Optional[datetime.datetime] = None) -> int:
+def prune_sessions(demo, ttl: float, capacity: Optional[int] = None, now: Optional[datetime.datetime] = None) -> int:
     """Forget Gradio sessions idle for more than `ttl` seconds; returns how many were dropped."""
     holder = getattr(demo, "state_holder", None)
     if holder is None:

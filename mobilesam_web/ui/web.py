@@ -14,6 +14,7 @@ Gradio; `--share` hands them to Gradio's own launcher):
 The runtime and the models are sent gzip-compressed to browsers that accept it (the WASM runtime
 shrinks 4x); each file is compressed once per process and kept in memory.
 """
+
 import gzip
 import os
 import re
@@ -44,13 +45,19 @@ ORT_SRI = {
 # Two builds of the runtime: WASM only (14 MB, 3.7 MB gzipped) for most visitors, and the one
 # with the WebGPU backend (27 MB, 6.7 MB gzipped), loaded only when WebGPU will be used.
 ORT_BUNDLES = {
-    "wasm": {"main": "ort.wasm.min.mjs", "glue": "ort-wasm-simd-threaded.mjs",
-             "wasm": "ort-wasm-simd-threaded.wasm"},
-    "webgpu": {"main": "ort.webgpu.min.mjs", "glue": "ort-wasm-simd-threaded.asyncify.mjs",
-               "wasm": "ort-wasm-simd-threaded.asyncify.wasm"},
+    "wasm": {"main": "ort.wasm.min.mjs", "glue": "ort-wasm-simd-threaded.mjs", "wasm": "ort-wasm-simd-threaded.wasm"},
+    "webgpu": {
+        "main": "ort.webgpu.min.mjs",
+        "glue": "ort-wasm-simd-threaded.asyncify.mjs",
+        "wasm": "ort-wasm-simd-threaded.asyncify.wasm",
+    },
 }
-MEDIA_TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
-               ".onnx": "application/octet-stream"}
+MEDIA_TYPES = {
+    ".mjs": "text/javascript",
+    ".js": "text/javascript",
+    ".wasm": "application/wasm",
+    ".onnx": "application/octet-stream",
+}
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
@@ -154,8 +161,7 @@ def msw_app(services, store: EmbeddingStore):
     if ort_local:
         big += [ORT_LOCAL / f for files in ORT_BUNDLES.values() for f in files.values()]
     # Compress now (about 3 s on 2 cores), not when the first visitor asks for the sizes.
-    threading.Thread(target=lambda: [packed.gzipped(p) for p in big], daemon=True,
-                     name="msw-gzip").start()
+    threading.Thread(target=lambda: [packed.gzipped(p) for p in big], daemon=True, name="msw-gzip").start()
 
     def send(path: Path, request: Request, cache: str):
         """The file, gzipped when the browser accepts it; Content-Length is what goes over the wire."""
@@ -174,8 +180,11 @@ def msw_app(services, store: EmbeddingStore):
 
     def describe(graph):
         p = decoders.get(graph)
-        return {"url": f"/msw/models/{graph}.onnx?v={tag}", "version": tag, "graph": graph,
-                **sizes(Path(p))} if p else None
+        return (
+            {"url": f"/msw/models/{graph}.onnx?v={tag}", "version": tag, "graph": graph, **sizes(Path(p))}
+            if p
+            else None
+        )
 
     @app.get("/config.json")
     def config():
@@ -186,27 +195,33 @@ def msw_app(services, store: EmbeddingStore):
                 bundles[name]["bytes"] = sum(ORT_LOCAL.joinpath(f).stat().st_size for f in files.values())
                 parts = [sizes(ORT_LOCAL / f)["transfer_bytes"] for f in files.values()]
                 bundles[name]["transfer_bytes"] = None if None in parts else sum(parts)
-        return JSONResponse({
-            "ort": {"version": ORT_VERSION, "local": ort_local,
-                    "base": f"/msw/ort/{ORT_VERSION}/" if ort_local else ORT_CDN, "sri": ORT_SRI,
-                    "bundles": bundles},
-            # decoder_lowres for clicks (exact parity with the server); decoder_web stores the
-            # weights as float16 (half the download; mask IoU >= 0.999 against it, measured).
-            "decoder": describe("decoder_lowres"),
-            "decoder_web": describe("decoder_web"),
-            # hover previews, loaded on the first hover: tanh GELU (WASM's erf is slow), float16
-            # weights; ~1.5e-3 in logits
-            "decoder_fast": describe("decoder_fast"),
-            "palette": palette_spec(),
-            "max_points": int(services.config.max_points),
-            "cross_origin_isolated_by_server": cross_origin_isolation_enabled(),
-        }, headers={"Cache-Control": "no-cache"})
+        return JSONResponse(
+            {
+                "ort": {
+                    "version": ORT_VERSION,
+                    "local": ort_local,
+                    "base": f"/msw/ort/{ORT_VERSION}/" if ort_local else ORT_CDN,
+                    "sri": ORT_SRI,
+                    "bundles": bundles,
+                },
+                # decoder_lowres for clicks (exact parity with the server); decoder_web stores the
+                # weights as float16 (half the download; mask IoU >= 0.999 against it, measured).
+                "decoder": describe("decoder_lowres"),
+                "decoder_web": describe("decoder_web"),
+                # hover previews, loaded on the first hover: tanh GELU (WASM's erf is slow), float16
+                # weights; ~1.5e-3 in logits
+                "decoder_fast": describe("decoder_fast"),
+                "palette": palette_spec(),
+                "max_points": int(services.config.max_points),
+                "cross_origin_isolated_by_server": cross_origin_isolation_enabled(),
+            },
+            headers={"Cache-Control": "no-cache"},
+        )
 
     @app.get("/ort/{version}/{name}")
     def ort_file(version: str, name: str, request: Request):
         path = ORT_LOCAL / name
-        if (version != ORT_VERSION or not re.fullmatch(r"ort[A-Za-z0-9_.-]*\.(mjs|wasm)", name)
-                or not path.is_file()):
+        if version != ORT_VERSION or not re.fullmatch(r"ort[A-Za-z0-9_.-]*\.(mjs|wasm)", name) or not path.is_file():
             raise HTTPException(404, "no such onnxruntime-web file")
         return send(path, request, IMMUTABLE)
 
@@ -236,8 +251,9 @@ def create_server(demo, context):
     app.add_middleware(isolation_middleware())
     app.mount("/msw", msw_app(context.services, context.store))
     # Uploads over the limit are refused by Gradio's upload route while they stream in.
-    return gr.mount_gradio_app(app, demo, path="/", max_file_size=max_upload_bytes(context.config),
-                               css_paths=[PAGE_CSS])
+    return gr.mount_gradio_app(
+        app, demo, path="/", max_file_size=max_upload_bytes(context.config), css_paths=[PAGE_CSS]
+    )
 
 
 def launch_with_share_link(demo, context, host: str, port: int) -> None:
@@ -246,11 +262,19 @@ def launch_with_share_link(demo, context, host: str, port: int) -> None:
     from starlette.middleware import Middleware
     from starlette.routing import Mount
 
-    demo.launch(server_name=host, server_port=port, share=True, show_error=True,
-                max_file_size=max_upload_bytes(context.config),
-                state_session_capacity=context.config.max_sessions, css_paths=[PAGE_CSS],
-                app_kwargs={"routes": [Mount("/msw", app=msw_app(context.services, context.store))],
-                            "middleware": [Middleware(isolation_middleware())]})
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        share=True,
+        show_error=True,
+        max_file_size=max_upload_bytes(context.config),
+        state_session_capacity=context.config.max_sessions,
+        css_paths=[PAGE_CSS],
+        app_kwargs={
+            "routes": [Mount("/msw", app=msw_app(context.services, context.store))],
+            "middleware": [Middleware(isolation_middleware())],
+        },
+    )
 
 
 def max_upload_bytes(config) -> int:
@@ -269,5 +293,3 @@ def ort_sri_matches_local() -> dict:
             digest = base64.b64encode(hashlib.sha384(p.read_bytes()).digest()).decode()
             out[name] = f"sha384-{digest}" == sri
     return out
-
-
