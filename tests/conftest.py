@@ -78,3 +78,13 @@ def assert_masks_close(ours: np.ndarray, ref: np.ndarray, frac: float = 1e-4) ->
     per_mask = (ours != ref).reshape(-1, *ref.shape[-2:]).sum(axis=(1, 2))
     limit = frac * ref.shape[-1] * ref.shape[-2]
     assert per_mask.max() <= limit, f"differing pixels per mask {per_mask.tolist()} > {limit:.0f}"
+
+
+def amg_case(cases, prefix: str) -> dict:
+    """The grid-generator outputs stored under `prefix_*` in cases.npz ("amg_nonms" is also a
+    prefix of "amg_..." keys: kept apart)."""
+    return {
+        k[len(prefix) + 1 :]: cases[k]
+        for k in cases.files
+        if k.startswith(prefix + "_") and (prefix == "amg_nonms" or not k.startswith("amg_nonms"))
+    }

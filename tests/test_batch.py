@@ -48,16 +48,9 @@ def folder(tmp_path_factory):
     return make_folder(tmp_path_factory.mktemp("images"))
 
 
-def segment(*args) -> int:
-    from mobilesam_web.cli import main
-
-    return main(["segment", *map(str, args), "--checkpoint", str(SAM_CKPT), "--no-progress"])
-
-
-@pytest.fixture(scope="module")
-def everything_run(folder, onnx_cache, tmp_path_factory):
-    out = tmp_path_factory.mktemp("out_everything")
-    rc = segment(
+def everything_args(folder, out, onnx_cache) -> list:
+    """The everything-mode run of these tests (PNGs and embeddings included)."""
+    return [
         folder,
         "--out",
         out,
@@ -68,7 +61,19 @@ def everything_run(folder, onnx_cache, tmp_path_factory):
         onnx_cache,
         "--png",
         "--embeddings",
-    )
+    ]
+
+
+def segment(*args) -> int:
+    from mobilesam_web.cli import main
+
+    return main(["segment", *map(str, args), "--checkpoint", str(SAM_CKPT), "--no-progress"])
+
+
+@pytest.fixture(scope="module")
+def everything_run(folder, onnx_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out_everything")
+    rc = segment(*everything_args(folder, out, onnx_cache))
     return rc, out
 
 
@@ -127,18 +132,7 @@ def test_rerun_skips_and_refuses_other_options(everything_run, folder, onnx_cach
     stamps = {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*.json")}
     assert len(stamps) == 4
     capsys.readouterr()
-    rc2 = segment(
-        folder,
-        "--out",
-        out,
-        "--detector-checkpoint",
-        DET_CKPT,
-        *FAST,
-        "--onnx-cache",
-        onnx_cache,
-        "--png",
-        "--embeddings",
-    )
+    rc2 = segment(*everything_args(folder, out, onnx_cache))
     assert rc2 == 1  # the corrupt file is tried again, and fails again
     log = capsys.readouterr()
     assert "4 images already done" in log.out + log.err

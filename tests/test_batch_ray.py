@@ -15,9 +15,22 @@ def tree(root: Path) -> dict:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def ray_run(folder, dist, opts) -> int:
+    """One actor with the local run's 2 threads, on a small local Ray instance."""
+    from mobilesam_web.batch import SegmentJob
+    from mobilesam_web.batch_ray import run_ray
+
+    return run_ray(
+        SegmentJob(str(folder), str(dist), **opts),
+        actors=1,
+        threads=2,
+        actor_memory_mb=1000,
+        ray_init={"num_cpus": 2, "object_store_memory": 200 << 20, "include_dashboard": False},
+    )
+
+
 def test_ray_run_equals_local_run(tmp_path):
     from mobilesam_web.batch import SegmentJob, run_local
-    from mobilesam_web.batch_ray import run_ray
 
     folder = make_folder(tmp_path / "in", n_extra=1)
     cache = tmp_path / "onnx"
@@ -37,13 +50,7 @@ def test_ray_run_equals_local_run(tmp_path):
     local, dist = tmp_path / "local", tmp_path / "ray"
     assert run_local(SegmentJob(str(folder), str(local), **opts)) == 1  # bad.jpg
     # one actor with the local run's 2 threads: bit-identical engines, so bit-identical masks
-    rc = run_ray(
-        SegmentJob(str(folder), str(dist), **opts),
-        actors=1,
-        threads=2,
-        actor_memory_mb=1000,
-        ray_init={"num_cpus": 2, "object_store_memory": 200 << 20, "include_dashboard": False},
-    )
+    rc = ray_run(folder, dist, opts)
     assert rc == 1
     assert not ray.is_initialized()  # the local instance was shut down
     a, b = tree(local), tree(dist)
@@ -58,11 +65,5 @@ def test_ray_run_equals_local_run(tmp_path):
 
     # resumable on Ray too: a rerun finds everything done and rewrites the same annotations.json
     before = (dist / "annotations.json").read_bytes()
-    rc = run_ray(
-        SegmentJob(str(folder), str(dist), **opts),
-        actors=1,
-        threads=2,
-        actor_memory_mb=1000,
-        ray_init={"num_cpus": 2, "object_store_memory": 200 << 20, "include_dashboard": False},
-    )
+    rc = ray_run(folder, dist, opts)
     assert rc == 1 and (dist / "annotations.json").read_bytes() == before

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_masks_close
+from conftest import amg_case, assert_masks_close
 
 
 @pytest.fixture(scope="module")
@@ -162,11 +162,7 @@ def test_generator_on_onnx_matches_official(fresh, sam_image, sam_cases, prefix,
         fresh["onnx"], points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=nms_thresh
     )
     records = gen.generate(sam_image)
-    z = {
-        k[len(prefix) + 1 :]: sam_cases[k]
-        for k in sam_cases.files
-        if k.startswith(prefix + "_") and (prefix == "amg_nonms" or not k.startswith("amg_nonms"))
-    }
+    z = amg_case(sam_cases, prefix)
     assert len(records) == int(z["count"])
     assert np.abs(np.array([r["predicted_iou"] for r in records]) - z["predicted_iou"]).max() <= 1e-5
     assert np.abs(np.array([r["stability_score"] for r in records]) - z["stability_score"]).max() <= 1e-4

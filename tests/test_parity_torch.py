@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PROMPT_CASES, assert_masks_close, case_prompts
+from conftest import PROMPT_CASES, amg_case, assert_masks_close, case_prompts
 
 
 def test_embedding(torch_predictor, sam_cases):
@@ -55,11 +55,7 @@ def test_grid_generator(sam_model, sam_image, sam_cases, prefix, nms_thresh):
         sam_model, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=nms_thresh
     )
     records = gen.generate(sam_image)
-    z = {
-        k[len(prefix) + 1 :]: sam_cases[k]
-        for k in sam_cases.files
-        if k.startswith(prefix + "_") and (prefix == "amg_nonms" or not k.startswith("amg_nonms"))
-    }
+    z = amg_case(sam_cases, prefix)
     assert len(records) == int(z["count"])
     iou = np.array([r["predicted_iou"] for r in records])
     assert np.abs(iou - z["predicted_iou"]).max() <= 1e-5  # also pins the order

@@ -206,17 +206,9 @@ def build_api(ctx: AppContext) -> None:
         ev_out = described(gr.JSON(label="coco"), EVERYTHING_RESULT, EVERYTHING_RETURNS)
         segment_btn = gr.Button()
         everything_btn = gr.Button()
-    segment_btn.click(
-        endpoint(api_segment, ctx, SEGMENT_SUMMARY, seg, SEGMENT_RETURNS),
-        seg_inputs,
-        seg_out,
-        api_name="segment",
-        preprocess=False,
-    )
-    everything_btn.click(
-        endpoint(api_everything, ctx, EVERYTHING_SUMMARY, ev, EVERYTHING_RETURNS),
-        ev_inputs,
-        ev_out,
-        api_name="everything",
-        preprocess=False,
-    )
+    # Preprocessing off: values arrive as sent and params.py gives each bad one a clear message.
+    for name, fn, summary, params, returns, ins, out, btn in (
+        ("segment", api_segment, SEGMENT_SUMMARY, seg, SEGMENT_RETURNS, seg_inputs, seg_out, segment_btn),
+        ("everything", api_everything, EVERYTHING_SUMMARY, ev, EVERYTHING_RETURNS, ev_inputs, ev_out, everything_btn),
+    ):
+        btn.click(endpoint(fn, ctx, summary, params, returns), ins, out, api_name=name, preprocess=False)
