@@ -1,6 +1,6 @@
 """The visitor's numbers and in-browser decode latency: headless Chromium (Debian's) driving the app.
 
-    python bench/bench_browser.py [--n 60] [--webgpu-n 5]
+    python bench/bench_browser.py [--n 60] [--webgpu-n 5] [--encode-n 3] [--only-device] [--no-webgpu-encode]
 
 Visitor: page load -> first painted mask for a new visitor and a returning one (cached runtime and
 decoder), on the local link and on an emulated 20 Mbit/s connection, with the bytes that went over
@@ -14,6 +14,12 @@ exposes an adapter (here: SwiftShader, a CPU emulation, so expect it to be slow)
 full hover (decode + SAM's exact upscaling + drawing) and, as the baseline in the same run, the
 server's ONNX Runtime decoder. "hover" rows: the fast decoder the page uses for hover previews
 (tanh GELU, float16 weights); clicks use the exact one.
+
+On-device mode (the image is encoded in the page): the in-browser encode time (PIL-exact resize +
+encoder session.run, median over --encode-n images) for WASM with 1 thread, WASM with threads and
+WebGPU (SwiftShader: one encode, minutes), against native ONNX Runtime encoding the same image
+with the same graph in the same run; and a new and a returning visitor's page load -> first
+painted mask with the bytes that went over the wire.
 """
 
 import argparse
@@ -140,11 +146,109 @@ def server_click_ms(b, url, n):
     return {"p50": ts[len(ts) // 2], "p95": ts[min(len(ts) - 1, int(len(ts) * 0.95))]}
 
 
+def device_encodes(b, url, query, n):
+    """Median in-browser encode (ms) over n opens of the fixture image, and the backend label."""
+    page = b.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url + "?msw_device=1&" + query)
+    page.wait_for_function("window.mswDebug && (window.mswDebug.ready || window.mswDebug.error)", timeout=300_000)
+    if page.evaluate("window.mswDebug.error || null"):
+        return None, page.evaluate("window.mswDebug.error")
+    label = page.evaluate("window.mswDebug.backend") + f" x{page.evaluate('window.mswDebug.threads')}"
+    enc, resize = [], []
+    for _ in range(n):
+        page.evaluate("window.mswDebug.openLocal('/msw/examples/coffee.jpg', 'coffee.jpg')")
+        page.wait_for_function("window.mswDebug.imageReady", timeout=1_800_000, polling=500)
+        r = page.evaluate("window.mswDebug.lastEncode")
+        enc.append(r["encodeMs"])
+        resize.append(r["resizeMs"])
+    page.close()
+    return {"encode": statistics.median(enc), "resize": statistics.median(resize)}, label
+
+
+def device_visit(ctx, url):
+    """A visitor in on-device mode: page load -> example opened, encoded here -> first painted
+    mask; (seconds, MB over the wire)."""
+    page = ctx.new_page()
+    page.set_viewport_size({"width": 1366, "height": 768})
+    got = []
+    page.on("requestfinished", lambda r: got.append(r.sizes()["responseBodySize"] + r.sizes()["responseHeadersSize"]))
+    t = time.perf_counter()
+    page.goto(url + "?msw_device=1")
+    page.wait_for_function("window.mswDebug && window.mswDebug.device", timeout=300_000)
+    page.locator(".msw-examples button").nth(1).click()
+    page.wait_for_function("window.mswDebug.imageReady", timeout=600_000, polling=200)
+    box = page.locator(".msw-overlay").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=300_000)
+    took = time.perf_counter() - t
+    page.close()
+    return took, sum(got) / 1e6
+
+
+def on_device(url, args):
+    from mobilesam_web.export import ort_session
+    from mobilesam_web.image_io import read_image
+    from mobilesam_web.paths import examples_dir
+    from mobilesam_web.transforms import ResizeLongestSide
+
+    image = ResizeLongestSide(1024).apply_image(read_image(str(examples_dir() / "coffee.jpg")).image)
+    onnx_dir = next(Path("/tmp/mobilesam-bench-onnx").glob("*/encoder.onnx"))
+    sess = ort_session(onnx_dir)
+    sess.run(None, {"image": image})
+    native = []
+    for _ in range(max(3, args.encode_n)):
+        t = time.perf_counter()
+        sess.run(None, {"image": image})
+        native.append((time.perf_counter() - t) * 1e3)
+    native_ms = statistics.median(native)
+    rows, visits = [], []
+    with browser(["--enable-unsafe-webgpu"]) as b:
+        ctx = b.new_context()
+        visits.append(("new visitor",) + device_visit(ctx, url))
+        visits.append(("cached",) + device_visit(ctx, url))
+        ctx.close()
+        runs = [
+            ("WASM, 1 thread", "msw_backend=wasm&msw_threads=1", args.encode_n),
+            ("WASM, threads", "msw_backend=wasm", args.encode_n),
+        ]
+        if not args.no_webgpu_encode:
+            runs.append(("WebGPU", "msw_backend=webgpu", 1))
+        for name, query, n in runs:
+            r, label = device_encodes(b, url, query, n)
+            rows.append((name, r, label))
+    print("On-device mode (image encoded in the page; coffee.jpg 512x400 -> 1024x800):")
+    for who, took, mb in visits:
+        print(
+            f"  {who:12s} page load -> example encoded here -> first painted mask {took:5.1f} s, {mb:5.1f} MB over the wire"
+        )
+    print(
+        f"  native onnxruntime encoder (same graph, same run, {sess.get_session_options().intra_op_num_threads} threads): "
+        f"{native_ms:.0f} ms"
+    )
+    for name, r, label in rows:
+        if r is None:
+            print(f"  {name:16s} unavailable: {label}")
+            continue
+        print(
+            f"  {name:16s} {label:10s} encode median {r['encode']:.0f} ms ({r['encode'] / native_ms:.1f}x native), "
+            f"resize {r['resize']:.0f} ms"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=60)
     ap.add_argument("--webgpu-n", type=int, default=5)
+    ap.add_argument("--encode-n", type=int, default=3)
+    ap.add_argument("--only-device", action="store_true", help="only the on-device (in-browser encoding) numbers")
+    ap.add_argument("--no-webgpu-encode", action="store_true", help="skip the SwiftShader encode (minutes)")
     args = ap.parse_args()
+    if args.only_device:
+        with running_app(
+            ["--checkpoint", str(FIX / "weights_fp16.pt")], {"MOBILESAM_ONNX_CACHE": "/tmp/mobilesam-bench-onnx"}
+        ) as url:
+            on_device(url, args)
+        return
 
     from mobilesam_web import load_predictor
 
@@ -192,6 +296,7 @@ def main() -> None:
                 if "WASM" in name:
                     rows.append((name + " hover", page.evaluate(JS, [n, 2, True]), "fast decoder, 1 thread"))
                 page.close()
+        on_device(url, args)
     print("A visitor on this 2-core machine (headless Chromium, server on the same machine):")
     for link, who, took, mb, state in visits:
         print(

@@ -4,6 +4,8 @@
     mobilesam-web export --checkpoint PATH --out DIR [--graphs ...]      ONNX export
     mobilesam-web segment INPUT --out DIR [--mode everything|boxes|grid] [--ray [ADDRESS]] ...
                                                                          batch segmentation -> COCO
+    mobilesam-web export-site OUT_DIR [--checkpoint PATH]                a static site that segments
+                                                                         in the browser (no server)
 
 Every `serve` option also has an environment variable (for a Space): MOBILESAM_CHECKPOINT,
 MOBILESAMV2_DETECTOR, MOBILESAMV2_DECODER, MOBILESAM_BACKEND, MOBILESAM_MAX_IMAGE_SIDE,
@@ -21,6 +23,7 @@ COMMANDS = {
     "serve": "the web app (default)",
     "export": "ONNX export",
     "segment": "batch segmentation of a folder into COCO",
+    "export-site": "a static site that runs segment-anything in the visitor's browser",
 }
 
 
@@ -30,7 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(__doc__.strip())
         return 0
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "serve"
-    return {"serve": serve, "export": export, "segment": segment}[command](argv)
+    return {"serve": serve, "export": export, "segment": segment, "export-site": export_site}[command](argv)
 
 
 def serve(argv: Optional[Sequence[str]] = None) -> int:
@@ -143,6 +146,32 @@ def export(argv: Optional[Sequence[str]] = None) -> int:
     for name, path in paths.items():
         print(f"{name:16s} {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     print("verified against the torch model" if not args.no_verify else "not verified (--no-verify)")
+    return 0
+
+
+def export_site(argv: Optional[Sequence[str]] = None) -> int:
+    """Write a static site (index.html, JS, onnxruntime-web, the graphs) into OUT_DIR."""
+    from .site import SiteError
+    from .site import export_site as write_site
+    from .weights import CheckpointError, WeightsUnavailableError
+
+    ap = argparse.ArgumentParser(
+        prog="mobilesam-web export-site",
+        description="write a self-contained static folder that runs segment-anything entirely in the "
+        "visitor's browser (open an image, click, export); host it on any static file host",
+    )
+    ap.add_argument("out", metavar="OUT_DIR", help="output folder (created)")
+    ap.add_argument("--checkpoint", help="mobile_sam.pt (default: $MOBILESAM_CHECKPOINT, else the Hub)")
+    args = ap.parse_args(argv)
+    try:
+        out = write_site(args.out, args.checkpoint, log=lambda s: print(s, flush=True))
+    except (WeightsUnavailableError, CheckpointError, SiteError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"serve it with any static file server, e.g. `python -m http.server -d {out}`; hosts that send "
+        "COOP/COEP headers (Netlify and Cloudflare Pages read the _headers file) get multithreaded WASM"
+    )
     return 0
 
 

@@ -7,6 +7,12 @@
 //   image:   none -> uploading -> fetching -> ready   (per upload; the embedding is fetched as
 //            soon as the server sends the image, whether or not the decoder has loaded)
 // Clicks made before both are ready are kept (markers shown) and decoded as soon as they are.
+//
+// On-device mode ("On this device"; the only mode of the static site, `mount({standalone})`):
+// the image is opened in the page, resized and encoded in the click worker, and kept objects and
+// downloads stay here: nothing about the image is sent anywhere.
+//   encoder: off -> loading -> ready | failed;   image: none -> encoding -> ready
+import { preprocessShape } from "./msw_resize.js";
 import { colorFor, toHalf } from "./msw_runtime.js";
 
 const HTML = `
@@ -23,6 +29,18 @@ const HTML = `
   <button type="button" data-act="clear" title="Clear the current object (Esc)">Clear</button>
   <button type="button" data-act="keep" class="msw-primary" title="Keep this object and start the next (K)">Keep object</button>
   <button type="button" data-act="export" title="Download masks, cut-outs and COCO JSON (E)">Export</button>
+  <button type="button" data-act="unkeep" class="msw-local" title="Remove the last kept object">Remove last kept</button>
+</div>
+<div class="msw-device-row">
+  <label class="msw-device" hidden><input type="checkbox" data-act="device"> On this device: the image is
+    never uploaded</label>
+  <span class="msw-device-note"></span>
+</div>
+<div class="msw-open msw-local">
+  <button type="button" data-act="open" class="msw-primary">Open an image…</button>
+  <input type="file" accept="image/*" hidden>
+  <span class="msw-examples"></span>
+  <span class="msw-drop-hint">or drop / paste an image here</span>
 </div>
 <div class="msw-info"><span class="msw-tech"></span><span class="msw-live" role="status" aria-live="polite">loading the in-browser decoder…</span></div>
 <div class="msw-stage">
@@ -33,6 +51,7 @@ const HTML = `
   <div class="msw-spinner" aria-hidden="true"></div>
 </div>
 <div class="msw-cands" role="group" aria-label="Candidate masks"></div>
+<div class="msw-downloads msw-local" aria-live="polite"></div>
 <p class="msw-keys" id="msw-keys">Keyboard: focus the image, arrows move the crosshair (Shift: faster),
 Enter adds a point, Shift+Enter excludes one, B sets a box corner, 1–3 pick a candidate, U undo,
 K keep, Esc clear, E export.</p>`;
@@ -59,6 +78,16 @@ const CSS = `
 .msw-root .msw-cands button.on{border-color:var(--msw-accent);box-shadow:0 0 0 2px #1e90ff55}
 .msw-keys{font-size:.8em;color:#666;margin:4px 0 0;line-height:1.3}
 .msw-tech:not(:empty)::after{content:" · "}
+.msw-root:not(.msw-on-device) .msw-local{display:none}
+.msw-device-row{font-size:.9em;margin:2px 0}
+.msw-device-note{color:#555;margin-left:6px}
+.msw-open{display:flex;flex-wrap:wrap;gap:6px;align-items:center;margin:4px 0}
+.msw-root .msw-open button{padding:6px 12px;min-height:36px;border:1px solid #bbb;border-radius:6px;background:#f6f6f6;
+  color:#222;cursor:pointer;font-size:14px}
+.msw-root .msw-open .msw-primary{background:#f97316;color:#fff;border-color:#f97316}
+.msw-drop-hint{color:#666;font-size:.85em}
+.msw-root.msw-drag .msw-stage,.msw-root.msw-drag .msw-open{outline:3px dashed var(--msw-accent)}
+.msw-downloads a{display:inline-block;margin:2px 10px 2px 0}
 @media (pointer: coarse){.msw-keys{display:none}}`;
 
 const WHITE = [255, 255, 255];
@@ -75,7 +104,7 @@ class Worker2 {   // a decoder worker with request/response calls
     this.token = null;   // the image whose embedding this worker holds
     this.w.onmessage = (e) => {
       const m = e.data;
-      if (m.type === "progress") { if (onProgress) onProgress(m.got, m.total); return; }
+      if (m.type === "progress") { if (onProgress) onProgress(m.got, m.total, m.what); return; }
       const p = this.waiting.get(m.id);
       if (!p) return;
       this.waiting.delete(m.id);
@@ -100,7 +129,8 @@ class Worker2 {   // a decoder worker with request/response calls
   terminate() { this.w.terminate(); }
 }
 
-export function mount({ element, props, trigger, watch }) {
+// standalone: {configUrl} for a page of its own (the static site): on-device mode only.
+export function mount({ element, props, trigger, watch, standalone }) {
   if (element.__mswDispose) element.__mswDispose();
   const root = document.createElement("div");
   root.className = "msw-root";
@@ -120,6 +150,8 @@ export function mount({ element, props, trigger, watch }) {
   let click = null, hoverW = null;
   let mode = "add", refine = true, maxPoints = 64, keptPending = 0;
   let st = emptyPrompts(), version = 0, preview = null, drag = null, touch = null, kb = null;
+  // on-device mode: the kept objects ({low, score, paint}) and the page's own image
+  let local = [], localSeq = 0, imgUrl = null, downloadUrls = [];
 
   // ------------------------------------------------------------------ status line
   const MB = (b) => (b / 1048576).toFixed(1);
@@ -135,7 +167,15 @@ export function mount({ element, props, trigger, watch }) {
       tech.push(`${S.backendLabel} · decoder ${MB(m.bytes)} MB ${m.cached ? "(cached)" : "(downloaded)"}` +
                 (S.transferred ? ` · ${MB(S.transferred)} MB transferred` : ""));
     } else parts.push(`in-browser decoding unavailable: ${S.error}`);
-    if (S.image === "none") parts.push("upload an image or pick an example");
+    if (S.device) {
+      if (S.encoder === "loading") {
+        parts.push(S.encLoad && S.encLoad.total ? `loading the encoder ${MB(S.encLoad.got)}/${MB(S.encLoad.total)} MB (once; cached afterwards)`
+                                                : "loading the encoder (once; cached afterwards)");
+      } else if (S.encoder === "ready") tech.push(`encoder ${MB(S.encoderInfo.bytes)} MB ${S.encoderInfo.cached ? "(cached)" : "(downloaded)"}`);
+      else if (S.encoder === "failed") parts.push(`the encoder cannot run here: ${S.encError}`);
+    }
+    if (S.image === "none") parts.push(S.device ? "open an image (it stays on this device) or pick an example" : "upload an image or pick an example");
+    else if (S.image === "encoding") parts.push(`encoding on this device… ${S.encodeClock || ""}`.trim());
     else if (S.image === "uploading") parts.push("uploading and encoding the image on the server");
     else if (S.image === "fetching") parts.push("fetching the image embedding");
     else if (st.points.length || st.box) {
@@ -144,7 +184,10 @@ export function mount({ element, props, trigger, watch }) {
       else if (st.result && S.lastMs !== null) {
         parts.push(`decoded in ${S.lastMs.toFixed(0)} ms · predicted IoU ${st.result.iou[st.result.selected].toFixed(3)}`);
       }
-    } else if (S.image === "ready" && S.decoder === "ready") parts.push("ready — click an object");
+    } else if (S.image === "ready" && S.decoder === "ready") {
+      parts.push(S.view.local && S.encodeMs ? `encoded here in ${(S.encodeMs / 1000).toFixed(1)} s · ready — click an object`
+                                            : "ready — click an object");
+    }
     else if (S.image === "ready") parts.push("image ready");
     if (st.corner) parts.push(`${coarse() ? "tap" : "click"} the opposite corner of the box`);
     if (S.hoverNote) parts.push(S.hoverNote);
@@ -170,7 +213,7 @@ export function mount({ element, props, trigger, watch }) {
     return [Math.min(Math.max((e.clientX - r.left) / r.width, 0), 0.9999) * S.view.width,
             Math.min(Math.max((e.clientY - r.top) / r.height, 0), 0.9999) * S.view.height];
   }
-  const colour = () => colorFor(S.cfg.palette, (S.view.objects_count || 0) + keptPending);
+  const colour = () => colorFor(S.cfg.palette, S.view.local ? local.length : (S.view.objects_count || 0) + keptPending);
   const coarse = () => window.matchMedia && window.matchMedia("(pointer: coarse)").matches;
 
   function putPaint(target, rgba) {
@@ -492,20 +535,35 @@ export function mount({ element, props, trigger, watch }) {
       tmp.getContext("2d").putImageData(new ImageData(paint, overlay.width, overlay.height), 0, 0);
       objCtx.globalAlpha = 0.8; objCtx.drawImage(tmp, 0, 0); objCtx.globalAlpha = 1;
     }
-    trigger("keep", lowResPayload());
-    keptPending++;
+    if (S.view.local) local.push({ low: r.low[r.selected], score: r.iou[r.selected], paint });
+    else { trigger("keep", lowResPayload()); keptPending++; }
     st = emptyPrompts(); version++; preview = null;
     say("object kept", 3000);
     redraw();
   }
   function exportNow() {
+    if (S.view && S.view.local) { exportLocal(); return; }
     trigger("export", st.result && !clickBusy ? lowResPayload() : {});
     say("preparing downloads (they appear under Downloads)", 5000);
+  }
+  function unkeep() {
+    if (!local.length) { say("no kept object to remove", 3000); return; }
+    local.pop();
+    objCtx.clearRect(0, 0, objCanvas.width, objCanvas.height);
+    const tmp = document.createElement("canvas");
+    tmp.width = overlay.width; tmp.height = overlay.height;
+    for (const o of local) {
+      if (!o.paint) continue;
+      tmp.getContext("2d").putImageData(new ImageData(o.paint, tmp.width, tmp.height), 0, 0);
+      objCtx.globalAlpha = 0.8; objCtx.drawImage(tmp, 0, 0); objCtx.globalAlpha = 1;
+    }
+    say(`${local.length} object(s) kept`, 3000);
   }
   $("[data-act=undo]").onclick = undo;
   $("[data-act=clear]").onclick = clear;
   $("[data-act=keep]").onclick = keep;
   $("[data-act=export]").onclick = exportNow;
+  $("[data-act=unkeep]").onclick = unkeep;
 
   // --------------------------------------------------------------- image & embedding
   async function fetchEmbedding(v) {
@@ -533,6 +591,7 @@ export function mount({ element, props, trigger, watch }) {
   }
 
   async function show(v) {
+    if (S.device) return;   // on-device mode: the server's image stays where it is, untouched
     if (!v || !v.image) {
       S.view = null; S.token = null; S.f16 = null; S.image = "none"; debug.imageReady = false;
       img.removeAttribute("src"); st = emptyPrompts(); redraw(); status(); return;
@@ -573,9 +632,176 @@ export function mount({ element, props, trigger, watch }) {
   const onUpload = () => { if (S.image !== "uploading") { S.image = "uploading"; status(); } };
   if (uploadBox) { uploadBox.addEventListener("change", onUpload, true); uploadBox.addEventListener("drop", onUpload, true); }
 
+  // ------------------------------------------------------------- on-device mode
+  const deviceBox = $("[data-act=device]"), deviceLabel = $(".msw-device"), fileInput = $(".msw-open input");
+  const ESTIMATE_KEY = "msw-encode-ms";
+  function encodeEstimate() {   // this device's last encode, else a rule of thumb per backend
+    const last = +localStorage.getItem(ESTIMATE_KEY);
+    if (last) return { s: last / 1000, measured: true };
+    // measured (bench/bench_browser.py): about 12 s of one core's WASM per image; a GPU < 1 s
+    return { s: S.backend === "webgpu" ? 1 : 12 / Math.max(1, Math.min(S.threads || 1, 4)), measured: false };
+  }
+  function deviceNote() {
+    const e = S.cfg && S.cfg.encoder, note = $(".msw-device-note");
+    if (!e || S.decoder !== "ready") { note.textContent = ""; return; }
+    const est = encodeEstimate(), mb = MB(e.transfer_bytes || e.bytes);
+    note.textContent = S.encoder === "ready" && S.encoderInfo.cached ? `about ${est.s.toFixed(1)} s per image here`
+      : `one-time download ${mb} MB, then about ${est.s.toFixed(est.s < 10 ? 1 : 0)} s per image here` +
+        (S.backend === "webgpu" ? " (WebGPU)" : ` (${S.backendLabel}${est.measured ? "" : ", estimated"})`);
+  }
+  async function ensureEncoder() {
+    if (S.encoder === "ready" || S.encoder === "loading") return encoderReady;
+    S.encoder = "loading"; status();
+    encoderReady = click.call({ type: "initEncoder", model: S.cfg.encoder }).then((r) => {
+      S.encoder = "ready"; S.encoderInfo = r; debug.encoderReady = true; deviceNote(); status(); return r;
+    }, (err) => {
+      S.encoder = "failed"; S.encError = String(err.message || err); status(); throw err;
+    });
+    return encoderReady;
+  }
+  let encoderReady = null;
+
+  function setDevice(on, remember) {
+    on = !!on && !!(S.cfg && S.cfg.encoder) && S.decoder === "ready";
+    if (remember) try { localStorage.setItem("msw-on-device", on ? "1" : "0"); } catch (e) { /* private mode */ }
+    if (on === !!S.device) return;
+    S.device = on; deviceBox.checked = on;
+    root.classList.toggle("msw-on-device", on);
+    document.body.classList.toggle("msw-device-mode", on && !standalone);   // page CSS hides the upload
+    debug.device = on;
+    if (on) {
+      ensureEncoder().catch(() => {});
+      showLocalEmpty();
+    } else {
+      S.token = null;   // back to the server's image (if any): nothing was lost there
+      show(props.value);
+    }
+    deviceNote(); status();
+  }
+  function showLocalEmpty() {
+    S.view = null; S.token = null; S.f16 = null; S.image = "none"; debug.imageReady = false;
+    img.removeAttribute("src"); st = emptyPrompts(); version++; local = []; redraw();
+  }
+  deviceBox.addEventListener("change", () => setDevice(deviceBox.checked, true));
+
+  async function openLocal(blob, name) {
+    if (!S.device) return;
+    let bitmap;
+    try {
+      // No colour management and the EXIF orientation applied: the pixels the server's reader gives.
+      bitmap = await createImageBitmap(blob, { imageOrientation: "from-image", colorSpaceConversion: "none",
+                                               premultiplyAlpha: "none" });
+    } catch (err) {
+      say(`cannot read ${name || "this file"} as an image: try a PNG, JPEG or WebP`); return;
+    }
+    const W = bitmap.width, H = bitmap.height, limit = S.cfg.max_pixels || 100e6;
+    if (W * H > limit) {
+      bitmap.close();
+      say(`the image is too large: ${W}×${H} = ${(W * H / 1e6).toFixed(0)} megapixels (limit ${(limit / 1e6).toFixed(0)})`);
+      return;
+    }
+    const token = `local-${++localSeq}`, sc = Math.min(1, 1024 / Math.max(W, H));
+    const v = { token, local: true, name: name || "image", width: W, height: H,
+                display_width: Math.max(1, Math.round(W * sc)), display_height: Math.max(1, Math.round(H * sc)),
+                input_size: preprocessShape(H, W), objects_count: 0 };
+    S.token = token; S.view = v; S.f16 = null; S.image = "encoding"; debug.imageReady = false;
+    st = emptyPrompts(); version++; preview = null; kb = null; S.lastMs = null; local = []; clearDownloads();
+    if (imgUrl) URL.revokeObjectURL(imgUrl);
+    imgUrl = URL.createObjectURL(blob);
+    await new Promise((ok) => { img.onload = ok; img.onerror = ok; img.src = imgUrl; });
+    for (const c of [overlay, objCanvas]) { c.width = v.display_width; c.height = v.display_height; }
+    objCtx.clearRect(0, 0, objCanvas.width, objCanvas.height);
+    revealStage(); redraw();
+    const t0 = performance.now(), est = encodeEstimate();
+    const tick = setInterval(() => {
+      S.encodeClock = `${((performance.now() - t0) / 1000).toFixed(0)} s (about ${est.s.toFixed(0)} s here)`; status();
+    }, 500);
+    try {
+      await ensureEncoder();
+      const r = await click.call({ type: "encode", token, bitmap, name: v.name, want: debug.encodeWant || {} }, [bitmap]);
+      debug.lastEncode = { resizeMs: r.resizeMs, encodeMs: r.encodeMs, inputSize: r.inputSize, f32: r.f32, rgb: r.rgb };
+      if (S.token !== token) return;
+      click.token = token;
+      S.f16 = r.f16; S.encodeMs = r.resizeMs + r.encodeMs;
+      try { localStorage.setItem(ESTIMATE_KEY, String(Math.round(S.encodeMs))); } catch (e) { /* private mode */ }
+      deviceNote();
+      await feedWorkers();
+    } catch (err) {
+      if (S.token === token) { S.image = "none"; say(`encoding on this device failed: ${err.message || err}`); }
+    } finally {
+      clearInterval(tick); S.encodeClock = ""; status();
+    }
+  }
+  fileInput.addEventListener("change", () => { const f = fileInput.files[0]; if (f) openLocal(f, f.name); fileInput.value = ""; });
+  $("[data-act=open]").onclick = () => fileInput.click();
+  root.addEventListener("dragover", (e) => { if (S.device) { e.preventDefault(); root.classList.add("msw-drag"); } });
+  root.addEventListener("dragleave", () => root.classList.remove("msw-drag"));
+  root.addEventListener("drop", (e) => {
+    root.classList.remove("msw-drag");
+    if (!S.device) return;
+    e.preventDefault();
+    const f = e.dataTransfer && e.dataTransfer.files[0];
+    if (f) openLocal(f, f.name);
+  });
+  const onPaste = (e) => {
+    if (!S.device || !root.isConnected) return;
+    const f = [...(e.clipboardData ? e.clipboardData.files : [])].find((x) => x.type.startsWith("image/"));
+    if (f) { e.preventDefault(); openLocal(f, f.name || "pasted.png"); }
+  };
+  document.addEventListener("paste", onPaste);
+
+  function examples() {
+    const box = $(".msw-examples");
+    box.replaceChildren(...(S.cfg.examples || []).map((ex) => {
+      const b = document.createElement("button");
+      b.type = "button"; b.textContent = ex.label || ex.name; b.title = `example: ${ex.name}`;
+      b.onclick = async () => {   // a public example photo: fetching it reveals nothing about the visitor
+        try { openLocal(await (await fetch(ex.url)).blob(), ex.name); } catch (err) { say(`could not load the example: ${err}`); }
+      };
+      return b;
+    }));
+  }
+
+  function clearDownloads() {
+    for (const u of downloadUrls) URL.revokeObjectURL(u);
+    downloadUrls = [];
+    $(".msw-downloads").replaceChildren();
+  }
+  async function exportLocal() {
+    const objects = local.map((o) => ({ low: o.low, score: o.score }));
+    if (st.result && !clickBusy) objects.push({ low: st.result.low[st.result.selected], score: st.result.iou[st.result.selected] });
+    if (!objects.length) { say("nothing to export yet: click an object first", 4000); return; }
+    say("building the downloads on this device…");
+    try {
+      const r = await click.call({ type: "export", objects });
+      clearDownloads();
+      const box = $(".msw-downloads"), head = document.createElement("div");
+      head.textContent = `Downloads — ${r.summary}`;
+      box.appendChild(head);
+      for (const f of r.files) {
+        const a = document.createElement("a"), u = URL.createObjectURL(f.blob);
+        downloadUrls.push(u);
+        a.href = u; a.download = f.name; a.textContent = `${f.name} (${(f.blob.size / 1024).toFixed(0)} kB)`;
+        box.appendChild(a);
+      }
+      debug.downloads = r.files.map((f) => f.name);
+      say("downloads ready (built on this device)", 4000);
+    } catch (err) {
+      say(`export failed: ${err.message || err}`);
+    }
+  }
+
   // ---------------------------------------------------------------------- test hooks
   debug.state = () => ({ decoder: S.decoder, image: S.image, hover: S.hover, points: st.points.length,
-                         queued: !!st.queued, result: !!st.result, backend: S.backend });
+                         queued: !!st.queued, result: !!st.result, backend: S.backend, device: !!S.device,
+                         encoder: S.encoder, kept: local.length });
+  debug.setDevice = (on) => setDevice(on, false);
+  debug.openLocal = async (url, name) => openLocal(await (await fetch(url)).blob(), name);
+  debug.downloadBytes = async (name) => {   // tests: one built download, base64
+    const a = [...root.querySelectorAll(".msw-downloads a")].find((x) => x.download === name);
+    const bytes = new Uint8Array(await (await fetch(a.href)).arrayBuffer());
+    return b64(bytes);
+  };
   debug.decodeFull = async (points, box) => {
     const r = await click.call({ type: "full", token: S.token, multimask: points.length === 1 && !box, maskInput: null,
       inputSize: S.view.input_size, size: [S.view.height, S.view.width],
@@ -593,7 +819,9 @@ export function mount({ element, props, trigger, watch }) {
   // --------------------------------------------------------------------------- start
   (async () => {
     try {
-      const cfg = await (await fetch("/msw/config.json")).json();
+      const configUrl = new URL(standalone ? standalone.configUrl : "/msw/config.json", location.href);
+      const cfg = await (await fetch(configUrl)).json();
+      absoluteUrls(cfg, configUrl);   // workers resolve relative URLs against their own script
       const q = new URLSearchParams(location.search);   // overrides for tests and benchmarks
       if (q.get("msw_threads")) cfg.threads = +q.get("msw_threads");
       if (q.get("msw_decoder") === "decoder_web" && cfg.decoder_web) cfg.decoder = cfg.decoder_web;
@@ -609,17 +837,39 @@ export function mount({ element, props, trigger, watch }) {
       Object.assign(debug, { ready: true, backend: r.backend, threads: r.threads, modelBytes: r.bytes, cached: r.cached });
       status();
       await feedWorkers();
+      if (cfg.encoder && typeof OffscreenCanvas !== "undefined" && typeof createImageBitmap === "function") {
+        examples();
+        deviceLabel.hidden = !!standalone;   // offered where it can run; the static site has no other mode
+        let remembered = null;
+        try { remembered = localStorage.getItem("msw-on-device"); } catch (e) { /* private mode */ }
+        // On by default only with a hardware GPU (WebGPU is chosen only for one): WASM encodes in seconds.
+        const want = standalone || (q.get("msw_device") !== null ? q.get("msw_device") === "1"
+          : remembered !== null ? remembered === "1" : !!r.hardwareGpu);
+        deviceNote();
+        if (want) setDevice(true, false);
+      } else if (standalone) throw new Error("this browser cannot encode images (it lacks OffscreenCanvas)");
     } catch (err) {
       S.decoder = "failed";
       S.error = String(err.message || err);
       debug.error = S.error;
       status();
-      trigger("fallback", { reason: S.error });
+      if (!standalone) trigger("fallback", { reason: S.error });
     }
   })();
   if (watch) watch("value", () => show(props.value));
   show(props.value);
-  element.__mswDispose = () => { if (click) click.terminate(); if (hoverW) hoverW.terminate(); };
+  element.__mswDispose = () => {
+    if (click) click.terminate(); if (hoverW) hoverW.terminate();
+    document.removeEventListener("paste", onPaste);
+    clearDownloads(); if (imgUrl) URL.revokeObjectURL(imgUrl);
+  };
+}
+
+function absoluteUrls(cfg, base) {
+  const abs = (u) => new URL(u, base).href;
+  cfg.ort.base = abs(cfg.ort.base);
+  for (const k of ["decoder", "decoder_web", "decoder_fast", "encoder"]) if (cfg[k]) cfg[k].url = abs(cfg[k].url);
+  for (const ex of cfg.examples || []) ex.url = abs(ex.url);
 }
 
 function b64(bytes) {

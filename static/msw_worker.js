@@ -7,11 +7,20 @@
 //               {type: "decode", token, points, box, maskInput, multimask, paint}
 //               {type: "full", token, points, box, size: [h, w]}
 //               {type: "paint", low, paint}   (one low-res mask -> RGBA at display size)
+//               On-device mode (the image never leaves the page):
+//               {type: "initEncoder", model: {url, bytes}}   (on this worker's backend)
+//               {type: "encode", token, bitmap: ImageBitmap, name, want: {f32, rgb}}: resize as
+//                 the server does (PIL's bilinear, byte for byte), encode, keep the embedding and
+//                 the image; replies {inputSize, f16 (for the hover worker), resizeMs, encodeMs}
+//               {type: "export", objects: [{low, score}]}: downloads built here, at the image's size
 // Messages out: {type: "progress", got, total} while the model downloads; replies carry the
 //               request's id: {type: "ready"|"embedded"|"decoded"|"full"|"error", ...}.
-import { cachedModel, halfToFloat, loadOrt, paintMask, rle, upscaleMask } from "./msw_runtime.js";
+import { buildExports } from "./msw_exports.js";
+import { preprocessShape, resizeRGB } from "./msw_resize.js";
+import { cachedModel, halfToFloat, loadOrt, paintMask, rle, toHalf, upscaleMask } from "./msw_runtime.js";
 
-let ort = null, session = null, embedding = null, token = null;
+let ort = null, session = null, embedding = null, token = null, backend = null;
+let encoder = null, image = null, inputSize = null;   // on-device mode
 let chain = Promise.resolve();
 
 self.onmessage = (e) => {
@@ -29,6 +38,9 @@ async function handle(m) {
   }
   if (m.type === "decode") return decode(m);
   if (m.type === "full") return full(m);
+  if (m.type === "initEncoder") return initEncoder(m);
+  if (m.type === "encode") return encode(m);
+  if (m.type === "export") return exportFiles(m);
   if (m.type === "paint") {   // another candidate chosen: paint it on demand
     const p = m.paint, rgba = paintMask(upscaleMask(m.low, p.inputSize, p.h, p.w), p.h, p.w, p.color, p.alpha, p.edge);
     return self.postMessage({ type: "painted", id: m.id, rgba }, [rgba.buffer]);
@@ -76,7 +88,10 @@ async function init({ id, cfg, model, prefer, threads }) {
       embedding = new ort.Tensor("float32", new Float32Array(256 * 64 * 64), [1, 256, 64, 64]);
       await run([[512, 512, 1]], null, null);
       embedding = null;
+      backend = ep;
+      // hardwareGpu: WebGPU chosen on its own merits (a hardware adapter), not forced by ?msw_backend=
       return self.postMessage({ type: "ready", id, backend: ep, threads: ep === "wasm" ? ort.env.wasm.numThreads : 0,
+                                hardwareGpu: ep === "webgpu" && !prefer,
                                 bytes: m.bytes.length, cached: m.cached, tried, transferred: transferred() });
     } catch (err) {
       tried.push(`${ep}: ${err.message || err}`);
@@ -134,4 +149,54 @@ async function full(m) {   // test hook: masks at the image's own size, exact SA
   const r = await select(m);
   const masks = r.low.map((low) => rle(upscaleMask(low, m.inputSize, m.size[0], m.size[1])));
   self.postMessage({ type: "full", id: m.id, iou: r.iou, masks });
+}
+
+// ------------------------------------------------------------------------- on-device mode
+async function initEncoder({ id, model }) {
+  if (!encoder) {
+    const m = await cachedModel(model.url, model.bytes,
+      (got, total) => self.postMessage({ type: "progress", what: "encoder", got, total }));
+    encoder = await ort.InferenceSession.create(m.bytes, { executionProviders: [backend] });
+    encoder.info = { bytes: m.bytes.length, cached: m.cached };
+  }
+  self.postMessage({ type: "encoderReady", id, backend, ...encoder.info, transferred: transferred() });
+}
+
+function pixels(bitmap) {   // ImageBitmap -> RGBA bytes (decoded without colour management, as PIL)
+  const c = new OffscreenCanvas(bitmap.width, bitmap.height);
+  const g = c.getContext("2d", { willReadFrequently: true });
+  g.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  return g.getImageData(0, 0, c.width, c.height).data;
+}
+
+async function encode(m) {
+  if (!encoder) throw new Error("the encoder is not loaded");
+  const t0 = performance.now();
+  const width = m.bitmap.width, height = m.bitmap.height, rgba = pixels(m.bitmap);
+  const [h, w] = preprocessShape(height, width);
+  const rgb = resizeRGB(rgba, width, height, w, h);
+  const t1 = performance.now();
+  const out = await encoder.run({ [encoder.inputNames[0]]: new ort.Tensor("uint8", rgb, [h, w, 3]) });
+  const f32 = await out[encoder.outputNames[0]].getData();
+  const t2 = performance.now();
+  embedding = new ort.Tensor("float32", f32, [1, 256, 64, 64]);
+  token = m.token;
+  image = { rgba, width, height, name: m.name || "image" };
+  inputSize = [h, w];
+  const f16 = new Uint16Array(f32.length);
+  for (let i = 0; i < f32.length; i++) f16[i] = toHalf(f32[i]);
+  const want = m.want || {};
+  const reply = { type: "encoded", id: m.id, token, inputSize, width, height, f16: f16.buffer,
+                  resizeMs: t1 - t0, encodeMs: t2 - t1 };
+  if (want.f32) reply.f32 = f32.slice(0).buffer;
+  if (want.rgb) reply.rgb = rgb.buffer;
+  self.postMessage(reply, [f16.buffer, ...(want.f32 ? [reply.f32] : []), ...(want.rgb ? [rgb.buffer] : [])]);
+}
+
+async function exportFiles(m) {
+  if (!image) throw new Error("no image on this device yet");
+  const objects = m.objects.map((o) => ({ mask: upscaleMask(o.low, inputSize, image.height, image.width), score: o.score }));
+  const r = await buildExports(image, objects);
+  self.postMessage({ type: "exported", id: m.id, files: r.files, summary: r.summary });
 }

@@ -34,6 +34,12 @@ def sam_weights_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_onnx_cache(tmp_path_factory) -> str:
+    """One ONNX export cache for the browser modules that only read it (exports take ~30 s)."""
+    return str(tmp_path_factory.mktemp("onnx-shared"))
+
+
+@pytest.fixture(scope="session")
 def sam_cases():
     return np.load(require(MOBILESAM_FIXTURE / "cases.npz"))
 

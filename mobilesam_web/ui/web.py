@@ -7,8 +7,10 @@ Gradio; `--share` hands them to Gradio's own launcher):
 - /msw/ort/{version}/{file}       onnxruntime-web from static/node_modules (`npm ci --prefix static`)
 - /msw/config.json                what the page needs: ORT bundles (local, or CDN + SRI), decoder
                                   URLs with their raw and transferred sizes, the colour palette
-- /msw/models/{graph}.onnx         the browser's decoders, named as exported: decoder_lowres
-                                  (clicks), decoder_web (float16 weights), decoder_fast (hover)
+- /msw/models/{graph}.onnx         the browser's graphs, named as exported: decoder_lowres
+                                  (clicks), decoder_web (float16 weights), decoder_fast (hover),
+                                  encoder (on-device mode: the image is encoded in the page)
+- /msw/examples/{name}            the bundled example photos (on-device mode opens them locally)
 - /msw/embedding/{token}          one image's embedding as float16 (token: random, per upload)
 
 The runtime and the models are sent gzip-compressed to browsers that accept it (the WASM runtime
@@ -59,6 +61,8 @@ MEDIA_TYPES = {
     ".onnx": "application/octet-stream",
 }
 IMMUTABLE = "public, max-age=31536000, immutable"
+# The graphs the page may download: decoders for clicks and hover, the encoder for on-device mode.
+BROWSER_GRAPHS = ("decoder_lowres", "decoder_web", "decoder_fast", "encoder")
 
 
 class CompressedFiles:
@@ -150,11 +154,12 @@ def msw_app(services, store: EmbeddingStore):
     from fastapi.staticfiles import StaticFiles
 
     from ..masks import palette_spec
+    from .examples import EXAMPLES, EXAMPLES_DIR
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     packed = CompressedFiles()
     paths = services.engine.paths if services.engine is not None else {}
-    decoders = {g: paths.get(g) for g in ("decoder_lowres", "decoder_web", "decoder_fast")}
+    decoders = {g: paths.get(g) for g in BROWSER_GRAPHS}
     tag = Path(decoders["decoder_lowres"]).parent.name if decoders["decoder_lowres"] else None
     ort_local = ORT_LOCAL.joinpath(ORT_BUNDLES["wasm"]["main"]).is_file()
     big = [Path(p) for p in decoders.values() if p]
@@ -211,6 +216,14 @@ def msw_app(services, store: EmbeddingStore):
                 # hover previews, loaded on the first hover: tanh GELU (WASM's erf is slow), float16
                 # weights; ~1.5e-3 in logits
                 "decoder_fast": describe("decoder_fast"),
+                # on-device mode: the same encoder.onnx as the server's (float32: exact embeddings)
+                "encoder": describe("encoder"),
+                "examples": [
+                    {"name": name, "label": label, "url": f"/msw/examples/{name}"}
+                    for name, label in EXAMPLES
+                    if (EXAMPLES_DIR / name).is_file()
+                ],
+                "max_pixels": int(services.config.max_pixels),
                 "palette": palette_spec(),
                 "max_points": int(services.config.max_points),
                 "cross_origin_isolated_by_server": cross_origin_isolation_enabled(),
@@ -230,6 +243,16 @@ def msw_app(services, store: EmbeddingStore):
         if not decoders.get(graph):
             raise HTTPException(404, "the in-browser decoder needs the onnxruntime backend and model weights")
         return send(Path(decoders[graph]), request, IMMUTABLE)
+
+    @app.get("/examples/{name}")
+    def example(name: str):
+        if name not in dict(EXAMPLES) or not (EXAMPLES_DIR / name).is_file():
+            raise HTTPException(404, "no such example")
+        return Response(
+            (EXAMPLES_DIR / name).read_bytes(),
+            media_type="image/jpeg",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
 
     @app.get("/embedding/{token}")
     def embedding(token: str):

@@ -1,0 +1,186 @@
+"""`mobilesam-web export-site OUT_DIR`: segment anything as a folder of static files.
+
+The folder runs entirely in the visitor's browser (the app's on-device mode, with nothing else):
+the image is opened, resized, encoded and decoded in the page, and the downloads are built there.
+Any static host serves it (GitHub Pages, Netlify, Cloudflare Pages, S3, a Hugging Face static
+Space, `python -m http.server`):
+
+    index.html            the page (mounts static/msw_canvas.js in its standalone mode)
+    config.json           what the page loads: runtime files, graphs (with their sizes), palette
+    msw_*.js              the page's code and its worker
+    ort/                  onnxruntime-web (WASM, and the WebGPU build used only with a GPU)
+    models/               encoder.onnx (float32, the server's own), decoder_lowres.onnx (clicks),
+                          decoder_fast.onnx (hover previews)
+    examples/             the example photos (public domain / CC0, see examples/CREDITS.md)
+    _headers              COOP/COEP for Netlify and Cloudflare Pages: WASM runs multithreaded
+                          only on a cross-origin isolated page; elsewhere it uses one thread
+    README.md             a Hugging Face static Space's card, with the same headers
+                          (`custom_headers`): upload the folder as a Space and it is isolated
+
+Model URLs carry the weights' hash (`?v=`), so a browser's model cache never serves the graphs
+of an older export.
+"""
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+from .paths import examples_dir, static_dir
+from .weights import PathLike
+
+SITE_JS = ("msw_canvas.js", "msw_worker.js", "msw_runtime.js", "msw_resize.js", "msw_exports.js")
+# the page's config key -> the exported graph it loads
+SITE_GRAPHS = {"decoder": "decoder_lowres", "decoder_fast": "decoder_fast", "encoder": "encoder"}
+
+HEADERS = """/*
+  Cross-Origin-Opener-Policy: same-origin
+  Cross-Origin-Embedder-Policy: require-corp
+  Cross-Origin-Resource-Policy: same-origin
+"""
+
+SPACE_CARD = """---
+title: MobileSAM on this device
+emoji: ✂️
+colorFrom: blue
+colorTo: yellow
+sdk: static
+app_file: index.html
+pinned: false
+custom_headers:
+  cross-origin-embedder-policy: require-corp
+  cross-origin-opener-policy: same-origin
+  cross-origin-resource-policy: cross-origin
+---
+
+Segment anything with MobileSAM, entirely in the visitor's browser: the image is never uploaded.
+Made with `mobilesam-web export-site`.
+"""
+
+INDEX = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>MobileSAM: segment anything, on this device</title>
+<style>
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1200px;padding:8px 16px;color:#222}
+h1{font-size:1.3em;margin:.4em 0}
+.lead{margin:.2em 0 .6em;color:#444}
+footer{margin-top:1.5em;font-size:.8em;color:#666}
+</style>
+</head>
+<body>
+<h1>MobileSAM: segment anything, on this device</h1>
+<p class="lead">Open a photo and click an object. Everything runs in this page: the image is never
+uploaded. The models (about {mb} MB) download once and are cached.</p>
+<div id="app"></div>
+<noscript>This page needs JavaScript (it runs the segmentation model in your browser).</noscript>
+<footer>MobileSAM (Zhang et al. 2023) with <a href="https://onnxruntime.ai/">ONNX Runtime Web</a>;
+made by <code>mobilesam-web export-site</code>.</footer>
+<script type="module">
+import { mount } from "./msw_canvas.js";
+mount({ element: document.getElementById("app"), props: { value: null }, trigger: () => {}, watch: null,
+        standalone: { configUrl: "config.json" } });
+</script>
+</body>
+</html>
+"""
+
+
+class SiteError(RuntimeError):
+    """The site cannot be built (e.g. onnxruntime-web is neither installed nor downloadable)."""
+
+
+def copy_ort(dest: Path, log: Callable[[str], None] = lambda s: None) -> None:
+    """onnxruntime-web's files into dest: from static/node_modules (`npm ci --prefix static`, in a
+    checkout), else downloaded from the pinned CDN URL and checked against the pinned sha384."""
+    import base64
+    import hashlib
+    import urllib.request
+
+    from .ui.web import ORT_BUNDLES, ORT_CDN, ORT_LOCAL, ORT_SRI
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in sorted({f for files in ORT_BUNDLES.values() for f in files.values()}):
+        if (ORT_LOCAL / name).is_file():
+            shutil.copyfile(ORT_LOCAL / name, dest / name)
+            continue
+        log(f"downloading {ORT_CDN}{name}")
+        try:
+            data = urllib.request.urlopen(ORT_CDN + name, timeout=60).read()
+        except OSError as exc:
+            raise SiteError(
+                f"onnxruntime-web is not installed ({ORT_LOCAL} has no {name}) and {ORT_CDN}{name} could not be "
+                f"downloaded ({exc}). In a checkout, run `npm ci --prefix static` first."
+            ) from None
+        if "sha384-" + base64.b64encode(hashlib.sha384(data).digest()).decode() != ORT_SRI[name]:
+            raise SiteError(f"{ORT_CDN}{name} does not match its pinned sha384 hash; not used")
+        (dest / name).write_bytes(data)
+
+
+def export_site(
+    out_dir: PathLike,
+    checkpoint: Optional[PathLike] = None,
+    log: Callable[[str], None] = lambda s: None,
+    max_points: int = 64,
+    max_pixels: int = 100_000_000,
+) -> Path:
+    """Write the static site into out_dir (created; files of an earlier export are replaced).
+    checkpoint: mobile_sam.pt (default: $MOBILESAM_CHECKPOINT, else the Hugging Face Hub)."""
+    from .export import cached_exports
+    from .masks import palette_spec
+    from .ui.examples import EXAMPLES
+    from .ui.web import ORT_BUNDLES, ORT_VERSION
+    from .weights import resolve_checkpoint
+
+    ckpt = resolve_checkpoint("mobile_sam", checkpoint)
+    out = Path(out_dir)
+    copy_ort(out / "ort", log)  # first: the step most likely to fail (offline, not installed)
+    graphs = cached_exports(ckpt, graphs=tuple(SITE_GRAPHS.values()), log=log)
+    for sub in ("models", "examples"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    static = static_dir()
+    for name in SITE_JS:
+        shutil.copyfile(static / name, out / name)
+    version = Path(graphs["encoder"]).parent.name  # <weights sha256[:16]>-v<exporter version>
+    models: Dict[str, dict] = {}
+    for key, graph in SITE_GRAPHS.items():
+        src = Path(graphs[graph])
+        shutil.copyfile(src, out / "models" / src.name)
+        size = src.stat().st_size
+        models[key] = {"url": f"models/{src.name}?v={version}", "graph": graph, "bytes": size, "transfer_bytes": None}
+    examples = []
+    for name, label in EXAMPLES:
+        if (examples_dir() / name).is_file():
+            shutil.copyfile(examples_dir() / name, out / "examples" / name)
+            examples.append({"name": name, "label": label, "url": f"examples/{name}"})
+    if (examples_dir() / "CREDITS.md").is_file():
+        shutil.copyfile(examples_dir() / "CREDITS.md", out / "examples" / "CREDITS.md")
+    config = {
+        "ort": {
+            "version": ORT_VERSION,
+            "local": True,
+            "base": "ort/",
+            "sri": {},
+            "bundles": {
+                name: {**files, "bytes": sum((out / "ort" / f).stat().st_size for f in files.values())}
+                for name, files in ORT_BUNDLES.items()
+            },
+        },
+        **models,
+        "examples": examples,
+        "max_points": int(max_points),
+        "max_pixels": int(max_pixels),
+        "palette": palette_spec(),
+        "site": True,
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    first_visit = sum(m["bytes"] for m in models.values() if m is not models["decoder_fast"])
+    first_visit += config["ort"]["bundles"]["wasm"]["bytes"]
+    (out / "index.html").write_text(INDEX.replace("{mb}", f"{first_visit / 2**20:.0f}"))
+    (out / "_headers").write_text(HEADERS)
+    (out / "README.md").write_text(SPACE_CARD)
+    log(f"static site written to {out} ({sum(p.stat().st_size for p in out.rglob('*') if p.is_file()) / 2**20:.0f} MB)")
+    return out

@@ -1,0 +1,179 @@
+"""`python -m mobilesam_web export-site OUT_DIR`: the folder, served by plain static file servers
+(one without and one with COOP/COEP headers), segments an image in Debian's Chromium with no
+application server at all."""
+
+import contextlib
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import MOBILESAM_FIXTURE, REPO_ROOT
+from server_utils import browser, free_port, screenshot_on_failure
+
+IMAGE = MOBILESAM_FIXTURE / "image.png"
+
+
+@pytest.fixture(scope="module")
+def site(sam_weights_path, shared_onnx_cache, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site") / "public"
+    env = {**os.environ, "MOBILESAM_ONNX_CACHE": shared_onnx_cache}
+    cmd = [sys.executable, "-m", "mobilesam_web", "export-site", str(out), "--checkpoint", str(sam_weights_path)]
+    run = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    return out
+
+
+@contextlib.contextmanager
+def plain_static_server(folder: Path):
+    """`python -m http.server`, as a visitor's host might be: no special headers."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        import time
+        import urllib.request
+
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def isolating_static_server(folder: Path):
+    """A host that applies the site's _headers file (as Netlify and Cloudflare Pages do)."""
+    headers = [
+        line.strip().split(": ", 1)
+        for line in (folder / "_headers").read_text().splitlines()
+        if line.startswith(" ") and ": " in line
+    ]
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript"}
+
+        def end_headers(self):
+            for k, v in headers:
+                self.send_header(k, v)
+            super().end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    srv.handle_error = lambda *args: None  # the browser closing mid-download is not news
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_port}/"
+    finally:
+        srv.shutdown()
+
+
+def segment_on_site(b, url: str):
+    page = b.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    page.wait_for_function("window.mswDebug && (window.mswDebug.ready || window.mswDebug.error)", timeout=180_000)
+    assert page.evaluate("window.mswDebug.error || null") is None
+    page.wait_for_function("window.mswDebug.encoderReady === true", timeout=120_000)
+    page.locator(".msw-open input[type=file]").set_input_files(str(IMAGE))
+    page.wait_for_function("window.mswDebug.imageReady", timeout=240_000)
+    box = page.locator(".msw-overlay").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5)
+    page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=60_000)
+    painted = page.evaluate(
+        """() => { const c = document.querySelector('.msw-overlay');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+        for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }"""
+    )
+    assert painted > 100, "no mask was drawn"
+    return page
+
+
+def test_site_folder(site):
+    cfg = json.loads((site / "config.json").read_text())
+    for key in ("decoder", "decoder_fast", "encoder"):
+        rel = cfg[key]["url"].split("?")[0]
+        assert not rel.startswith("/") and (site / rel).stat().st_size == cfg[key]["bytes"]
+    for bundle in cfg["ort"]["bundles"].values():
+        for f in ("main", "glue", "wasm"):
+            assert (site / "ort" / bundle[f]).is_file()
+    for name in ("index.html", "msw_canvas.js", "msw_worker.js", "msw_resize.js", "msw_exports.js", "_headers"):
+        assert (site / name).is_file(), name
+    assert "Cross-Origin-Embedder-Policy" in (site / "_headers").read_text()
+    card = (site / "README.md").read_text()  # a Hugging Face static Space, isolated
+    assert "sdk: static" in card and "cross-origin-embedder-policy: require-corp" in card
+    assert "/msw/" not in json.dumps(cfg)  # nothing points at an application server
+
+
+def test_plain_static_host_one_thread(site):
+    with plain_static_server(site) as url, browser() as b:
+        page = segment_on_site(b, url)
+        with screenshot_on_failure(page, "site_plain"):
+            assert page.evaluate("self.crossOriginIsolated") is False
+            assert page.evaluate("window.mswDebug.threads") == 1
+            assert page.locator(".msw-device").is_hidden()  # the site has no other mode to switch to
+            page.locator("[data-act=export]").click()
+            page.wait_for_function("window.mswDebug.downloads", timeout=60_000)
+            assert "coco_image.json" in page.evaluate("window.mswDebug.downloads")
+
+
+def test_isolating_host_gets_threads(site):
+    with isolating_static_server(site) as url, browser() as b:
+        page = segment_on_site(b, url)
+        with screenshot_on_failure(page, "site_isolated"):
+            assert page.evaluate("self.crossOriginIsolated") is True
+            assert page.evaluate("window.mswDebug.threads") >= 2
+
+
+def test_offline_without_checkpoint_says_what_to_do(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MOBILESAM_CHECKPOINT": ""}
+    run = subprocess.run(
+        [sys.executable, "-m", "mobilesam_web", "export-site", str(tmp_path / "out")],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2
+    assert "--checkpoint" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_runtime_from_the_pinned_cdn_when_not_installed(tmp_path, monkeypatch):
+    """An installed package has no static/node_modules: the runtime comes from the pinned CDN URL,
+    checked against the pinned sha384 (here a local stand-in for the CDN); a changed file is refused."""
+    from mobilesam_web import site
+    from mobilesam_web.ui import web
+
+    cdn = tmp_path / "cdn"
+    cdn.mkdir()
+    for name in web.ORT_SRI:
+        shutil.copyfile(web.ORT_LOCAL / name, cdn / name)
+    with plain_static_server(cdn) as url:
+        monkeypatch.setattr(web, "ORT_LOCAL", tmp_path / "not-installed")
+        monkeypatch.setattr(web, "ORT_CDN", url)
+        site.copy_ort(tmp_path / "ok")
+        for name in web.ORT_SRI:
+            assert (tmp_path / "ok" / name).read_bytes() == (cdn / name).read_bytes()
+        (cdn / "ort-wasm-simd-threaded.wasm").write_bytes(b"tampered")
+        with pytest.raises(site.SiteError, match="sha384"):
+            site.copy_ort(tmp_path / "bad")
+    monkeypatch.setattr(web, "ORT_CDN", "http://127.0.0.1:9/")  # nothing listens there (offline)
+    with pytest.raises(site.SiteError, match="npm ci --prefix static"):
+        site.copy_ort(tmp_path / "offline")
