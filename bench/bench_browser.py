@@ -216,7 +216,7 @@ def on_device(url, args):
         for name, query, n in runs:
             r, label = device_encodes(b, url, query, n)
             rows.append((name, r, label))
-    print("On-device mode (image encoded in the page; coffee.jpg 512x400 -> 1024x800):")
+    print("On-device mode (image encoded in the page; coffee.jpg 600x400 -> 1024x683):")
     for who, took, mb in visits:
         print(
             f"  {who:12s} page load -> example encoded here -> first painted mask {took:5.1f} s, {mb:5.1f} MB over the wire"

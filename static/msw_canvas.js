@@ -734,15 +734,20 @@ export function mount({ element, props, trigger, watch, standalone }) {
   }
   fileInput.addEventListener("change", () => { const f = fileInput.files[0]; if (f) openLocal(f, f.name); fileInput.value = ""; });
   $("[data-act=open]").onclick = () => fileInput.click();
-  root.addEventListener("dragover", (e) => { if (S.device) { e.preventDefault(); root.classList.add("msw-drag"); } });
-  root.addEventListener("dragleave", () => root.classList.remove("msw-drag"));
-  root.addEventListener("drop", (e) => {
+  // A file dropped anywhere on the page opens here (the server's upload box is hidden in this
+  // mode, and a drop the page ignores would make the browser navigate away from the work).
+  const onDragOver = (e) => { if (S.device) { e.preventDefault(); root.classList.add("msw-drag"); } };
+  const onDragLeave = (e) => { if (!e.relatedTarget) root.classList.remove("msw-drag"); };
+  const onDrop = (e) => {
     root.classList.remove("msw-drag");
     if (!S.device) return;
     e.preventDefault();
     const f = e.dataTransfer && e.dataTransfer.files[0];
     if (f) openLocal(f, f.name);
-  });
+  };
+  document.addEventListener("dragover", onDragOver);
+  document.addEventListener("dragleave", onDragLeave);
+  document.addEventListener("drop", onDrop);
   const onPaste = (e) => {
     if (!S.device || !root.isConnected) return;
     const f = [...(e.clipboardData ? e.clipboardData.files : [])].find((x) => x.type.startsWith("image/"));
@@ -861,6 +866,9 @@ export function mount({ element, props, trigger, watch, standalone }) {
   element.__mswDispose = () => {
     if (click) click.terminate(); if (hoverW) hoverW.terminate();
     document.removeEventListener("paste", onPaste);
+    document.removeEventListener("dragover", onDragOver);
+    document.removeEventListener("dragleave", onDragLeave);
+    document.removeEventListener("drop", onDrop);
     clearDownloads(); if (imgUrl) URL.revokeObjectURL(imgUrl);
   };
 }
