@@ -638,8 +638,8 @@ export function mount({ element, props, trigger, watch, standalone }) {
   function encodeEstimate() {   // this device's last encode, else a rule of thumb per backend
     const last = +localStorage.getItem(ESTIMATE_KEY);
     if (last) return { s: last / 1000, measured: true };
-    // measured (bench/bench_browser.py): about 12 s of one core's WASM per image; a GPU < 1 s
-    return { s: S.backend === "webgpu" ? 1 : 12 / Math.max(1, Math.min(S.threads || 1, 4)), measured: false };
+    // bench/bench_browser.py on a 2-core machine: WASM 2.9 s (1 thread), 1.6 s (2 threads); a GPU < 1 s
+    return { s: S.backend === "webgpu" ? 1 : 3 / Math.max(1, Math.min(S.threads || 1, 4)) ** 0.85, measured: false };
   }
   function deviceNote() {
     const e = S.cfg && S.cfg.encoder, note = $(".msw-device-note");
