@@ -1,10 +1,13 @@
 """Start the real app in a subprocess for end-to-end tests; drive Chromium with Playwright."""
 
 import contextlib
+import functools
+import http.server
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -106,3 +109,45 @@ def screenshot_on_failure(page, name: str):
         with contextlib.suppress(Exception):
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
         raise
+
+
+@contextlib.contextmanager
+def serve_folder(folder, headers=(), blobs=None):
+    """A plain static file server for `folder` in a thread -> its base URL. headers: (name, value)
+    pairs added to every response (e.g. COOP/COEP); blobs: {path: bytes} served from memory
+    (a test may add entries while it runs)."""
+    blobs = {} if blobs is None else blobs
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        extensions_map = {
+            **http.server.SimpleHTTPRequestHandler.extensions_map,
+            ".js": "text/javascript",
+            ".mjs": "text/javascript",
+        }
+
+        def do_GET(self):
+            body = blobs.get(self.path)
+            if body is None:
+                return super().do_GET()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html" if self.path.endswith(".html") else "application/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def end_headers(self):
+            for name, value in headers:
+                self.send_header(name, value)
+            super().end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    server.handle_error = lambda *args: None  # a browser closing mid-download is not news
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -2,13 +2,10 @@
 `write_exports`: the same file names, RLEs, boxes, label maps, masks, cut-outs and zips."""
 
 import base64
-import functools
-import http.server
 import io
 import json
 import os
 import shutil
-import threading
 import zipfile
 
 import cv2
@@ -22,7 +19,7 @@ from mobilesam_web.masks import encode_rle_string, rle_counts
 from mobilesam_web.ui.exports import Export, file_stem, records_from_masks, write_exports
 
 from conftest import MOBILESAM_FIXTURE, REPO_ROOT, require
-from server_utils import browser
+from server_utils import browser, serve_folder
 
 STATIC = REPO_ROOT / "static"
 BLANK = b"<!doctype html><meta charset=utf-8><title>exports</title>"
@@ -48,33 +45,10 @@ RUN_EXPORTS = """async ([rgbaB64, masksB64, w, h, n, scores, name, options]) => 
 }"""
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript"}
-
-    def do_GET(self):
-        if self.path in ("/", "/blank.html"):
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(BLANK)))
-            self.end_headers()
-            self.wfile.write(BLANK)
-            return
-        super().do_GET()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def static_url():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(STATIC)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_folder(STATIC, blobs={"/blank.html": BLANK}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

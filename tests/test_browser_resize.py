@@ -1,9 +1,6 @@
 """static/msw_resize.js in Debian's Chromium: byte-equal to Pillow's BILINEAR resize (apply_image)."""
 
 import base64
-import functools
-import http.server
-import threading
 
 import numpy as np
 import pytest
@@ -12,7 +9,7 @@ from PIL import Image
 from mobilesam_web.transforms import ResizeLongestSide, get_preprocess_shape
 
 from conftest import MOBILESAM_FIXTURE, REPO_ROOT, require
-from server_utils import browser
+from server_utils import browser, serve_folder
 
 STATIC = REPO_ROOT / "static"
 BLOBS: dict[str, bytes] = {"/__blank.html": b"<!doctype html><title>resize</title>"}
@@ -27,36 +24,12 @@ RESIZE_JS = """async ([name, w, h, ow, oh]) => {
 }"""
 
 
-class Handler(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript"}
-
-    def do_GET(self):
-        body = BLOBS.get(self.path)
-        if body is None:
-            return super().do_GET()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html" if self.path.endswith(".html") else "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def page():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(STATIC)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with browser() as b:
-            pg = b.new_page()
-            pg.goto(f"http://127.0.0.1:{server.server_address[1]}/__blank.html")
-            yield pg
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_folder(STATIC, blobs=BLOBS) as url, browser() as b:
+        pg = b.new_page()
+        pg.goto(url + "__blank.html")
+        yield pg
 
 
 def js_resize(page, rgb: np.ndarray, out_h: int, out_w: int, seed: int = 0) -> np.ndarray:

@@ -3,20 +3,17 @@
 application server at all."""
 
 import contextlib
-import functools
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from conftest import MOBILESAM_FIXTURE, REPO_ROOT
-from server_utils import browser, free_port, screenshot_on_failure
+from server_utils import browser, free_port, screenshot_on_failure, serve_folder
 
 IMAGE = MOBILESAM_FIXTURE / "image.png"
 
@@ -56,33 +53,12 @@ def plain_static_server(folder: Path):
         proc.wait(10)
 
 
-@contextlib.contextmanager
 def isolating_static_server(folder: Path):
     """A host that applies the site's _headers file (as Netlify and Cloudflare Pages do)."""
-    headers = [
-        line.strip().split(": ", 1)
-        for line in (folder / "_headers").read_text().splitlines()
-        if line.startswith(" ") and ": " in line
-    ]
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript"}
-
-        def end_headers(self):
-            for k, v in headers:
-                self.send_header(k, v)
-            super().end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
-    srv.handle_error = lambda *args: None  # the browser closing mid-download is not news
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_port}/"
-    finally:
-        srv.shutdown()
+    lines = (folder / "_headers").read_text().splitlines()
+    return serve_folder(
+        folder, headers=[ln.strip().split(": ", 1) for ln in lines if ln.startswith(" ") and ": " in ln]
+    )
 
 
 def segment_on_site(b, url: str):
