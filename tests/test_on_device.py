@@ -54,6 +54,16 @@ def encoded_array(page, key, dtype):
     return np.frombuffer(base64.b64decode(b64), dtype)
 
 
+def assert_embedding_official(page, cases, label):
+    """The page's last float32 embedding against the official one, within EMBEDDING_* bounds."""
+    emb = encoded_array(page, "f32", np.float32).reshape(1, 256, 64, 64)
+    ref = cases["embedding"]
+    max_abs = float(np.abs(emb - ref).max())
+    rel_l2 = float(np.linalg.norm(emb - ref) / np.linalg.norm(ref))
+    print(f"{label} embedding vs official: max abs {max_abs:.3g}, relative L2 {rel_l2:.3g}")
+    assert max_abs <= EMBEDDING_MAX_ABS and rel_l2 <= EMBEDDING_REL_L2, label
+
+
 def click_at(page, fx, fy, n):
     box = page.locator(".msw-overlay").bounding_box()
     page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
@@ -112,12 +122,7 @@ def test_resize_embedding_and_masks_match_official(app_url, sam_cases, sam_image
             assert (h, w) == tuple(int(v) for v in sam_cases["input_size"])
             rgb = encoded_array(page, "rgb", np.uint8).reshape(h, w, 3)
             assert np.array_equal(rgb, ResizeLongestSide(1024).apply_image(sam_image))  # byte for byte
-            emb = encoded_array(page, "f32", np.float32).reshape(1, 256, 64, 64)
-            ref = sam_cases["embedding"]
-            max_abs = float(np.abs(emb - ref).max())
-            rel_l2 = float(np.linalg.norm(emb - ref) / np.linalg.norm(ref))
-            print(f"browser WASM embedding vs official: max abs {max_abs:.3g}, relative L2 {rel_l2:.3g}")
-            assert max_abs <= EMBEDDING_MAX_ABS and rel_l2 <= EMBEDDING_REL_L2
+            assert_embedding_official(page, sam_cases, "browser WASM")
             for c in "abcdf":
                 kw = case_prompts(sam_cases, c)
                 points = []
@@ -221,13 +226,7 @@ def test_webgpu_swiftshader_encoder(app_url, sam_cases):
         with screenshot_on_failure(page, "on_device_webgpu"):
             assert page.evaluate("window.mswDebug.backend") == "webgpu"
             open_local(page, timeout=900_000)
-            emb = encoded_array(page, "f32", np.float32).reshape(1, 256, 64, 64)
-            ref = sam_cases["embedding"]
-            max_abs = float(np.abs(emb - ref).max())
-            rel_l2 = float(np.linalg.norm(emb - ref) / np.linalg.norm(ref))
-            print(f"WebGPU (SwiftShader) embedding vs official: max abs {max_abs:.3g}, relative L2 {rel_l2:.3g}")
-            # measured 1.45e-5 and 1.5e-6: within the fixture's float32 tolerance, like WASM
-            assert max_abs <= EMBEDDING_MAX_ABS and rel_l2 <= EMBEDDING_REL_L2
+            assert_embedding_official(page, sam_cases, "WebGPU (SwiftShader)")
             box = [float(v) for v in sam_cases["c_box"]]  # and one mask, decoded on WebGPU too
             res = page.evaluate("([p, b]) => window.mswDebug.decodeFull(p, b)", [[], box])
             ref = sam_cases["c_masks"]
