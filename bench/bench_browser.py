@@ -192,8 +192,10 @@ def on_device(url, args):
     from mobilesam_web.transforms import ResizeLongestSide
 
     image = ResizeLongestSide(1024).apply_image(read_image(str(examples_dir() / "coffee.jpg")).image)
-    onnx_dir = next(Path("/tmp/mobilesam-bench-onnx").glob("*/encoder.onnx"))
-    sess = ort_session(onnx_dir)
+    from mobilesam_web.export import EXPORTER_VERSION
+
+    encoder = next(Path("/tmp/mobilesam-bench-onnx").glob(f"*-v{EXPORTER_VERSION}/encoder.onnx"))  # the app's
+    sess = ort_session(encoder)
     sess.run(None, {"image": image})
     native = []
     for _ in range(max(3, args.encode_n)):

@@ -48,7 +48,9 @@ def main() -> None:
     max_abs = float(np.abs(a - b).max())
     rel = float(np.linalg.norm(a - b) / np.linalg.norm(a))
     print(f"encoder.onnx {sizes[0]:.1f} MiB, float16-stored weights {sizes[1]:.1f} MiB")
-    print(f"embedding, float16 weights vs float32: max abs {max_abs:.3g} (bound 1e-4), relative L2 {rel:.3g} (bound 1e-5)")
+    print(
+        f"embedding, float16 weights vs float32: max abs {max_abs:.3g} (bound 1e-4), relative L2 {rel:.3g} (bound 1e-5)"
+    )
 
     pred = SamPredictor(model)
     pred.set_image(image)

@@ -162,10 +162,19 @@ def export_site(argv: Optional[Sequence[str]] = None) -> int:
     )
     ap.add_argument("out", metavar="OUT_DIR", help="output folder (created)")
     ap.add_argument("--checkpoint", help="mobile_sam.pt (default: $MOBILESAM_CHECKPOINT, else the Hub)")
+    ap.add_argument(
+        "--no-webgpu",
+        action="store_true",
+        help="leave out onnxruntime-web's WebGPU build (WASM only; its 26 MB .wasm is over Cloudflare Pages' "
+        "25 MiB file limit)",
+    )
+    ap.add_argument("--force", action="store_true", help="write into a folder that holds other files")
     args = ap.parse_args(argv)
     try:
-        out = write_site(args.out, args.checkpoint, log=lambda s: print(s, flush=True))
-    except (WeightsUnavailableError, CheckpointError, SiteError) as exc:
+        out = write_site(
+            args.out, args.checkpoint, log=lambda s: print(s, flush=True), webgpu=not args.no_webgpu, force=args.force
+        )
+    except (WeightsUnavailableError, CheckpointError, SiteError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(

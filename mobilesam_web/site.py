@@ -8,7 +8,9 @@ Space, `python -m http.server`):
     index.html            the page (mounts static/msw_canvas.js in its standalone mode)
     config.json           what the page loads: runtime files, graphs (with their sizes), palette
     msw_*.js              the page's code and its worker
-    ort/                  onnxruntime-web (WASM, and the WebGPU build used only with a GPU)
+    ort/<version>/        onnxruntime-web (WASM, and the WebGPU build used only with a GPU;
+                          `webgpu=False` leaves it out: its 26 MB .wasm is over Cloudflare
+                          Pages' 25 MiB file limit)
     models/               encoder.onnx (float32, the server's own), decoder_lowres.onnx (clicks),
                           decoder_fast.onnx (hover previews)
     examples/             the example photos (public domain / CC0, see examples/CREDITS.md)
@@ -24,7 +26,7 @@ of an older export.
 import json
 import shutil
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 from .paths import examples_dir, static_dir
 from .weights import PathLike
@@ -89,11 +91,23 @@ mount({ element: document.getElementById("app"), props: { value: null }, trigger
 """
 
 
+SITE_MARKER = "mobilesam-web export-site"
+
+
+def _is_site(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "config.json").read_text()).get("site") == SITE_MARKER
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 class SiteError(RuntimeError):
     """The site cannot be built (e.g. onnxruntime-web is neither installed nor downloadable)."""
 
 
-def copy_ort(dest: Path, log: Callable[[str], None] = lambda s: None) -> None:
+def copy_ort(
+    dest: Path, log: Callable[[str], None] = lambda s: None, bundles: Sequence[str] = ("wasm", "webgpu")
+) -> None:
     """onnxruntime-web's files into dest: from static/node_modules (`npm ci --prefix static`, in a
     checkout), else downloaded from the pinned CDN URL and checked against the pinned sha384."""
     import base64
@@ -103,13 +117,14 @@ def copy_ort(dest: Path, log: Callable[[str], None] = lambda s: None) -> None:
     from .ui.web import ORT_BUNDLES, ORT_CDN, ORT_LOCAL, ORT_SRI
 
     dest.mkdir(parents=True, exist_ok=True)
-    for name in sorted({f for files in ORT_BUNDLES.values() for f in files.values()}):
+    for name in sorted({f for b in bundles for f in ORT_BUNDLES[b].values()}):
         if (ORT_LOCAL / name).is_file():
             shutil.copyfile(ORT_LOCAL / name, dest / name)
             continue
         log(f"downloading {ORT_CDN}{name}")
         try:
-            data = urllib.request.urlopen(ORT_CDN + name, timeout=60).read()
+            with urllib.request.urlopen(ORT_CDN + name, timeout=60) as response:
+                data = response.read()
         except OSError as exc:
             raise SiteError(
                 f"onnxruntime-web is not installed ({ORT_LOCAL} has no {name}) and {ORT_CDN}{name} could not be "
@@ -126,18 +141,26 @@ def export_site(
     log: Callable[[str], None] = lambda s: None,
     max_points: int = 64,
     max_pixels: int = 100_000_000,
+    webgpu: bool = True,
+    force: bool = False,
 ) -> Path:
-    """Write the static site into out_dir (created; files of an earlier export are replaced).
-    checkpoint: mobile_sam.pt (default: $MOBILESAM_CHECKPOINT, else the Hugging Face Hub)."""
+    """Write the static site into out_dir (created; the files of an earlier export are replaced).
+    checkpoint: mobile_sam.pt (default: $MOBILESAM_CHECKPOINT, else the Hugging Face Hub).
+    webgpu: include onnxruntime-web's WebGPU build. force: write into a folder that holds other
+    files (by default only an empty folder or an earlier site is written into)."""
     from .export import cached_exports
     from .masks import palette_spec
     from .ui.examples import EXAMPLES
     from .ui.web import ORT_BUNDLES, ORT_VERSION
     from .weights import resolve_checkpoint
 
-    ckpt = resolve_checkpoint("mobile_sam", checkpoint)
     out = Path(out_dir)
-    copy_ort(out / "ort", log)  # first: the step most likely to fail (offline, not installed)
+    if not force and out.is_dir() and any(out.iterdir()) and not _is_site(out):
+        raise SiteError(f"{out} is not empty and holds no earlier site: choose an empty folder (or --force)")
+    ckpt = resolve_checkpoint("mobile_sam", checkpoint)
+    bundles = ("wasm", "webgpu") if webgpu else ("wasm",)
+    ort_dir = f"ort/{ORT_VERSION}/"  # versioned: a cache never mixes two runtimes' files
+    copy_ort(out / ort_dir, log, bundles)  # first: the step most likely to fail (offline, not installed)
     graphs = cached_exports(ckpt, graphs=tuple(SITE_GRAPHS.values()), log=log)
     for sub in ("models", "examples"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -162,11 +185,14 @@ def export_site(
         "ort": {
             "version": ORT_VERSION,
             "local": True,
-            "base": "ort/",
+            "base": ort_dir,
             "sri": {},
             "bundles": {
-                name: {**files, "bytes": sum((out / "ort" / f).stat().st_size for f in files.values())}
-                for name, files in ORT_BUNDLES.items()
+                name: {
+                    **ORT_BUNDLES[name],
+                    "bytes": sum((out / ort_dir / f).stat().st_size for f in ORT_BUNDLES[name].values()),
+                }
+                for name in bundles
             },
         },
         **models,
@@ -174,7 +200,7 @@ def export_site(
         "max_points": int(max_points),
         "max_pixels": int(max_pixels),
         "palette": palette_spec(),
-        "site": True,
+        "site": SITE_MARKER,  # marks the folder as ours: a later export may replace it
     }
     (out / "config.json").write_text(json.dumps(config, indent=1))
     first_visit = sum(m["bytes"] for m in models.values() if m is not models["decoder_fast"])

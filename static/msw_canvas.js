@@ -77,7 +77,6 @@ const CSS = `
 .msw-cands{display:flex;flex-wrap:wrap;gap:6px;margin-top:4px;min-height:0}
 .msw-root .msw-cands button.on{border-color:var(--msw-accent);box-shadow:0 0 0 2px #1e90ff55}
 .msw-keys{font-size:.8em;color:#666;margin:4px 0 0;line-height:1.3}
-.msw-tech:not(:empty)::after{content:" · "}
 .msw-root:not(.msw-on-device) .msw-local{display:none}
 .msw-device-row{font-size:.9em;margin:2px 0}
 .msw-device-note{color:#555;margin-left:6px}
@@ -171,8 +170,8 @@ export function mount({ element, props, trigger, watch, standalone }) {
       if (S.encoder === "loading") {
         parts.push(S.encLoad && S.encLoad.total ? `loading the encoder ${MB(S.encLoad.got)}/${MB(S.encLoad.total)} MB (once; cached afterwards)`
                                                 : "loading the encoder (once; cached afterwards)");
-      } else if (S.encoder === "ready") tech.push(`encoder ${MB(S.encoderInfo.bytes)} MB ${S.encoderInfo.cached ? "(cached)" : "(downloaded)"}`);
-      else if (S.encoder === "failed") parts.push(`the encoder cannot run here: ${S.encError}`);
+      } else if (S.encoder === "ready") tech.push(`encoder ${S.encoderInfo.cached ? "cached" : "downloaded"}`);
+      else if (S.encoder === "failed") parts.push(`the encoder could not be loaded (${S.encError}); opening an image tries again`);
     }
     if (S.image === "none") parts.push(S.device ? "open an image (it stays on this device) or pick an example" : "upload an image or pick an example");
     else if (S.image === "encoding") parts.push(`encoding on this device… ${S.encodeClock || ""}`.trim());
@@ -192,7 +191,7 @@ export function mount({ element, props, trigger, watch, standalone }) {
     if (st.corner) parts.push(`${coarse() ? "tap" : "click"} the opposite corner of the box`);
     if (S.hoverNote) parts.push(S.hoverNote);
     if (S.message) parts.push(S.message);
-    const techText = tech.join(" · "), liveText = parts.join(" · ");
+    const techText = tech.length ? tech.join(" · ") + " · " : "", liveText = parts.join(" · ");
     if (techEl.textContent !== techText) techEl.textContent = techText;
     if (liveEl.textContent !== liveText) liveEl.textContent = liveText;
     info.dataset.state = `${S.decoder}/${S.image}`;
@@ -298,6 +297,7 @@ export function mount({ element, props, trigger, watch, standalone }) {
   async function runClicks() {   // decodes the latest prompts; clicks made meanwhile coalesce
     clickDirty = true;
     if (clickBusy) return;
+    let resent = false;
     clickBusy = true;
     stage.setAttribute("aria-busy", "true");
     try {
@@ -313,7 +313,14 @@ export function mount({ element, props, trigger, watch, standalone }) {
         debug.events.push("click-start");
         const res = await click.call(request(points, box, st.result, paintSpec(COMMITTED_ALPHA, WHITE, false)));
         debug.events.push("click-done");
-        if (res.stale) { clickDirty = true; continue; }
+        if (res.stale) {   // the worker holds another image's embedding: give it this one, once
+          click.token = null;
+          if (resent || !S.f16) { say("this image's embedding is gone: open or upload it again"); break; }
+          resent = true;
+          await click.setEmbedding(S.token, S.f16);
+          clickDirty = true;
+          continue;
+        }
         if (version === mine) st.result = res;   // else undo/clear/another click came meanwhile
         S.lastMs = res.ms;
         debug.clicks.push({ decodeMs: res.ms, totalMs: performance.now() - t0 });
@@ -529,34 +536,38 @@ export function mount({ element, props, trigger, watch, standalone }) {
   function keep() {
     if (!st.result || clickBusy) { say(clickBusy ? "wait for the mask, then keep it" : "add a point or a box first", 4000); return; }
     const r = st.result, paint = r.paints[r.selected];
-    if (paint) {   // show it among the kept objects at once; the server's layer replaces this
-      const tmp = document.createElement("canvas");
-      tmp.width = overlay.width; tmp.height = overlay.height;
-      tmp.getContext("2d").putImageData(new ImageData(paint, overlay.width, overlay.height), 0, 0);
-      objCtx.globalAlpha = 0.8; objCtx.drawImage(tmp, 0, 0); objCtx.globalAlpha = 1;
-    }
-    if (S.view.local) local.push({ low: r.low[r.selected], score: r.iou[r.selected], paint });
+    if (paint) drawKept(paint);   // at once; in server mode the server's layer replaces this
+    if (S.view.local) local.push({ low: r.low[r.selected], score: r.iou[r.selected] });
     else { trigger("keep", lowResPayload()); keptPending++; }
     st = emptyPrompts(); version++; preview = null;
     say("object kept", 3000);
     redraw();
   }
   function exportNow() {
-    if (S.view && S.view.local) { exportLocal(); return; }
+    if (S.device) { exportLocal(); return; }   // never a server event in on-device mode
     trigger("export", st.result && !clickBusy ? lowResPayload() : {});
     say("preparing downloads (they appear under Downloads)", 5000);
   }
-  function unkeep() {
-    if (!local.length) { say("no kept object to remove", 3000); return; }
-    local.pop();
-    objCtx.clearRect(0, 0, objCanvas.width, objCanvas.height);
+  function drawKept(rgba) {
     const tmp = document.createElement("canvas");
     tmp.width = overlay.width; tmp.height = overlay.height;
-    for (const o of local) {
-      if (!o.paint) continue;
-      tmp.getContext("2d").putImageData(new ImageData(o.paint, tmp.width, tmp.height), 0, 0);
-      objCtx.globalAlpha = 0.8; objCtx.drawImage(tmp, 0, 0); objCtx.globalAlpha = 1;
+    tmp.getContext("2d").putImageData(new ImageData(rgba, tmp.width, tmp.height), 0, 0);
+    objCtx.globalAlpha = 0.8; objCtx.drawImage(tmp, 0, 0); objCtx.globalAlpha = 1;
+  }
+  async function repaintKept() {   // on-device kept objects, painted again from their logits
+    objCtx.clearRect(0, 0, objCanvas.width, objCanvas.height);
+    const mine = S.token, kept = local;
+    for (let i = 0; i < kept.length; i++) {
+      const paint = { ...paintSpec(COMMITTED_ALPHA, WHITE, false), color: colorFor(S.cfg.palette, i) };
+      const res = await click.call({ type: "paint", low: kept[i].low, paint });
+      if (S.token !== mine || local !== kept) return;
+      drawKept(res.rgba);
     }
+  }
+  function unkeep() {
+    if (!local.length) { say("no kept object to remove", 3000); return; }
+    local = local.slice(0, -1);
+    repaintKept();
     say(`${local.length} object(s) kept`, 3000);
   }
   $("[data-act=undo]").onclick = undo;
@@ -634,113 +645,182 @@ export function mount({ element, props, trigger, watch, standalone }) {
 
   // ------------------------------------------------------------- on-device mode
   const deviceBox = $("[data-act=device]"), deviceLabel = $(".msw-device"), fileInput = $(".msw-open input");
-  const ESTIMATE_KEY = "msw-encode-ms";
+  const ESTIMATE_KEY = "msw-encode-ms", DEVICE_KEY = "msw-on-device";
+  const store = {   // localStorage may be unavailable (site data blocked): never fatal
+    get(k) { try { return localStorage.getItem(k); } catch (e) { return null; } },
+    set(k, v) { try { localStorage.setItem(k, v); } catch (e) { /* not remembered */ } },
+  };
   function encodeEstimate() {   // this device's last encode, else a rule of thumb per backend
-    const last = +localStorage.getItem(ESTIMATE_KEY);
+    const last = +store.get(ESTIMATE_KEY);
     if (last) return { s: last / 1000, measured: true };
     // bench/bench_browser.py on a 2-core machine: WASM 2.9 s (1 thread), 1.6 s (2 threads); a GPU < 1 s
     return { s: S.backend === "webgpu" ? 1 : 3 / Math.max(1, Math.min(S.threads || 1, 4)) ** 0.85, measured: false };
   }
   function deviceNote() {
     const e = S.cfg && S.cfg.encoder, note = $(".msw-device-note");
-    if (!e || S.decoder !== "ready") { note.textContent = ""; return; }
+    if (!e || S.decoder !== "ready" || (standalone && S.encoder === "ready")) { note.textContent = ""; return; }
     const est = encodeEstimate(), mb = MB(e.transfer_bytes || e.bytes);
-    note.textContent = S.encoder === "ready" && S.encoderInfo.cached ? `about ${est.s.toFixed(1)} s per image here`
+    note.textContent = S.encoder === "ready" ? `about ${est.s.toFixed(1)} s per image here`
       : `one-time download ${mb} MB, then about ${est.s.toFixed(est.s < 10 ? 1 : 0)} s per image here` +
         (S.backend === "webgpu" ? " (WebGPU)" : ` (${S.backendLabel}${est.measured ? "" : ", estimated"})`);
   }
-  async function ensureEncoder() {
+  let encoderReady = null;
+  function ensureEncoder() {   // loads the encoder into the click worker (after its decoder)
     if (S.encoder === "ready" || S.encoder === "loading") return encoderReady;
     S.encoder = "loading"; status();
-    encoderReady = click.call({ type: "initEncoder", model: S.cfg.encoder }).then((r) => {
+    encoderReady = decoderReady.then(() => {
+      if (!S.cfg.encoder) throw new Error("this server has no encoder for on-device mode");
+      return click.call({ type: "initEncoder", model: S.cfg.encoder });
+    }).then((r) => {
       S.encoder = "ready"; S.encoderInfo = r; debug.encoderReady = true; deviceNote(); status(); return r;
     }, (err) => {
       S.encoder = "failed"; S.encError = String(err.message || err); status(); throw err;
     });
     return encoderReady;
   }
-  let encoderReady = null;
 
-  function setDevice(on, remember) {
-    on = !!on && !!(S.cfg && S.cfg.encoder) && S.decoder === "ready";
-    if (remember) try { localStorage.setItem("msw-on-device", on ? "1" : "0"); } catch (e) { /* private mode */ }
+  // The on-device work is kept while the visitor looks at the server's image, and comes back.
+  let stash = null;
+  function setDevice(on, remember) {   // may run before the decoder has loaded (then the encoder waits)
+    on = !!on && S.decoder !== "failed";
+    if (remember) store.set(DEVICE_KEY, on ? "1" : "0");
     if (on === !!S.device) return;
     S.device = on; deviceBox.checked = on;
     root.classList.toggle("msw-on-device", on);
-    document.body.classList.toggle("msw-device-mode", on && !standalone);   // page CSS hides the upload
+    document.documentElement.classList.toggle("msw-device-mode", on && !standalone);   // page CSS hides the upload
     debug.device = on;
     if (on) {
-      ensureEncoder().catch(() => {});
-      showLocalEmpty();
+      if (S.cfg) ensureEncoder().catch(() => {});   // else when the config has loaded
+      restoreLocal();
     } else {
-      S.token = null;   // back to the server's image (if any): nothing was lost there
+      stash = S.view && S.view.local ? { view: S.view, token: S.token, f16: S.f16, local, st, encodeMs: S.encodeMs } : null;
+      S.token = null;   // back to the server's image (if any): nothing was lost there either
       show(props.value);
     }
     deviceNote(); status();
   }
   function showLocalEmpty() {
     S.view = null; S.token = null; S.f16 = null; S.image = "none"; debug.imageReady = false;
-    img.removeAttribute("src"); st = emptyPrompts(); version++; local = []; redraw();
+    st = emptyPrompts(); version++; local = []; preview = null;
+    img.removeAttribute("src");
+    objCtx.clearRect(0, 0, objCanvas.width, objCanvas.height);
+    redraw();
+  }
+  async function restoreLocal() {
+    const s = stash;
+    stash = null;
+    showLocalEmpty();
+    if (!s || !imgUrl) return;
+    Object.assign(S, { view: s.view, token: s.token, encodeMs: s.encodeMs, image: s.f16 ? "fetching" : "none" });
+    local = s.local; st = s.st; version++;
+    await new Promise((ok) => { img.onload = ok; img.onerror = ok; img.src = imgUrl; });
+    if (S.token !== s.token) return;
+    for (const c of [overlay, objCanvas]) { c.width = s.view.display_width; c.height = s.view.display_height; }
+    redraw();
+    if (!s.f16) { S.image = "encoding"; status(); return; }   // its encode goes on and finishes it
+    S.f16 = s.f16;
+    await feedWorkers();   // the worker held the server's embedding meanwhile
+    repaintKept();
   }
   deviceBox.addEventListener("change", () => setDevice(deviceBox.checked, true));
 
+  async function decodeBitmap(blob) {
+    // No colour management and the EXIF orientation applied: the pixels the server's reader gives.
+    const opts = { imageOrientation: "from-image", colorSpaceConversion: "none", premultiplyAlpha: "none" };
+    try { return await createImageBitmap(blob, opts); } catch (err) {
+      if (!(err instanceof TypeError)) throw err;   // an older browser without "from-image" (its default)
+      delete opts.imageOrientation;
+      return createImageBitmap(blob, opts);
+    }
+  }
+
+  let opening = 0;
   async function openLocal(blob, name) {
     if (!S.device) return;
-    let bitmap;
+    const seq = ++opening, current = () => seq === opening && S.device;
+    let token = null;   // this image's, once it is shown; still wanted while stashed (see setDevice)
+    const wanted = () => S.token === token || (stash !== null && stash.token === token);
+    name = name || "image";
+    say("");   // an earlier image's error is old news
+    let url = URL.createObjectURL(blob), bitmap = null, tick = 0;
     try {
-      // No colour management and the EXIF orientation applied: the pixels the server's reader gives.
-      bitmap = await createImageBitmap(blob, { imageOrientation: "from-image", colorSpaceConversion: "none",
-                                               premultiplyAlpha: "none" });
-    } catch (err) {
-      say(`cannot read ${name || "this file"} as an image: try a PNG, JPEG or WebP`); return;
-    }
-    const W = bitmap.width, H = bitmap.height, limit = S.cfg.max_pixels || 100e6;
-    if (W * H > limit) {
-      bitmap.close();
-      say(`the image is too large: ${W}×${H} = ${(W * H / 1e6).toFixed(0)} megapixels (limit ${(limit / 1e6).toFixed(0)})`);
-      return;
-    }
-    const token = `local-${++localSeq}`, sc = Math.min(1, 1024 / Math.max(W, H));
-    const v = { token, local: true, name: name || "image", width: W, height: H,
-                display_width: Math.max(1, Math.round(W * sc)), display_height: Math.max(1, Math.round(H * sc)),
-                input_size: preprocessShape(H, W), objects_count: 0 };
-    S.token = token; S.view = v; S.f16 = null; S.image = "encoding"; debug.imageReady = false;
-    st = emptyPrompts(); version++; preview = null; kb = null; S.lastMs = null; local = []; clearDownloads();
-    if (imgUrl) URL.revokeObjectURL(imgUrl);
-    imgUrl = URL.createObjectURL(blob);
-    await new Promise((ok) => { img.onload = ok; img.onerror = ok; img.src = imgUrl; });
-    for (const c of [overlay, objCanvas]) { c.width = v.display_width; c.height = v.display_height; }
-    objCtx.clearRect(0, 0, objCanvas.width, objCanvas.height);
-    revealStage(); redraw();
-    const t0 = performance.now(), est = encodeEstimate();
-    const tick = setInterval(() => {
-      S.encodeClock = `${((performance.now() - t0) / 1000).toFixed(0)} s (about ${est.s.toFixed(0)} s here)`; status();
-    }, 500);
-    try {
+      // The size from the header first (an <img> learns it without decoding the pixels), so a
+      // decompression bomb is refused before it is decoded.
+      const probe = new Image();
+      const readable = await new Promise((ok) => { probe.onload = () => ok(true); probe.onerror = () => ok(false); probe.src = url; });
+      if (!current()) return;
+      const limit = (S.cfg && S.cfg.max_pixels) || 100e6, n = probe.naturalWidth * probe.naturalHeight;
+      if (!readable || !n) { say(`cannot read ${name} as an image: try a PNG, JPEG or WebP`); return; }
+      if (n > limit) {
+        say(`${name} is too large: ${probe.naturalWidth}×${probe.naturalHeight} = ${(n / 1e6).toFixed(0)} megapixels ` +
+            `(limit ${(limit / 1e6).toFixed(0)})`);
+        return;
+      }
+      try { bitmap = await decodeBitmap(blob); } catch (err) {
+        if (current()) say(`cannot decode ${name}: ${err.message || err}`);
+        return;
+      }
+      if (!current()) return;
+      const W = bitmap.width, H = bitmap.height, sc = Math.min(1, 1024 / Math.max(W, H));
+      token = `local-${++localSeq}`;
+      const v = { token, local: true, name, width: W, height: H,
+                  display_width: Math.max(1, Math.round(W * sc)), display_height: Math.max(1, Math.round(H * sc)),
+                  input_size: preprocessShape(H, W), objects_count: 0 };
+      S.token = token; S.view = v; S.f16 = null; S.image = "encoding"; debug.imageReady = false;
+      st = emptyPrompts(); version++; preview = null; kb = null; S.lastMs = null; local = []; clearDownloads();
+      if (imgUrl) URL.revokeObjectURL(imgUrl);
+      imgUrl = url; url = null;
+      await new Promise((ok) => { img.onload = ok; img.onerror = ok; img.src = imgUrl; });
+      if (S.token === token) {
+        for (const c of [overlay, objCanvas]) { c.width = v.display_width; c.height = v.display_height; }
+        objCtx.clearRect(0, 0, objCanvas.width, objCanvas.height);
+        revealStage(); redraw();
+      }
       await ensureEncoder();
-      const r = await click.call({ type: "encode", token, bitmap, name: v.name, want: debug.encodeWant || {} }, [bitmap]);
+      if (!wanted()) return;   // another image came: don't spend seconds on this one
+      const t0 = performance.now(), est = encodeEstimate();
+      tick = setInterval(() => {
+        if (S.token !== token) return;
+        S.encodeClock = `${((performance.now() - t0) / 1000).toFixed(0)} s (about ${est.s.toFixed(0)} s here)`; status();
+      }, 500);
+      const sent = bitmap;
+      bitmap = null;   // transferred to the worker, which closes it
+      const r = await click.call({ type: "encode", token, bitmap: sent, name, want: debug.encodeWant || {} }, [sent]);
+      click.token = r.token;   // the worker holds this embedding now, wanted or not
       debug.lastEncode = { resizeMs: r.resizeMs, encodeMs: r.encodeMs, inputSize: r.inputSize, f32: r.f32, rgb: r.rgb };
+      if (stash && stash.token === token) { stash.f16 = r.f16; return; }   // finished while away
       if (S.token !== token) return;
-      click.token = token;
       S.f16 = r.f16; S.encodeMs = r.resizeMs + r.encodeMs;
-      try { localStorage.setItem(ESTIMATE_KEY, String(Math.round(S.encodeMs))); } catch (e) { /* private mode */ }
+      store.set(ESTIMATE_KEY, String(Math.round(S.encodeMs)));
       deviceNote();
       await feedWorkers();
     } catch (err) {
-      if (S.token === token) { S.image = "none"; say(`encoding on this device failed: ${err.message || err}`); }
+      click.token = null;   // whatever the worker holds now, send the embedding again before decoding
+      if (stash && stash.token === token) stash = null;   // nothing to come back to
+      if (current() && (S.token === token || token === null)) {
+        const v = S.view;
+        showLocalEmpty();
+        say(`could not encode ${v ? v.name : name} on this device: ${err.message || err}`);
+      }
     } finally {
-      clearInterval(tick); S.encodeClock = ""; status();
+      if (bitmap) bitmap.close();
+      if (url) URL.revokeObjectURL(url);
+      clearInterval(tick);
+      if (seq === opening) S.encodeClock = "";
+      status();
     }
   }
   fileInput.addEventListener("change", () => { const f = fileInput.files[0]; if (f) openLocal(f, f.name); fileInput.value = ""; });
   $("[data-act=open]").onclick = () => fileInput.click();
   // A file dropped anywhere on the page opens here (the server's upload box is hidden in this
-  // mode, and a drop the page ignores would make the browser navigate away from the work).
-  const onDragOver = (e) => { if (S.device) { e.preventDefault(); root.classList.add("msw-drag"); } };
+  // mode, and a drop nobody takes would make the browser navigate away from the work). Drops
+  // that another control took, or while this widget is hidden (another tab), are left alone.
+  const mine = (e) => S.device && !e.defaultPrevented && root.getClientRects().length > 0;
+  const onDragOver = (e) => { if (mine(e)) { e.preventDefault(); root.classList.add("msw-drag"); } };
   const onDragLeave = (e) => { if (!e.relatedTarget) root.classList.remove("msw-drag"); };
   const onDrop = (e) => {
     root.classList.remove("msw-drag");
-    if (!S.device) return;
+    if (!mine(e)) return;
     e.preventDefault();
     const f = e.dataTransfer && e.dataTransfer.files[0];
     if (f) openLocal(f, f.name);
@@ -749,7 +829,7 @@ export function mount({ element, props, trigger, watch, standalone }) {
   document.addEventListener("dragleave", onDragLeave);
   document.addEventListener("drop", onDrop);
   const onPaste = (e) => {
-    if (!S.device || !root.isConnected) return;
+    if (!mine(e)) return;
     const f = [...(e.clipboardData ? e.clipboardData.files : [])].find((x) => x.type.startsWith("image/"));
     if (f) { e.preventDefault(); openLocal(f, f.name || "pasted.png"); }
   };
@@ -761,7 +841,11 @@ export function mount({ element, props, trigger, watch, standalone }) {
       const b = document.createElement("button");
       b.type = "button"; b.textContent = ex.label || ex.name; b.title = `example: ${ex.name}`;
       b.onclick = async () => {   // a public example photo: fetching it reveals nothing about the visitor
-        try { openLocal(await (await fetch(ex.url)).blob(), ex.name); } catch (err) { say(`could not load the example: ${err}`); }
+        try {
+          const r = await fetch(ex.url);
+          if (!r.ok) throw new Error(`HTTP ${r.status}`);
+          openLocal(await r.blob(), ex.name);
+        } catch (err) { say(`could not load the example: ${err.message || err}`); }
       };
       return b;
     }));
@@ -773,12 +857,15 @@ export function mount({ element, props, trigger, watch, standalone }) {
     $(".msw-downloads").replaceChildren();
   }
   async function exportLocal() {
+    if (!S.view || !S.view.local || S.image !== "ready") { say("open an image first", 4000); return; }
     const objects = local.map((o) => ({ low: o.low, score: o.score }));
     if (st.result && !clickBusy) objects.push({ low: st.result.low[st.result.selected], score: st.result.iou[st.result.selected] });
     if (!objects.length) { say("nothing to export yet: click an object first", 4000); return; }
+    const token = S.token;
     say("building the downloads on this device…");
     try {
-      const r = await click.call({ type: "export", objects });
+      const r = await click.call({ type: "export", token, objects });
+      if (S.token !== token) return;   // another image meanwhile: these files are not for it
       clearDownloads();
       const box = $(".msw-downloads"), head = document.createElement("div");
       head.textContent = `Downloads — ${r.summary}`;
@@ -786,13 +873,16 @@ export function mount({ element, props, trigger, watch, standalone }) {
       for (const f of r.files) {
         const a = document.createElement("a"), u = URL.createObjectURL(f.blob);
         downloadUrls.push(u);
-        a.href = u; a.download = f.name; a.textContent = `${f.name} (${(f.blob.size / 1024).toFixed(0)} kB)`;
+        const kb = f.blob.size / 1024;
+        a.href = u; a.download = f.name;
+        a.textContent = `${f.name} (${kb < 1 ? `${f.blob.size} bytes` : kb < 1024 ? `${kb.toFixed(0)} kB` : `${MB(f.blob.size)} MB`})`;
         box.appendChild(a);
       }
+      box.scrollIntoView({ behavior: "smooth", block: "nearest" });
       debug.downloads = r.files.map((f) => f.name);
       say("downloads ready (built on this device)", 4000);
     } catch (err) {
-      say(`export failed: ${err.message || err}`);
+      if (S.token === token) say(`export failed: ${err.message || err}`);
     }
   }
 
@@ -822,12 +912,37 @@ export function mount({ element, props, trigger, watch, standalone }) {
   debug.startHover = () => { if (S.hover === "off") return startHover(); };
 
   // --------------------------------------------------------------------------- start
+  const q = new URLSearchParams(location.search);   // overrides for tests and benchmarks
+  const canEncode = typeof OffscreenCanvas !== "undefined" && typeof createImageBitmap === "function" &&
+                    typeof CompressionStream === "function";
+  let decoderLoaded;
+  const decoderReady = new Promise((ok, fail) => { decoderLoaded = { ok, fail }; });
+  decoderReady.catch(() => {});
+  // Asked for on-device mode (the site, ?msw_device=1, or this browser's remembered choice): it
+  // starts now, before anything has loaded, so the server's upload is never offered meanwhile.
+  const remembered = store.get(DEVICE_KEY);
+  const asked = q.get("msw_device") !== null ? q.get("msw_device") === "1" : remembered === "1";
+  if (canEncode && (standalone || asked)) setDevice(true, false);
+  else document.documentElement.classList.remove("msw-device-mode");   // set early by the page: not possible here
+
+  function offerDevice(cfg, r) {   // never fatal for decoding: server mode works without it
+    if (!cfg.encoder || !canEncode) {
+      if (standalone) throw new Error("this browser cannot encode images (it lacks OffscreenCanvas or CompressionStream)");
+      if (S.device) { setDevice(false, false); say("on-device mode is not available here", 8000); }
+      return;
+    }
+    examples();
+    deviceLabel.hidden = !!standalone;   // offered where it can run; the static site has no other mode
+    // On by default only with a hardware GPU (WebGPU is chosen only for one): WASM encodes in seconds.
+    if (!S.device && q.get("msw_device") === null && remembered === null && r.hardwareGpu) setDevice(true, false);
+    if (S.device) ensureEncoder().catch(() => {});
+    deviceNote();
+  }
   (async () => {
     try {
       const configUrl = new URL(standalone ? standalone.configUrl : "/msw/config.json", location.href);
       const cfg = await (await fetch(configUrl)).json();
       absoluteUrls(cfg, configUrl);   // workers resolve relative URLs against their own script
-      const q = new URLSearchParams(location.search);   // overrides for tests and benchmarks
       if (q.get("msw_threads")) cfg.threads = +q.get("msw_threads");
       if (q.get("msw_decoder") === "decoder_web" && cfg.decoder_web) cfg.decoder = cfg.decoder_web;
       if (q.get("msw_hover") === "exact") cfg.hover = "exact";
@@ -835,28 +950,24 @@ export function mount({ element, props, trigger, watch, standalone }) {
       S.cfg = cfg;
       maxPoints = cfg.max_points || maxPoints;
       if (!cfg.decoder) throw new Error("the server has no exported decoder");
-      click = new Worker2((got, total) => { S.load = { got, total }; status(); });
+      click = new Worker2((got, total, what) => {
+        if (what === "encoder") S.encLoad = { got, total }; else S.load = { got, total };
+        status();
+      });
       const r = await click.call({ type: "init", cfg, model: cfg.decoder, prefer: q.get("msw_backend"), threads: cfg.threads });
       S.decoder = "ready"; S.backend = r.backend; S.threads = r.threads; S.model = r; S.transferred = r.transferred;
       S.backendLabel = r.backend === "webgpu" ? "WebGPU" : r.threads > 1 ? `WASM (${r.threads} threads)` : "WASM (1 thread)";
       Object.assign(debug, { ready: true, backend: r.backend, threads: r.threads, modelBytes: r.bytes, cached: r.cached });
+      decoderLoaded.ok();
       status();
       await feedWorkers();
-      if (cfg.encoder && typeof OffscreenCanvas !== "undefined" && typeof createImageBitmap === "function") {
-        examples();
-        deviceLabel.hidden = !!standalone;   // offered where it can run; the static site has no other mode
-        let remembered = null;
-        try { remembered = localStorage.getItem("msw-on-device"); } catch (e) { /* private mode */ }
-        // On by default only with a hardware GPU (WebGPU is chosen only for one): WASM encodes in seconds.
-        const want = standalone || (q.get("msw_device") !== null ? q.get("msw_device") === "1"
-          : remembered !== null ? remembered === "1" : !!r.hardwareGpu);
-        deviceNote();
-        if (want) setDevice(true, false);
-      } else if (standalone) throw new Error("this browser cannot encode images (it lacks OffscreenCanvas)");
+      offerDevice(cfg, r);
     } catch (err) {
-      S.decoder = "failed";
       S.error = String(err.message || err);
       debug.error = S.error;
+      decoderLoaded.fail(err);
+      if (S.device && !standalone) setDevice(false, false);   // server mode: the upload comes back
+      S.decoder = "failed";
       status();
       if (!standalone) trigger("fallback", { reason: S.error });
     }
@@ -866,6 +977,7 @@ export function mount({ element, props, trigger, watch, standalone }) {
   element.__mswDispose = () => {
     if (click) click.terminate(); if (hoverW) hoverW.terminate();
     document.removeEventListener("paste", onPaste);
+    document.documentElement.classList.remove("msw-device-mode");
     document.removeEventListener("dragover", onDragOver);
     document.removeEventListener("dragleave", onDragLeave);
     document.removeEventListener("drop", onDrop);

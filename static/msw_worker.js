@@ -12,7 +12,7 @@
 //               {type: "encode", token, bitmap: ImageBitmap, name, want: {f32, rgb}}: resize as
 //                 the server does (PIL's bilinear, byte for byte), encode, keep the embedding and
 //                 the image; replies {inputSize, f16 (for the hover worker), resizeMs, encodeMs}
-//               {type: "export", objects: [{low, score}]}: downloads built here, at the image's size
+//               {type: "export", token, objects: [{low, score}]}: downloads built here, at the image's size
 // Messages out: {type: "progress", got, total} while the model downloads; replies carry the
 //               request's id: {type: "ready"|"embedded"|"decoded"|"full"|"error", ...}.
 import { buildExports } from "./msw_exports.js";
@@ -78,7 +78,12 @@ function transferred() {   // bytes that came over the network for this worker (
 
 async function init({ id, cfg, model, prefer, threads }) {
   const tried = [];
-  const eps = await backends(prefer, tried);
+  let eps = await backends(prefer, tried);
+  if (!cfg.ort.bundles.webgpu && eps.includes("webgpu")) {   // e.g. a static site built --no-webgpu
+    tried.push("webgpu: not in this site's runtime");
+    eps = eps.filter((e) => e !== "webgpu");
+    if (!eps.length) eps = ["wasm"];
+  }
   ort = await loadOrt(cfg, cfg.ort.bundles[eps.includes("webgpu") ? "webgpu" : "wasm"], threads);
   const m = await cachedModel(model.url, model.bytes, (got, total) => self.postMessage({ type: "progress", got, total }));
   for (const ep of eps) {
@@ -156,15 +161,27 @@ async function initEncoder({ id, model }) {
   if (!encoder) {
     const m = await cachedModel(model.url, model.bytes,
       (got, total) => self.postMessage({ type: "progress", what: "encoder", got, total }));
-    encoder = await ort.InferenceSession.create(m.bytes, { executionProviders: [backend] });
-    encoder.info = { bytes: m.bytes.length, cached: m.cached };
+    let ep = backend;
+    try {
+      encoder = await ort.InferenceSession.create(m.bytes, { executionProviders: [ep] });
+    } catch (err) {   // a GPU that decodes may still fail to compile the encoder: WASM then
+      if (ep === "wasm") throw err;
+      ep = "wasm";
+      encoder = await ort.InferenceSession.create(m.bytes, { executionProviders: [ep] });
+    }
+    encoder.info = { bytes: m.bytes.length, cached: m.cached, encoderBackend: ep };
   }
   self.postMessage({ type: "encoderReady", id, backend, ...encoder.info, transferred: transferred() });
 }
 
-function pixels(bitmap) {   // ImageBitmap -> RGBA bytes (decoded without colour management, as PIL)
+// ImageBitmap -> RGBA bytes (decoded without colour management, as PIL). Transparent pixels are
+// put on white, as the server's reader does (within 1 of PIL's alpha_composite: the canvas
+// blends premultiplied 8-bit values); opaque images are unchanged.
+function pixels(bitmap) {
   const c = new OffscreenCanvas(bitmap.width, bitmap.height);
   const g = c.getContext("2d", { willReadFrequently: true });
+  g.fillStyle = "#fff";
+  g.fillRect(0, 0, c.width, c.height);
   g.drawImage(bitmap, 0, 0);
   bitmap.close();
   return g.getImageData(0, 0, c.width, c.height).data;
@@ -195,7 +212,7 @@ async function encode(m) {
 }
 
 async function exportFiles(m) {
-  if (!image) throw new Error("no image on this device yet");
+  if (!image || m.token !== token) throw new Error("the image changed: export again");
   const objects = m.objects.map((o) => ({ mask: upscaleMask(o.low, inputSize, image.height, image.width), score: o.score }));
   const r = await buildExports(image, objects);
   self.postMessage({ type: "exported", id: m.id, files: r.files, summary: r.summary });

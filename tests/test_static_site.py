@@ -86,15 +86,45 @@ def test_site_folder(site):
     for key in ("decoder", "decoder_fast", "encoder"):
         rel = cfg[key]["url"].split("?")[0]
         assert not rel.startswith("/") and (site / rel).stat().st_size == cfg[key]["bytes"]
+    assert set(cfg["ort"]["bundles"]) == {"wasm", "webgpu"}
     for bundle in cfg["ort"]["bundles"].values():
         for f in ("main", "glue", "wasm"):
-            assert (site / "ort" / bundle[f]).is_file()
+            assert (site / cfg["ort"]["base"] / bundle[f]).is_file()
     for name in ("index.html", "msw_canvas.js", "msw_worker.js", "msw_resize.js", "msw_exports.js", "_headers"):
         assert (site / name).is_file(), name
     assert "Cross-Origin-Embedder-Policy" in (site / "_headers").read_text()
     card = (site / "README.md").read_text()  # a Hugging Face static Space, isolated
     assert "sdk: static" in card and "cross-origin-embedder-policy: require-corp" in card
     assert "/msw/" not in json.dumps(cfg)  # nothing points at an application server
+
+
+def export_site(out, *extra):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "mobilesam_web", "export-site", str(out), *extra]
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_without_webgpu_and_never_over_other_files(sam_weights_path, shared_onnx_cache, tmp_path, monkeypatch):
+    """--no-webgpu (Cloudflare Pages: no file over 25 MiB); a folder holding other files is refused
+    (no README or index.html of the visitor's is overwritten) unless --force; an earlier site is
+    replaced."""
+    monkeypatch.setenv("MOBILESAM_ONNX_CACHE", shared_onnx_cache)
+    ckpt = ["--checkpoint", str(sam_weights_path)]
+    small = tmp_path / "small"
+    run = export_site(small, *ckpt, "--no-webgpu")
+    assert run.returncode == 0, run.stderr
+    assert set(json.loads((small / "config.json").read_text())["ort"]["bundles"]) == {"wasm"}
+    assert max(f.stat().st_size for f in small.rglob("*") if f.is_file()) < 25 * 2**20
+    again = export_site(small, *ckpt, "--no-webgpu")  # our own earlier site: replaced
+    assert again.returncode == 0, again.stderr
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes")
+    refused = export_site(mine, *ckpt)
+    assert refused.returncode == 2 and "not empty" in refused.stderr and "Traceback" not in refused.stderr
+    assert (mine / "README.md").read_text() == "my notes"
+    forced = export_site(mine, *ckpt, "--force", "--no-webgpu")
+    assert forced.returncode == 0 and (mine / "index.html").is_file()
 
 
 def test_plain_static_host_one_thread(site):

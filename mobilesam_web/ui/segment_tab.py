@@ -36,7 +36,8 @@ WIDGET_JS = """
 // events raised by the widget: 'keep', 'fallback', 'export'
 import('/msw/static/msw_canvas.js').then((m) => m.mount({element, props, trigger,
   watch: typeof watch === 'function' ? watch : null}))
-  .catch((e) => trigger('fallback', {reason: 'could not load the widget: ' + e}));
+  .catch((e) => { document.documentElement.classList.remove('msw-device-mode');
+                  trigger('fallback', {reason: 'could not load the widget: ' + e}); });
 """
 
 FALLBACK = "In-browser decoding is unavailable ({reason}); decoding on the server."
@@ -201,10 +202,15 @@ undo, clear, keep_object, remove_object = (
 
 
 # --------------------------------------------------------------------------------- layout
+def starts_in_browser(ctx: AppContext) -> bool:
+    """Whether a new visitor's page shows the in-browser widget (else the server canvas)."""
+    return ctx.browser_available and os.environ.get("MOBILESAM_BROWSER_DECODING", "1") != "0"
+
+
 def build_segment_tab(ctx: AppContext) -> SegmentTab:
     """The tab's components and events (call inside `gr.Tab`)."""
     config = ctx.config
-    start_in_browser = ctx.browser_available and os.environ.get("MOBILESAM_BROWSER_DECODING", "1") != "0"
+    start_in_browser = starts_in_browser(ctx)
     state = gr.State(None, time_to_live=config.session_ttl)
     with gr.Row(elem_id="msw-seg-row"):
         with gr.Column(scale=1, min_width=260, elem_id="msw-controls"):

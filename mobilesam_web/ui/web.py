@@ -61,6 +61,17 @@ MEDIA_TYPES = {
     ".onnx": "application/octet-stream",
 }
 IMMUTABLE = "public, max-age=31536000, immutable"
+# Runs before the page renders: when on-device mode is asked for (?msw_device=1, or the choice this
+# browser remembers), the server's upload is hidden from the first frame, not only once the widget's
+# code has loaded (the widget removes the class again where the mode cannot run). Only sent when
+# the page starts with the widget (`page_head`).
+DEVICE_MODE_HEAD = """<script>
+try {
+  const q = new URLSearchParams(location.search).get("msw_device");
+  if (q === "1" || (q === null && localStorage.getItem("msw-on-device") === "1"))
+    document.documentElement.classList.add("msw-device-mode");
+} catch (e) { /* no storage: server mode */ }
+</script>"""
 # The graphs the page may download: decoders for clicks and hover, the encoder for on-device mode.
 BROWSER_GRAPHS = ("decoder_lowres", "decoder_web", "decoder_fast", "encoder")
 
@@ -275,7 +286,12 @@ def create_server(demo, context):
     app.mount("/msw", msw_app(context.services, context.store))
     # Uploads over the limit are refused by Gradio's upload route while they stream in.
     return gr.mount_gradio_app(
-        app, demo, path="/", max_file_size=max_upload_bytes(context.config), css_paths=[PAGE_CSS]
+        app,
+        demo,
+        path="/",
+        max_file_size=max_upload_bytes(context.config),
+        css_paths=[PAGE_CSS],
+        head=page_head(context),
     )
 
 
@@ -293,11 +309,19 @@ def launch_with_share_link(demo, context, host: str, port: int) -> None:
         max_file_size=max_upload_bytes(context.config),
         state_session_capacity=context.config.max_sessions,
         css_paths=[PAGE_CSS],
+        head=page_head(context),
         app_kwargs={
             "routes": [Mount("/msw", app=msw_app(context.services, context.store))],
             "middleware": [Middleware(isolation_middleware())],
         },
     )
+
+
+def page_head(context) -> str:
+    """Extra <head> markup: the on-device mode's early switch, where the widget is shown."""
+    from .segment_tab import starts_in_browser
+
+    return DEVICE_MODE_HEAD if starts_in_browser(context) else ""
 
 
 def max_upload_bytes(config) -> int:
