@@ -110,11 +110,9 @@ def copy_ort(
 ) -> None:
     """onnxruntime-web's files into dest: from static/node_modules (`npm ci --prefix static`, in a
     checkout), else downloaded from the pinned CDN URL and checked against the pinned sha384."""
-    import base64
-    import hashlib
     import urllib.request
 
-    from .ui.web import ORT_BUNDLES, ORT_CDN, ORT_LOCAL, ORT_SRI
+    from .ui.web import ORT_BUNDLES, ORT_CDN, ORT_LOCAL, ORT_SRI, sri
 
     dest.mkdir(parents=True, exist_ok=True)
     for name in sorted({f for b in bundles for f in ORT_BUNDLES[b].values()}):
@@ -130,7 +128,7 @@ def copy_ort(
                 f"onnxruntime-web is not installed ({ORT_LOCAL} has no {name}) and {ORT_CDN}{name} could not be "
                 f"downloaded ({exc}). In a checkout, run `npm ci --prefix static` first."
             ) from None
-        if "sha384-" + base64.b64encode(hashlib.sha384(data).digest()).decode() != ORT_SRI[name]:
+        if sri(data) != ORT_SRI[name]:
             raise SiteError(f"{ORT_CDN}{name} does not match its pinned sha384 hash; not used")
         (dest / name).write_bytes(data)
 

@@ -328,15 +328,18 @@ def max_upload_bytes(config) -> int:
     return int(config.max_upload_mb * 1024 * 1024)
 
 
-def ort_sri_matches_local() -> dict:
-    """For tests: {file: bool} whether the installed npm files match the pinned SRI hashes."""
+def sri(data: bytes) -> str:
+    """The subresource-integrity string (sha384) of some bytes."""
     import base64
     import hashlib
 
-    out = {}
-    for name, sri in ORT_SRI.items():
-        p = ORT_LOCAL / name
-        if p.is_file():
-            digest = base64.b64encode(hashlib.sha384(p.read_bytes()).digest()).decode()
-            out[name] = f"sha384-{digest}" == sri
-    return out
+    return "sha384-" + base64.b64encode(hashlib.sha384(data).digest()).decode()
+
+
+def ort_sri_matches_local() -> dict:
+    """For tests: {file: bool} whether the installed npm files match the pinned SRI hashes."""
+    return {
+        name: sri((ORT_LOCAL / name).read_bytes()) == pinned
+        for name, pinned in ORT_SRI.items()
+        if (ORT_LOCAL / name).is_file()
+    }
