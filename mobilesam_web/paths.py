@@ -24,6 +24,10 @@ def static_dir() -> Path:
     return _asset_dir("static", "msw_canvas.js")
 
 
+# The bundled example photos (file, label), in the order the pages offer them.
+EXAMPLE_IMAGES = [("astronaut.jpg", "Astronaut"), ("coffee.jpg", "Coffee cup"), ("chelsea.jpg", "Cat")]
+
+
 def examples_dir() -> Path:
     """The bundled example images."""
     return _asset_dir("examples", "CREDITS.md")

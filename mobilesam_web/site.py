@@ -7,7 +7,8 @@ Space, `python -m http.server`):
 
     index.html            the page (mounts static/msw_canvas.js in its standalone mode)
     config.json           what the page loads: runtime files, graphs (with their sizes), palette
-    msw_*.js              the page's code and its worker
+    app/<hash>/msw_*.js   the page's code and its worker, in a folder named by their content, so a
+                          cache never mixes two exports' modules
     ort/<version>/        onnxruntime-web (WASM, and the WebGPU build used only with a GPU;
                           `webgpu=False` leaves it out: its 26 MB .wasm is over Cloudflare
                           Pages' 25 MiB file limit)
@@ -23,12 +24,13 @@ Model URLs carry the weights' hash (`?v=`), so a browser's model cache never ser
 of an older export.
 """
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
-from .paths import examples_dir, static_dir
+from .paths import EXAMPLE_IMAGES, examples_dir, static_dir
 from .weights import PathLike
 
 SITE_JS = ("msw_canvas.js", "msw_worker.js", "msw_runtime.js", "msw_resize.js", "msw_exports.js")
@@ -82,7 +84,7 @@ uploaded. The models (about {mb} MB) download once and are cached.</p>
 <footer>MobileSAM (Zhang et al. 2023) with <a href="https://onnxruntime.ai/">ONNX Runtime Web</a>;
 made by <code>mobilesam-web export-site</code>.</footer>
 <script type="module">
-import { mount } from "./msw_canvas.js";
+import { mount } from "./{app}msw_canvas.js";
 mount({ element: document.getElementById("app"), props: { value: null }, trigger: () => {}, watch: null,
         standalone: { configUrl: "config.json" } });
 </script>
@@ -112,7 +114,7 @@ def copy_ort(
     checkout), else downloaded from the pinned CDN URL and checked against the pinned sha384."""
     import urllib.request
 
-    from .ui.web import ORT_BUNDLES, ORT_CDN, ORT_LOCAL, ORT_SRI, sri
+    from .browser_runtime import ORT_BUNDLES, ORT_CDN, ORT_LOCAL, ORT_SRI, sri
 
     dest.mkdir(parents=True, exist_ok=True)
     for name in sorted({f for b in bundles for f in ORT_BUNDLES[b].values()}):
@@ -146,10 +148,9 @@ def export_site(
     checkpoint: mobile_sam.pt (default: $MOBILESAM_CHECKPOINT, else the Hugging Face Hub).
     webgpu: include onnxruntime-web's WebGPU build. force: write into a folder that holds other
     files (by default only an empty folder or an earlier site is written into)."""
+    from .browser_runtime import ORT_BUNDLES, ORT_VERSION
     from .export import cached_exports
     from .masks import palette_spec
-    from .ui.examples import EXAMPLES
-    from .ui.web import ORT_BUNDLES, ORT_VERSION
     from .weights import resolve_checkpoint
 
     out = Path(out_dir)
@@ -163,8 +164,11 @@ def export_site(
     for sub in ("models", "examples"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     static = static_dir()
+    code = hashlib.sha256(b"".join((static / name).read_bytes() for name in SITE_JS)).hexdigest()[:12]
+    app_dir = f"app/{code}/"
+    (out / app_dir).mkdir(parents=True, exist_ok=True)
     for name in SITE_JS:
-        shutil.copyfile(static / name, out / name)
+        shutil.copyfile(static / name, out / app_dir / name)
     version = Path(graphs["encoder"]).parent.name  # <weights sha256[:16]>-v<exporter version>
     models: Dict[str, dict] = {}
     for key, graph in SITE_GRAPHS.items():
@@ -173,7 +177,7 @@ def export_site(
         size = src.stat().st_size
         models[key] = {"url": f"models/{src.name}?v={version}", "graph": graph, "bytes": size, "transfer_bytes": None}
     examples = []
-    for name, label in EXAMPLES:
+    for name, label in EXAMPLE_IMAGES:
         if (examples_dir() / name).is_file():
             shutil.copyfile(examples_dir() / name, out / "examples" / name)
             examples.append({"name": name, "label": label, "url": f"examples/{name}"})
@@ -203,7 +207,7 @@ def export_site(
     (out / "config.json").write_text(json.dumps(config, indent=1))
     first_visit = sum(m["bytes"] for m in models.values() if m is not models["decoder_fast"])
     first_visit += config["ort"]["bundles"]["wasm"]["bytes"]
-    (out / "index.html").write_text(INDEX.replace("{mb}", f"{first_visit / 2**20:.0f}"))
+    (out / "index.html").write_text(INDEX.replace("{mb}", f"{first_visit / 2**20:.0f}").replace("{app}", app_dir))
     (out / "_headers").write_text(HEADERS)
     (out / "README.md").write_text(SPACE_CARD)
     log(f"static site written to {out} ({sum(p.stat().st_size for p in out.rglob('*') if p.is_file()) / 2**20:.0f} MB)")

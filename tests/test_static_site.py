@@ -5,6 +5,7 @@ application server at all."""
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,8 +91,10 @@ def test_site_folder(site):
     for bundle in cfg["ort"]["bundles"].values():
         for f in ("main", "glue", "wasm"):
             assert (site / cfg["ort"]["base"] / bundle[f]).is_file()
-    for name in ("index.html", "msw_canvas.js", "msw_worker.js", "msw_resize.js", "msw_exports.js", "_headers"):
-        assert (site / name).is_file(), name
+    app = re.search(r'from "\./(app/[0-9a-f]{12}/)msw_canvas\.js"', (site / "index.html").read_text()).group(1)
+    for name in ("msw_canvas.js", "msw_worker.js", "msw_runtime.js", "msw_resize.js", "msw_exports.js"):
+        assert (site / app / name).read_bytes() == (REPO_ROOT / "static" / name).read_bytes(), name
+    assert (site / "_headers").is_file()
     assert "Cross-Origin-Embedder-Policy" in (site / "_headers").read_text()
     card = (site / "README.md").read_text()  # a Hugging Face static Space, isolated
     assert "sdk: static" in card and "cross-origin-embedder-policy: require-corp" in card
@@ -164,8 +167,8 @@ def test_offline_without_checkpoint_says_what_to_do(tmp_path):
 def test_runtime_from_the_pinned_cdn_when_not_installed(tmp_path, monkeypatch):
     """An installed package has no static/node_modules: the runtime comes from the pinned CDN URL,
     checked against the pinned sha384 (here a local stand-in for the CDN); a changed file is refused."""
+    from mobilesam_web import browser_runtime as web
     from mobilesam_web import site
-    from mobilesam_web.ui import web
 
     cdn = tmp_path / "cdn"
     cdn.mkdir()

@@ -11,10 +11,10 @@ from typing import List, Optional
 
 import gradio as gr
 
-from ..paths import examples_dir
+from ..paths import EXAMPLE_IMAGES, examples_dir
 
 EXAMPLES_DIR = examples_dir()
-EXAMPLES = [("astronaut.jpg", "Astronaut"), ("coffee.jpg", "Coffee cup"), ("chelsea.jpg", "Cat")]
+EXAMPLES = EXAMPLE_IMAGES
 
 
 def example_files() -> List[Path]:
