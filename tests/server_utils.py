@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import REPO_ROOT
+from conftest import MOBILESAM_FIXTURE, OBJECTAWARE_FIXTURE, REPO_ROOT
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -25,6 +25,14 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+
+
+def fixture_args(detector: bool = False) -> list:
+    """`app.py` arguments for the parity fixtures' random weights (and the detector's)."""
+    args = ["--checkpoint", str(MOBILESAM_FIXTURE / "weights_fp16.pt")]
+    if detector:
+        args += ["--detector-checkpoint", str(OBJECTAWARE_FIXTURE / "objectaware_random.pt")]
+    return args
 
 
 def free_port() -> int:

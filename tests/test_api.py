@@ -7,7 +7,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from conftest import MOBILESAM_FIXTURE, OBJECTAWARE_FIXTURE, assert_masks_close
-from server_utils import running_app
+from server_utils import fixture_args, running_app
 
 SEGMENT_PARAMS = ["image", "points", "labels", "box", "multimask"]
 EVERYTHING_PARAMS = ["image", "detector_conf", "detector_nms_iou", "imgsz"]
@@ -16,12 +16,7 @@ EVERYTHING_PARAMS = ["image", "detector_conf", "detector_nms_iou", "imgsz"]
 @pytest.fixture(scope="module")
 def client(sam_weights_path, tmp_path_factory):
     with running_app(
-        [
-            "--checkpoint",
-            str(sam_weights_path),
-            "--detector-checkpoint",
-            str(OBJECTAWARE_FIXTURE / "objectaware_random.pt"),
-        ],
+        fixture_args(detector=True),
         {"MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx")), "MOBILESAM_BROWSER_DECODING": "0"},
     ) as url:
         yield Client(url, verbose=False)

@@ -7,7 +7,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from conftest import MOBILESAM_FIXTURE, OBJECTAWARE_FIXTURE, assert_masks_close
-from server_utils import browser, running_app, screenshot_on_failure
+from server_utils import browser, fixture_args, running_app, screenshot_on_failure
 
 
 @pytest.fixture(scope="module")
@@ -15,12 +15,7 @@ def app_url(sam_weights_path, tmp_path_factory):
     """The app in server-decoding mode (in-browser decoding is tested in test_browser_decoding)."""
     cache = tmp_path_factory.mktemp("onnx")
     with running_app(
-        [
-            "--checkpoint",
-            str(sam_weights_path),
-            "--detector-checkpoint",
-            str(OBJECTAWARE_FIXTURE / "objectaware_random.pt"),
-        ],
+        fixture_args(detector=True),
         {"MOBILESAM_ONNX_CACHE": str(cache), "MOBILESAM_BROWSER_DECODING": "0"},
     ) as url:
         yield url

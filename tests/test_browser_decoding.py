@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from conftest import MOBILESAM_FIXTURE, OBJECTAWARE_FIXTURE
-from server_utils import browser, running_app, screenshot_on_failure
+from conftest import MOBILESAM_FIXTURE
+from server_utils import browser, fixture_args, running_app, screenshot_on_failure
 
 
 @pytest.fixture(scope="module")
@@ -15,12 +15,7 @@ def onnx_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def app_url(sam_weights_path, onnx_cache):
     with running_app(
-        [
-            "--checkpoint",
-            str(sam_weights_path),
-            "--detector-checkpoint",
-            str(OBJECTAWARE_FIXTURE / "objectaware_random.pt"),
-        ],
+        fixture_args(detector=True),
         {"MOBILESAM_ONNX_CACHE": onnx_cache},
     ) as url:
         yield url
@@ -151,7 +146,7 @@ def test_hover_click_and_keep(app_url):
 
 def test_works_without_cross_origin_isolation(sam_weights_path, onnx_cache, server_predictor):
     with running_app(
-        ["--checkpoint", str(sam_weights_path)],
+        fixture_args(),
         {"MOBILESAM_ONNX_CACHE": onnx_cache, "MOBILESAM_CROSS_ORIGIN_ISOLATION": "0"},
     ) as url:
         with browser() as b:

@@ -2,6 +2,7 @@
 on an ordinary connection, hover sweeps, a click while a preview is in flight, a phone (swipes,
 taps), the keyboard alone, and the shared colour / up-scaling rules of the page and the server."""
 
+import contextlib
 import gzip
 import json
 import urllib.request
@@ -10,16 +11,14 @@ import numpy as np
 import pytest
 
 from conftest import MOBILESAM_FIXTURE
-from server_utils import browser, running_app, screenshot_on_failure
+from server_utils import browser, fixture_args, running_app, screenshot_on_failure
 
 IMAGE = str(MOBILESAM_FIXTURE / "image.png")
 
 
 @pytest.fixture(scope="module")
 def app_url(sam_weights_path, tmp_path_factory):
-    with running_app(
-        ["--checkpoint", str(sam_weights_path)], {"MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx"))}
-    ) as url:
+    with running_app(fixture_args(), {"MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx"))}) as url:
         yield url
 
 
@@ -48,6 +47,16 @@ def open_with_image(page, url):
     page.goto(url)
     page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)
     wait_image(page)
+
+
+@contextlib.contextmanager
+def laptop_page(url, name, height=768):
+    """A laptop-sized page with the fixture image open (screenshot under `name` on failure)."""
+    with browser() as b:
+        page = b.new_page(viewport={"width": 1366, "height": height})
+        with screenshot_on_failure(page, name):
+            open_with_image(page, url)
+            yield page
 
 
 def click_and_wait(page, fx, fy, clicks=1):
@@ -108,35 +117,32 @@ def test_status_line_before_any_click(app_url):
 
 
 def test_hover_sweep_has_no_long_tasks_and_is_lighter(app_url):
-    with browser() as b:
-        page = b.new_page(viewport={"width": 1366, "height": 768})
-        with screenshot_on_failure(page, "hover_sweep"):
-            open_with_image(page, app_url)
-            page.evaluate("window.mswDebug.startHover()")
-            page.wait_for_function("window.mswDebug.state().hover === 'ready'", timeout=120_000)
-            page.evaluate("""() => { window.longTasks = [];
-                new PerformanceObserver((l) => l.getEntries().forEach((e) => window.longTasks.push(e.duration)))
-                  .observe({type: 'longtask'}); }""")
-            box = overlay_box(page)
-            for i in range(40):
-                page.mouse.move(*at(box, 0.1 + 0.02 * i, 0.2 + 0.015 * i))
-                page.wait_for_timeout(25)
-            page.wait_for_function("window.mswDebug.hoverCount >= 3", timeout=60_000)
-            page.wait_for_timeout(500)
-            long_tasks = page.evaluate("window.longTasks")
-            assert not [d for d in long_tasks if d > 100], f"main-thread long tasks during the sweep: {long_tasks}"
-            # the preview is drawn lighter than a committed mask (the most common alpha of the
-            # overlay's pixels is the mask fill; markers are few and anti-aliased)
-            fill_alpha = """() => { const c = document.querySelector('.msw-overlay');
-                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; const n = new Array(256).fill(0);
-                for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n[d[i]]++;
-                return n.indexOf(Math.max(...n)); }"""
-            preview = page.evaluate(fill_alpha)
-            page.mouse.click(*at(box, 0.5, 0.6))
-            page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=60_000)
-            page.mouse.move(0, 0)  # leave the image: the committed mask alone
-            committed = page.evaluate(fill_alpha)
-            assert 0 < preview <= committed / 2, (preview, committed)
+    with laptop_page(app_url, "hover_sweep") as page:
+        page.evaluate("window.mswDebug.startHover()")
+        page.wait_for_function("window.mswDebug.state().hover === 'ready'", timeout=120_000)
+        page.evaluate("""() => { window.longTasks = [];
+            new PerformanceObserver((l) => l.getEntries().forEach((e) => window.longTasks.push(e.duration)))
+              .observe({type: 'longtask'}); }""")
+        box = overlay_box(page)
+        for i in range(40):
+            page.mouse.move(*at(box, 0.1 + 0.02 * i, 0.2 + 0.015 * i))
+            page.wait_for_timeout(25)
+        page.wait_for_function("window.mswDebug.hoverCount >= 3", timeout=60_000)
+        page.wait_for_timeout(500)
+        long_tasks = page.evaluate("window.longTasks")
+        assert not [d for d in long_tasks if d > 100], f"main-thread long tasks during the sweep: {long_tasks}"
+        # the preview is drawn lighter than a committed mask (the most common alpha of the
+        # overlay's pixels is the mask fill; markers are few and anti-aliased)
+        fill_alpha = """() => { const c = document.querySelector('.msw-overlay');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; const n = new Array(256).fill(0);
+            for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n[d[i]]++;
+            return n.indexOf(Math.max(...n)); }"""
+        preview = page.evaluate(fill_alpha)
+        page.mouse.click(*at(box, 0.5, 0.6))
+        page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=60_000)
+        page.mouse.move(0, 0)  # leave the image: the committed mask alone
+        committed = page.evaluate(fill_alpha)
+        assert 0 < preview <= committed / 2, (preview, committed)
 
 
 def test_click_never_waits_for_a_hover_in_flight(app_url):
@@ -202,92 +208,75 @@ def test_phone_swipe_scrolls_and_tap_adds_a_point(app_url):
 
 
 def test_keyboard_only_segmentation(app_url):
-    with browser() as b:
-        page = b.new_page(viewport={"width": 1366, "height": 768})
-        with screenshot_on_failure(page, "keyboard"):
-            open_with_image(page, app_url)
-            page.evaluate("document.activeElement && document.activeElement.blur()")
-            page.evaluate("window.scrollTo(0, 0)")
-            seen_checkbox_ring = False
-            for _ in range(80):
-                page.keyboard.press("Tab")
-                tag = page.evaluate("""() => { const e = document.activeElement;
-                    return e ? (e.classList.contains('msw-overlay') ? 'overlay' : e.type || e.tagName) : null; }""")
-                if tag == "checkbox":
-                    seen_checkbox_ring |= (
-                        page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
-                    )
-                if tag == "overlay":
-                    break
-            else:
-                pytest.fail("Tab never reached the image")
-            assert seen_checkbox_ring, "a checkbox got keyboard focus without a visible focus ring"
-            assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
-            page.keyboard.press("ArrowLeft")
-            page.keyboard.press("ArrowLeft")
-            page.keyboard.press("Enter")
-            page.wait_for_function("document.querySelectorAll('.msw-cands button').length === 3", timeout=60_000)
-            page.keyboard.press("3")
-            page.wait_for_function(
-                "document.querySelectorAll('.msw-cands button')[2].getAttribute('aria-pressed') === 'true'",
-                timeout=10_000,
-            )
-            page.keyboard.press("Shift+Enter")  # an excluded point
-            page.wait_for_function("window.mswDebug.clicks.length >= 2", timeout=60_000)
-            assert page.evaluate("window.mswDebug.state().points") == 2
-            page.keyboard.press("u")
-            assert page.evaluate("window.mswDebug.state().points") == 1
-            page.keyboard.press("k")
-            page.wait_for_function(
-                "document.querySelector('#msw-status').innerText.includes('1 object')", timeout=30_000
-            )
+    with laptop_page(app_url, "keyboard") as page:
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        page.evaluate("window.scrollTo(0, 0)")
+        seen_checkbox_ring = False
+        for _ in range(80):
+            page.keyboard.press("Tab")
+            tag = page.evaluate("""() => { const e = document.activeElement;
+                return e ? (e.classList.contains('msw-overlay') ? 'overlay' : e.type || e.tagName) : null; }""")
+            if tag == "checkbox":
+                seen_checkbox_ring |= page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
+            if tag == "overlay":
+                break
+        else:
+            pytest.fail("Tab never reached the image")
+        assert seen_checkbox_ring, "a checkbox got keyboard focus without a visible focus ring"
+        assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("Enter")
+        page.wait_for_function("document.querySelectorAll('.msw-cands button').length === 3", timeout=60_000)
+        page.keyboard.press("3")
+        page.wait_for_function(
+            "document.querySelectorAll('.msw-cands button')[2].getAttribute('aria-pressed') === 'true'",
+            timeout=10_000,
+        )
+        page.keyboard.press("Shift+Enter")  # an excluded point
+        page.wait_for_function("window.mswDebug.clicks.length >= 2", timeout=60_000)
+        assert page.evaluate("window.mswDebug.state().points") == 2
+        page.keyboard.press("u")
+        assert page.evaluate("window.mswDebug.state().points") == 1
+        page.keyboard.press("k")
+        page.wait_for_function("document.querySelector('#msw-status').innerText.includes('1 object')", timeout=30_000)
 
 
 def test_layout_fits_a_laptop_screen(app_url):
-    with browser() as b:
-        page = b.new_page(viewport={"width": 1366, "height": 768})
-        with screenshot_on_failure(page, "layout_laptop"):
-            open_with_image(page, app_url)
-            page.mouse.click(*at(overlay_box(page), 0.4, 0.5))
-            page.wait_for_function("document.querySelectorAll('.msw-cands button').length === 3", timeout=60_000)
-            page.wait_for_timeout(800)
-            stage = page.locator(".msw-stage").bounding_box()
-            cands = page.locator(".msw-cands").bounding_box()
-            assert stage["y"] >= -1 and cands["y"] + cands["height"] <= 768, (stage, cands)
+    with laptop_page(app_url, "layout_laptop") as page:
+        page.mouse.click(*at(overlay_box(page), 0.4, 0.5))
+        page.wait_for_function("document.querySelectorAll('.msw-cands button').length === 3", timeout=60_000)
+        page.wait_for_timeout(800)
+        stage = page.locator(".msw-stage").bounding_box()
+        cands = page.locator(".msw-cands").bounding_box()
+        assert stage["y"] >= -1 and cands["y"] + cands["height"] <= 768, (stage, cands)
 
 
 def test_refine_off_is_honoured(app_url):
-    with browser() as b:
-        page = b.new_page(viewport={"width": 1366, "height": 900})
-        with screenshot_on_failure(page, "refine"):
-            open_with_image(page, app_url)
-            box = overlay_box(page)
-            page.mouse.click(*at(box, 0.4, 0.5))
-            page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=60_000)
-            page.mouse.click(*at(box, 0.6, 0.5))
-            page.wait_for_function("window.mswDebug.clicks.length >= 2", timeout=60_000)
-            assert page.evaluate("window.mswDebug.lastRequest.hasMaskInput") is True
-            page.get_by_label("Refine with the previous mask").uncheck()
-            page.wait_for_function("window.mswDebug.refine === false", timeout=30_000)
-            page.mouse.click(*at(box, 0.5, 0.7))
-            page.wait_for_function("window.mswDebug.clicks.length >= 3", timeout=60_000)
-            assert page.evaluate("window.mswDebug.lastRequest.hasMaskInput") is False
+    with laptop_page(app_url, "refine", height=900) as page:
+        box = overlay_box(page)
+        page.mouse.click(*at(box, 0.4, 0.5))
+        page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=60_000)
+        page.mouse.click(*at(box, 0.6, 0.5))
+        page.wait_for_function("window.mswDebug.clicks.length >= 2", timeout=60_000)
+        assert page.evaluate("window.mswDebug.lastRequest.hasMaskInput") is True
+        page.get_by_label("Refine with the previous mask").uncheck()
+        page.wait_for_function("window.mswDebug.refine === false", timeout=30_000)
+        page.mouse.click(*at(box, 0.5, 0.7))
+        page.wait_for_function("window.mswDebug.clicks.length >= 3", timeout=60_000)
+        assert page.evaluate("window.mswDebug.lastRequest.hasMaskInput") is False
 
 
 def test_export_without_keep_in_browser_mode(app_url):
-    with browser() as b:
-        page = b.new_page(viewport={"width": 1366, "height": 900})
-        with screenshot_on_failure(page, "export_current"):
-            open_with_image(page, app_url)
-            click_and_wait(page, 0.4, 0.5, 1)
-            page.locator(".msw-root [data-act=export]").click()
-            page.wait_for_function(
-                "document.querySelector('#msw-files') && "
-                "document.querySelector('#msw-files').innerText.includes('.json')",
-                timeout=60_000,
-            )
-            text = page.locator("#msw-files").inner_text()
-            assert "Error" not in text and "Segment an object first" not in page.locator("body").inner_text()
+    with laptop_page(app_url, "export_current", height=900) as page:
+        click_and_wait(page, 0.4, 0.5, 1)
+        page.locator(".msw-root [data-act=export]").click()
+        page.wait_for_function(
+            "document.querySelector('#msw-files') && document.querySelector('#msw-files').innerText.includes('.json')",
+            timeout=60_000,
+        )
+        text = page.locator("#msw-files").inner_text()
+        assert "Error" not in text and "Segment an object first" not in page.locator("body").inner_text()
 
 
 def test_palette_and_upscaling_match_python(app_url):

@@ -15,7 +15,7 @@ from PIL import Image
 
 from conftest import MOBILESAM_FIXTURE, OBJECTAWARE_FIXTURE
 from hostile_client import PeakRss, RawGradio, file_data
-from server_utils import running_app
+from server_utils import fixture_args, running_app
 
 QUICK = 10.0  # seconds: any refusal must come at least this fast (the machine may be loaded)
 UPLOAD_LIMIT_MB = 5
@@ -25,12 +25,7 @@ UPLOAD_LIMIT_MB = 5
 def server(sam_weights_path, tmp_path_factory):
     upload_dir = tmp_path_factory.mktemp("gradio-uploads")
     with running_app(
-        [
-            "--checkpoint",
-            str(sam_weights_path),
-            "--detector-checkpoint",
-            str(OBJECTAWARE_FIXTURE / "objectaware_random.pt"),
-        ],
+        fixture_args(detector=True),
         {
             "MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx")),
             "GRADIO_TEMP_DIR": str(upload_dir),

@@ -45,11 +45,16 @@ def test_masks_to_boxes():
     assert boxes.tolist() == [[3, 2, 7, 4], [11, 9, 11, 9], [0, 0, 0, 0]]
 
 
+def random_boxes(seed, n, spread, min_side, extra):
+    """n xyxy boxes (corners in [0, spread), sides min_side + [0, extra)) and their scores."""
+    rng = np.random.default_rng(seed)
+    xy = rng.random((n, 2)) * spread
+    boxes = np.concatenate([xy, xy + min_side + rng.random((n, 2)) * extra], 1).astype(np.float32)
+    return boxes, rng.random(n).astype(np.float32)
+
+
 def test_nms_matches_bruteforce():
-    rng = np.random.default_rng(3)
-    xy = rng.random((60, 2)) * 50
-    boxes = np.concatenate([xy, xy + 5 + rng.random((60, 2)) * 30], 1).astype(np.float32)
-    scores = rng.random(60).astype(np.float32)
+    boxes, scores = random_boxes(seed=3, n=60, spread=50, min_side=5, extra=30)
     keep = nms(boxes, scores, 0.5)
 
     def iou(a, b):
@@ -67,10 +72,7 @@ def test_nms_matches_bruteforce():
 
 
 def test_nms_max_keep_is_a_prefix():
-    rng = np.random.default_rng(5)
-    xy = rng.random((300, 2)) * 100
-    boxes = np.concatenate([xy, xy + 10 + rng.random((300, 2)) * 40], 1).astype(np.float32)
-    scores = rng.random(300).astype(np.float32)
+    boxes, scores = random_boxes(seed=5, n=300, spread=100, min_side=10, extra=40)
     full = nms(boxes, scores, 0.6)
     assert len(full) > 20
     assert nms(boxes, scores, 0.6, max_keep=20).tolist() == full[:20].tolist()

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import MOBILESAM_FIXTURE, assert_masks_close, case_prompts
-from server_utils import browser, running_app, screenshot_on_failure
+from server_utils import browser, fixture_args, running_app, screenshot_on_failure
 
 IMAGE = MOBILESAM_FIXTURE / "image.png"
 WASM_DEVICE = "?msw_device=1&msw_backend=wasm"
@@ -23,7 +23,7 @@ EMBEDDING_REL_L2 = 1e-5
 
 @pytest.fixture(scope="module")
 def app_url(sam_weights_path, shared_onnx_cache):
-    with running_app(["--checkpoint", str(sam_weights_path)], {"MOBILESAM_ONNX_CACHE": shared_onnx_cache}) as url:
+    with running_app(fixture_args(), {"MOBILESAM_ONNX_CACHE": shared_onnx_cache}) as url:
         yield url
 
 
@@ -297,7 +297,7 @@ def test_remembered_choice_never_hides_server_mode(sam_weights_path, shared_onnx
     """A visitor who chose on-device mode before, on a server that decodes on the server (no
     widget): the page hides nothing, the upload is there."""
     env = {"MOBILESAM_ONNX_CACHE": shared_onnx_cache, "MOBILESAM_BROWSER_DECODING": "0"}
-    with running_app(["--checkpoint", str(sam_weights_path)], env) as url, browser() as b:
+    with running_app(fixture_args(), env) as url, browser() as b:
         page = b.new_page()
         page.goto(url + "?msw_device=1")
         page.wait_for_selector("#msw-upload", state="visible", timeout=60_000)
