@@ -95,20 +95,37 @@ def file_data(path: str, name: Optional[str] = None) -> dict:
     return {"path": path, "orig_name": name or Path(path).name, "meta": {"_type": "gradio.FileData"}}
 
 
-def rss_bytes(pid: int) -> int:
+def _status_bytes(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
+
+
+def rss_bytes(pid: int) -> int:
+    return _status_bytes(pid, "VmRSS")
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of `pid` to its current RSS (Linux >= 4.0;
+    needs the right to write /proc/PID/clear_refs: the same user, or root)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 class PeakRss:
-    """Samples a process' RSS every 20 ms; `.growth` = peak minus the value at start."""
+    """Peak RSS of a process over a `with` block: the kernel's VmHWM, reset on entry (exact,
+    however short the peak); where it cannot be reset, RSS sampled every 20 ms.
+    `.growth` = peak minus the RSS at entry."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
 
     def __enter__(self):
+        self.exact = reset_peak_rss(self.pid)
         self.start = self.peak = rss_bytes(self.pid)
         self._stop = threading.Event()
 
@@ -116,14 +133,18 @@ class PeakRss:
             while not self._stop.wait(0.02):
                 self.peak = max(self.peak, rss_bytes(self.pid))
 
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
+        self._thread = None
+        if not self.exact:
+            self._thread = threading.Thread(target=run, daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_bytes(self.pid))
+        if self._thread is not None:
+            self._thread.join()
+        now = _status_bytes(self.pid, "VmHWM") if self.exact else rss_bytes(self.pid)
+        self.peak = max(self.peak, now)
 
     @property
     def growth(self) -> int:

@@ -28,6 +28,12 @@ class AppConfig:
     max_imgsz: int = 1280
     session_ttl: float = 3600.0  # seconds an idle browser session keeps its image and objects
     max_sessions: int = 1000  # sessions kept at most (least recently used dropped first)
+    session_budget_mb: float = 2048.0  # images, embeddings and masks held by all sessions together
+    max_objects: int = 100  # kept objects per session
+    max_body_kb: float = 1024.0  # request bodies on every route but the upload route
+    max_queued_per_session: int = 4  # events one browser session may have waiting or running
+    max_queued_per_client: int = 16  # the same for one client address (all its sessions)
+    uploads_per_minute: int = 30  # per client address
 
     @classmethod
     def from_env(cls, **overrides) -> "AppConfig":
@@ -60,6 +66,12 @@ LIMIT_ENV = {
     "max_imgsz": ("MOBILESAM_MAX_IMGSZ", int),
     "session_ttl": ("MOBILESAM_SESSION_TTL", float),
     "max_sessions": ("MOBILESAM_MAX_SESSIONS", int),
+    "session_budget_mb": ("MOBILESAM_SESSION_BUDGET_MB", float),
+    "max_objects": ("MOBILESAM_MAX_OBJECTS", int),
+    "max_body_kb": ("MOBILESAM_MAX_BODY_KB", float),
+    "max_queued_per_session": ("MOBILESAM_MAX_QUEUED_PER_SESSION", int),
+    "max_queued_per_client": ("MOBILESAM_MAX_QUEUED_PER_CLIENT", int),
+    "uploads_per_minute": ("MOBILESAM_UPLOADS_PER_MINUTE", int),
 }
 
 
