@@ -245,7 +245,13 @@ class Segmenter:
                     resolve_checkpoint("object_aware", job.detector_checkpoint)
                 )
                 self.everything = SegmentEverything(
-                    self.predictor, self.detector, imgsz=job.imgsz, conf=job.conf, iou=job.iou, max_det=job.max_det
+                    self.predictor,
+                    self.detector,
+                    imgsz=job.imgsz,
+                    conf=job.conf,
+                    iou=job.iou,
+                    max_det=job.max_det,
+                    output_mode="coco_rle",
                 )
 
     def process(self, item: ImageItem) -> Tuple[Dict[str, Any], Dict[str, bytes]]:
@@ -279,18 +285,21 @@ class Segmenter:
         if job.mode == "grid":
             import cv2
 
+            from .masks import mask_to_coco_rle
+
             records = self.generator.generate(image)
-            if (oh, ow) != image.shape[:2]:  # worked on a downscaled copy: masks back in the image's pixels
-                for r in records:
-                    r["segmentation"] = cv2.resize(
-                        r["segmentation"].astype(np.uint8), (ow, oh), interpolation=cv2.INTER_NEAREST
-                    ).astype(bool)
-                    r["area"] = int(r["segmentation"].sum())
+            for r in records:  # one full-size mask at a time, kept as RLE
+                m = r["segmentation"]
+                if (oh, ow) != image.shape[:2]:  # worked on a downscaled copy: back in the image's pixels
+                    m = cv2.resize(m.astype(np.uint8), (ow, oh), interpolation=cv2.INTER_NEAREST).astype(bool)
+                    r["area"] = int(m.sum())
+                r["segmentation"] = mask_to_coco_rle(m)
             return records
         # boxes: each prompt box -> one mask (multimask_output=False), in the image's own pixels
-        from .boxes import mask_bbox_xywh
+        from .boxes import inclusive_xyxy_to_xywh
         from .everything import _low_res_stability
-        from .upscale import mask_from_low_res
+        from .masks import crop_to_coco_rle
+        from .upscale import MaskCrop, mask_crop_from_low_res
 
         prompts = item.boxes or []
         if not prompts:
@@ -304,12 +313,13 @@ class Segmenter:
         stab = _low_res_stability(low)
         records = []
         for i, p in enumerate(prompts):
-            mask = mask_from_low_res(low[i], self.predictor.input_size, (oh, ow))
+            crop = mask_crop_from_low_res(low[i], self.predictor.input_size, (oh, ow))
+            crop = crop or MaskCrop(0, 0, np.zeros((0, 0), bool), (oh, ow))
             records.append(
                 {
-                    "segmentation": mask,
-                    "area": int(mask.sum()),
-                    "bbox": mask_bbox_xywh(mask),
+                    "segmentation": crop_to_coco_rle(crop),
+                    "area": crop.area,
+                    "bbox": inclusive_xyxy_to_xywh(crop.bounds) if crop.area else [0, 0, 0, 0],
                     "predicted_iou": float(iou[i]),
                     "stability_score": float(stab[i]),
                     "prompt_box": [float(v) for v in p["box"]],
@@ -360,23 +370,19 @@ def _peak_rss_mb() -> float:
         return 0.0
 
 
-def _to_mask(seg) -> np.ndarray:
-    from .masks import rle_to_mask
-
-    return rle_to_mask(seg) if isinstance(seg, dict) else np.asarray(seg, bool)
-
-
 def _png_files(key: str, segs, size) -> Dict[str, bytes]:
     import cv2
 
-    from .masks import mask_png
+    from .masks import as_crop, mask_png
 
     labels = np.zeros(size, np.uint16)
     files = {}
     for k, seg in enumerate(segs, 1):  # records come largest first: smaller objects stay on top
-        m = _to_mask(seg)
-        labels[m] = k
-        files[f"masks/{key}/{k}.png"] = mask_png(m)
+        crop = as_crop(seg)  # one mask's box at a time
+        if crop is not None:
+            x0, y0, x1, y1 = crop.bounds
+            labels[y0 : y1 + 1, x0 : x1 + 1][crop.crop] = k
+        files[f"masks/{key}/{k}.png"] = mask_png(seg, size)
     ok, buf = cv2.imencode(".png", labels)
     files[f"masks/{key}/labels.png"] = buf.tobytes()
     return files

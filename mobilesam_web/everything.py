@@ -10,14 +10,15 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .boxes import mask_bbox_xywh
+from .boxes import inclusive_xyxy_to_xywh
 from .detector import ObjectAwareDetector
-from .masks import mask_to_coco_rle
+from .masks import crop_to_coco_rle
 from .predictor import Predictor
-from .upscale import mask_from_low_res
+from .upscale import mask_crop_from_low_res
 from .validation import check_image
 
 BOX_DECODER_BYTES = 40 << 20  # activations per box in one decoder batch (measured ~35 MB)
+OUTPUT_MODES = ("binary_mask", "coco_rle", "crop")
 
 
 def _low_res_stability(low: np.ndarray, offset: float = 1.0) -> np.ndarray:
@@ -55,6 +56,12 @@ class SegmentEverything:
     pred_iou_thresh (keep predicted IoU > t), stability_score_thresh (keep >= t, SAM's score on
     the low-res logits), mask_nms_thresh (drop a mask whose mask IoU with a better-scored one
     exceeds t: near-duplicates from overlapping boxes), min_area (pixels).
+
+    output_mode: "binary_mask" (full-size bool arrays, as SAM's generator gives: H x W bytes per
+    object), "coco_rle" (COCO compressed RLE: what the app, the API and `segment` use) or
+    "crop" (a `MaskCrop`: the mask's tight box). Every mask is made within its own box and
+    encoded at once, so a 12-megapixel image with 300 objects never holds 300 full-size masks
+    unless "binary_mask" asks for them.
     """
 
     def __init__(
@@ -70,10 +77,10 @@ class SegmentEverything:
         mask_nms_thresh: Optional[float] = None,
         min_area: int = 0,
         output_mode: str = "binary_mask",
-        memory_budget_bytes: int = 1 << 30,
+        memory_budget_bytes: int = 256 << 20,
     ) -> None:
-        if output_mode not in ("binary_mask", "coco_rle"):
-            raise ValueError(f"output_mode must be 'binary_mask' or 'coco_rle', got {output_mode!r}")
+        if output_mode not in OUTPUT_MODES:
+            raise ValueError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}, got {output_mode!r}")
         self.predictor = predictor
         self.detector = detector
         self.imgsz, self.conf, self.iou, self.max_det = imgsz, conf, iou, max_det
@@ -146,15 +153,19 @@ class SegmentEverything:
         box_scale = np.array([ow / w, oh / h, ow / w, oh / h])
         records = []
         for i in idx:
-            mask = mask_from_low_res(low[i], input_size, (oh, ow))
-            area = int(mask.sum())
+            crop = mask_crop_from_low_res(low[i], input_size, (oh, ow))
+            area = 0 if crop is None else crop.area
             if area == 0 or area < self.min_area:
                 continue
+            if self.output_mode == "coco_rle":
+                seg = crop_to_coco_rle(crop)
+            else:
+                seg = crop if self.output_mode == "crop" else crop.full()
             records.append(
                 {
-                    "segmentation": mask_to_coco_rle(mask) if self.output_mode == "coco_rle" else mask,
+                    "segmentation": seg,
                     "area": area,
-                    "bbox": mask_bbox_xywh(mask),
+                    "bbox": inclusive_xyxy_to_xywh(crop.bounds),
                     "predicted_iou": float(pred_iou[i]),
                     "stability_score": float(stab[i]),
                     "point_coords": [],

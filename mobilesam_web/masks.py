@@ -1,11 +1,12 @@
 """Mask encodings: uncompressed and COCO-compressed RLE, areas, stability scores."""
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from .boxes import mask_bbox_xywh, mask_bounds
+from .boxes import inclusive_xyxy_to_xywh
+from .upscale import MaskCrop, crop_of
 
 
 def masks_to_rle(masks: torch.Tensor) -> List[Dict[str, Any]]:
@@ -50,44 +51,50 @@ def area_from_rle(rle: Dict[str, Any]) -> int:
     return int(sum(counts[1::2]))
 
 
-def encode_rle_string(counts: List[int]) -> str:
-    """COCO's compact string form of RLE counts (as pycocotools' rleToString)."""
-    chars = []
-    for i, x in enumerate(counts):
-        x = int(x)
-        if i > 2:
-            x -= int(counts[i - 2])
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5
-            more = (x != -1) if (c & 0x10) else (x != 0)
-            if more:
-                c |= 0x20
-            chars.append(chr(c + 48))
-    return "".join(chars)
+def encode_rle_string(counts: Sequence[int]) -> str:
+    """COCO's compact string form of RLE counts (as pycocotools' rleToString), vectorised:
+    each count (after the first two, as the difference to the count two before) in 5-bit
+    groups, low bits first, 0x20 marking a following group, the last group's 0x10 its sign."""
+    x = np.asarray(counts, dtype=np.int64).copy()
+    if x.size == 0:
+        return ""
+    x[3:] -= np.asarray(counts, dtype=np.int64)[1:-2]
+    groups = np.ones(x.size, np.int64)  # 5-bit groups per value: until the rest is all sign
+    rest = x >> 5
+    more = np.where(x & 0x10, rest != -1, rest != 0)
+    while more.any():
+        groups += more
+        low = rest & 0x1F
+        rest = rest >> 5
+        more &= np.where(low & 0x10, rest != -1, rest != 0)
+    owner = np.repeat(np.arange(x.size), groups)
+    k = np.arange(owner.size) - np.repeat(np.cumsum(groups) - groups, groups)
+    chars = (x[owner] >> (5 * k)) & 0x1F
+    chars[k < groups[owner] - 1] |= 0x20
+    return (chars + 48).astype(np.uint8).tobytes().decode("ascii")
 
 
 def decode_rle_string(s) -> List[int]:
-    """Inverse of `encode_rle_string`."""
-    if isinstance(s, bytes):
-        s = s.decode("ascii")
-    counts: List[int] = []
-    p = 0
-    while p < len(s):
-        x, k, more = 0, 0, True
-        while more:
-            c = ord(s[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
+    """Inverse of `encode_rle_string`, vectorised."""
+    if isinstance(s, str):
+        s = s.encode("ascii")
+    c = np.frombuffer(s, dtype=np.uint8).astype(np.int64) - 48
+    if c.size == 0:
+        return []
+    last = (c & 0x20) == 0  # the last 5-bit group of a value
+    value_of = np.concatenate([[0], np.cumsum(last)[:-1]])  # which value each char belongs to
+    starts = np.flatnonzero(np.concatenate([[True], last[:-1]]))
+    k = np.arange(c.size) - starts[value_of]
+    x = np.zeros(int(last.sum()), np.int64)
+    np.add.at(x, value_of, (c & 0x1F) << (5 * k))
+    ends = np.flatnonzero(last)
+    negative = (c[ends] & 0x10) != 0
+    x[negative] -= np.int64(1) << (5 * (k[ends][negative] + 1))
+    # counts[i] = x[i] + counts[i - 2] from i = 3 on: a running sum per parity
+    counts = x.copy()
+    counts[3::2] = np.cumsum(x[1::2])[1:] if x.size > 3 else counts[3::2]
+    counts[4::2] = np.cumsum(x[2::2])[1:] if x.size > 4 else counts[4::2]
+    return counts.tolist()
 
 
 def coco_rle(rle: Dict[str, Any]) -> Dict[str, Any]:
@@ -97,23 +104,24 @@ def coco_rle(rle: Dict[str, Any]) -> Dict[str, Any]:
 
 def rle_counts(mask: np.ndarray) -> List[int]:
     """Uncompressed COCO RLE counts of an (H, W) bool mask (column-major runs, zeros first),
-    the same as `masks_to_rle` but scanning only the mask's bounding box: an object is usually
-    a small part of the image, and transposing the whole image per mask is what costs."""
+    the same as `masks_to_rle` but scanning only the mask's bounding box."""
     mask = np.asarray(mask, dtype=bool)
-    h, w = mask.shape
-    bounds = mask_bounds(mask)
-    if bounds is None:
-        return [h * w]
-    x0, y0, x1, y1 = bounds
-    crop = mask[y0 : y1 + 1, x0 : x1 + 1]
-    ch = crop.shape[0]
+    crop = crop_of(mask)
+    return [mask.size] if crop is None else crop_rle_counts(crop)
+
+
+def crop_rle_counts(crop: MaskCrop) -> List[int]:
+    """Uncompressed COCO RLE counts of a MaskCrop's full-size mask, from the crop alone: an
+    object is usually a small part of the image, and a full-size copy per mask is what costs."""
+    h, w = crop.size
+    ch = crop.crop.shape[0]
     # each box column framed by a False above and below, so runs start and end inside a column
-    framed = np.zeros((crop.shape[1], ch + 2), dtype=bool)
-    framed[:, 1:-1] = crop.T
+    framed = np.zeros((crop.crop.shape[1], ch + 2), dtype=bool)
+    framed[:, 1:-1] = crop.crop.T
     flat = framed.ravel()
     k = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     col, row = np.divmod(k, ch + 2)
-    pos = (x0 + col) * h + (y0 + row - 1)  # where the value changes, in the full image's order
+    pos = (crop.x0 + col) * h + (crop.y0 + row - 1)  # where the value changes, in the full image's order
     # A mask spanning the full height gives a 1->0 and a 0->1 at the same place where one column
     # runs into the next: not a change at all.
     same = np.flatnonzero(pos[1:] == pos[:-1])
@@ -129,6 +137,39 @@ def mask_to_coco_rle(mask: np.ndarray) -> Dict[str, Any]:
     return {"size": list(mask.shape), "counts": encode_rle_string(rle_counts(mask))}
 
 
+def crop_to_coco_rle(crop: MaskCrop) -> Dict[str, Any]:
+    """A MaskCrop -> COCO compressed RLE of its full-size mask (never made)."""
+    return {"size": [int(v) for v in crop.size], "counts": encode_rle_string(crop_rle_counts(crop))}
+
+
+def rle_to_crop(rle: Dict[str, Any]) -> Optional[MaskCrop]:
+    """Uncompressed or compressed RLE -> the MaskCrop of its mask (None if empty), decoding
+    only the columns the mask spans."""
+    import cv2
+
+    h, w = (int(v) for v in rle["size"])
+    counts = rle["counts"]
+    if isinstance(counts, (str, bytes)):
+        counts = decode_rle_string(counts)
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.size < 2 or not counts[1::2].any():
+        return None
+    if int(counts.sum()) != h * w:
+        raise ValueError(f"RLE counts add up to {int(counts.sum())} pixels, not {h}x{w}")
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    on = np.flatnonzero(counts[1::2]) * 2 + 1  # runs of ones
+    x0, x1 = int(starts[on[0]] // h), int((ends[on[-1]] - 1) // h)
+    # the columns x0..x1 in column-major order, full height: one transient of that size
+    values = np.arange(counts.size) % 2 == 1
+    lo, hi = x0 * h, (x1 + 1) * h
+    clipped = np.minimum(ends, hi) - np.maximum(starts, lo)
+    cols = np.repeat(values, np.maximum(clipped, 0)).view(np.uint8).reshape(x1 - x0 + 1, h)
+    band = cv2.transpose(cols)  # (h, columns), row-major: fast where numpy's .T copy is not
+    rows = np.flatnonzero(band.any(axis=1))
+    return MaskCrop(int(rows[0]), x0, band[rows[0] : rows[-1] + 1].astype(bool), (h, w))
+
+
 def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
     """IoU between the masks thresholded at threshold +- offset: (..., H, W) -> (...)."""
     inter = (logits > (threshold + offset)).sum(-1, dtype=torch.int32).sum(-1, dtype=torch.int32)
@@ -136,11 +177,46 @@ def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> to
     return inter / union
 
 
-def mask_polygons(mask: np.ndarray, min_area: float = 4.0, epsilon: float = 0.75) -> List[List[float]]:
-    """Outer contours of a mask as COCO-style flat polygons [x1, y1, x2, y2, ...] (OpenCV)."""
+MaskLike = Union[MaskCrop, np.ndarray, Dict[str, Any], None]
+
+
+def as_crop(mask: MaskLike) -> Optional[MaskCrop]:
+    """A MaskCrop from any mask form we pass around: a MaskCrop, a full (H, W) bool array, or
+    COCO RLE (compressed or not); None for an empty mask."""
+    if mask is None or isinstance(mask, MaskCrop):
+        return mask
+    if isinstance(mask, dict):
+        return rle_to_crop(mask)
+    return crop_of(mask)
+
+
+def crop_resized(crop: MaskCrop, size: Sequence[int]) -> Optional[MaskCrop]:
+    """The crop's mask in an image of another `size` (H, W), nearest neighbour, resizing only
+    the box (for drawing a full-resolution mask over a smaller copy of the image)."""
     import cv2
 
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    h, w = int(size[0]), int(size[1])
+    if (h, w) == tuple(crop.size):
+        return crop
+    sy, sx = h / crop.size[0], w / crop.size[1]
+    ch, cw = crop.crop.shape
+    y0, x0 = int(crop.y0 * sy), int(crop.x0 * sx)
+    y1, x1 = max(y0 + 1, min(h, round((crop.y0 + ch) * sy))), max(x0 + 1, min(w, round((crop.x0 + cw) * sx)))
+    small = cv2.resize(crop.crop.view(np.uint8), (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST) > 0
+    return MaskCrop(y0, x0, small, (h, w)) if small.any() else None
+
+
+def mask_polygons(mask: MaskLike, min_area: float = 4.0, epsilon: float = 0.75) -> List[List[float]]:
+    """Outer contours of a mask as COCO-style flat polygons [x1, y1, x2, y2, ...] (OpenCV),
+    traced within the mask's box."""
+    import cv2
+
+    crop = as_crop(mask)
+    if crop is None:
+        return []
+    contours, _ = cv2.findContours(
+        crop.crop.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(crop.x0, crop.y0)
+    )
     polys = []
     for c in contours:
         if cv2.contourArea(c) < min_area:
@@ -155,23 +231,29 @@ def coco_annotations(
     records: List[Dict[str, Any]], image_size, file_name: str = "image.png", category: str = "object"
 ) -> Dict[str, Any]:
     """COCO-format dict (one image, one category) with RLE segmentations and polygons; each
-    bbox is the tight box of its mask ([x, y, w, h], w = last column - first column + 1)."""
+    bbox is the tight box of its mask ([x, y, w, h], w = last column - first column + 1).
+    Segmentations may be RLE, MaskCrops or full masks; one mask's box is decoded at a time."""
     h, w = image_size
     anns = []
     for i, r in enumerate(records, 1):
         seg = r["segmentation"]
-        mask = rle_to_mask(seg) if isinstance(seg, dict) else np.asarray(seg, bool)
-        rle = seg if isinstance(seg, dict) and isinstance(seg.get("counts"), str) else mask_to_coco_rle(mask)
+        crop = as_crop(seg)
+        if isinstance(seg, dict) and isinstance(seg.get("counts"), str):
+            rle = seg
+        elif crop is None:
+            rle = {"size": [int(h), int(w)], "counts": encode_rle_string([int(h) * int(w)])}
+        else:
+            rle = crop_to_coco_rle(crop)
         # the bbox is measured on the mask itself: COCO's [x, y, w, h] must contain every pixel
         ann = {
             "id": i,
             "image_id": 1,
             "category_id": 1,
             "segmentation": rle,
-            "area": int(r.get("area", mask.sum())),
-            "bbox": mask_bbox_xywh(mask),
+            "area": int(r.get("area", 0 if crop is None else crop.area)),
+            "bbox": [0, 0, 0, 0] if crop is None else inclusive_xyxy_to_xywh(crop.bounds),
             "iscrowd": 0,
-            "polygons": mask_polygons(mask),
+            "polygons": mask_polygons(crop),
         }
         for k in ("predicted_iou", "stability_score", "prompt_box", "detector_score", "label"):
             if k in r:
@@ -184,23 +266,40 @@ def coco_annotations(
     }
 
 
-def mask_png(mask: np.ndarray) -> bytes:
-    """Binary mask as a 1-bit PNG (reads back as 0 / 255): ~4x faster to write and smaller
-    than an 8-bit one, which matters when an export holds hundreds of masks."""
+def mask_png(mask: MaskLike, size: Optional[Sequence[int]] = None) -> bytes:
+    """Binary mask as a full-size 1-bit PNG (reads back as 0 / 255): ~4x faster to write and
+    smaller than an 8-bit one, which matters when an export holds hundreds of masks. A crop or
+    an RLE is expanded for this one mask only; `size` (H, W) is needed for an empty mask."""
     import cv2
 
-    ok, buf = cv2.imencode(".png", mask.astype(np.uint8), [cv2.IMWRITE_PNG_BILEVEL, 1])
+    if isinstance(mask, np.ndarray):
+        full = mask.astype(np.uint8)
+    else:
+        crop = as_crop(mask)
+        shape = tuple(crop.size) if crop is not None else tuple(mask["size"]) if isinstance(mask, dict) else size
+        full = np.zeros(tuple(int(v) for v in shape), np.uint8)
+        if crop is not None:
+            x0, y0, x1, y1 = crop.bounds
+            full[y0 : y1 + 1, x0 : x1 + 1] = crop.crop
+    ok, buf = cv2.imencode(".png", full, [cv2.IMWRITE_PNG_BILEVEL, 1])
     return buf.tobytes()
 
 
-def cutout_png(image: np.ndarray, mask: np.ndarray, crop: bool = True) -> bytes:
-    """RGBA PNG of the masked pixels (transparent elsewhere), cropped to the mask's box."""
+def cutout_png(image: np.ndarray, mask: MaskLike, crop: bool = True) -> bytes:
+    """RGBA PNG of the masked pixels (transparent elsewhere), cropped to the mask's box. A mask
+    of another size than the image is resized to it (nearest)."""
     import cv2
 
-    rgba = np.dstack([image, mask.astype(np.uint8) * 255])
-    if crop and mask.any():
-        ys, xs = np.nonzero(mask)
-        rgba = rgba[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    if not crop and isinstance(mask, np.ndarray) and mask.shape == image.shape[:2]:
+        rgba = np.dstack([image, mask.astype(np.uint8) * 255])
+    else:
+        box = as_crop(mask)
+        box = None if box is None else crop_resized(box, image.shape[:2])
+        if box is None:
+            rgba = np.zeros((1, 1, 4), np.uint8)
+        else:
+            x0, y0, x1, y1 = box.bounds
+            rgba = np.dstack([image[y0 : y1 + 1, x0 : x1 + 1], box.crop.view(np.uint8) * 255])
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     return buf.tobytes()
 
@@ -246,28 +345,34 @@ def palette_spec() -> Dict[str, Any]:
     return {"base": PALETTE.tolist(), "hue_step": GOLDEN_HUE_STEP, "saturation": EXTRA_SATURATION, "value": EXTRA_VALUE}
 
 
-def overlay(image: np.ndarray, masks: List[np.ndarray], alpha: float = 0.5, outline: bool = True) -> np.ndarray:
-    """Colour each mask over the image (later masks on top), with a thin outline in its colour.
-    Each mask is blended and traced within its own box, so hundreds of masks on a large image
-    stay fast; the outlines are drawn last, on top of every fill."""
+def overlay(image: np.ndarray, masks: Sequence[MaskLike], alpha: float = 0.5, outline: bool = True) -> np.ndarray:
+    """Colour each mask over the image (a later mask covers an earlier one), with a thin
+    outline in its colour. Masks may be of another size than the image (drawn resized, box by
+    box). Masks are painted into one label map, box by box, and blended in one pass, so
+    hundreds of masks on a large image stay fast; the outlines are drawn last, on top."""
     import cv2
 
-    out = image.astype(np.float32)
+    h, w = image.shape[:2]
+    labels = np.zeros((h, w), np.uint16)
+    colors = [np.zeros(3, np.uint8)]
     outlines = []
     for i, m in enumerate(masks):
-        bounds = mask_bounds(m)
-        if bounds is None:
+        crop = as_crop(m)
+        crop = None if crop is None else crop_resized(crop, (h, w))
+        colors.append(color_for(i))
+        if crop is None:
             continue
-        x0, y0, x1, y1 = bounds
-        crop, region = m[y0 : y1 + 1, x0 : x1 + 1], out[y0 : y1 + 1, x0 : x1 + 1]
-        color = color_for(i)
-        region[crop] = region[crop] * (1 - alpha) + color.astype(np.float32) * alpha
+        x0, y0, x1, y1 = crop.bounds
+        labels[y0 : y1 + 1, x0 : x1 + 1][crop.crop] = i + 1
         if outline:
             contours, _ = cv2.findContours(
-                crop.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0)
+                crop.crop.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0)
             )
-            outlines.append((contours, tuple(int(v) for v in color)))
-    result = out.clip(0, 255).astype(np.uint8)
+            outlines.append((contours, tuple(int(v) for v in colors[-1])))
+    covered = labels > 0
+    result = image.copy()
+    lut = np.stack(colors).astype(np.float32)
+    result[covered] = (image[covered] * (1 - alpha) + lut[labels[covered]] * alpha).clip(0, 255).astype(np.uint8)
     for contours, color in outlines:
         cv2.drawContours(result, contours, -1, color, 1)
     return result

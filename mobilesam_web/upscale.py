@@ -1,27 +1,93 @@
-"""Exact, cheap full-resolution masks from SAM's low-res logits.
+"""Exact, cheap full-resolution masks from SAM's low-res logits, in bounded memory.
 
 SAM's post-processing is two bilinear resizes (align_corners=False): 256 -> 1024, crop to the
-resized image, then -> the original size. Both are linear and separable, so together they are
-one matrix per axis: logits_full = R @ low @ C^T with R (H x 256) and C (W x 256), each row
-holding at most four taps. A full-resolution pixel can only be positive if a low-res logit in
-its support is positive, so each mask is computed only over the rows/columns whose support
-touches its positive low-res region; everything else is exactly False.
+resized image, then -> the original size. Both are linear and separable, so each output row
+(and column) is a weighted sum of at most four low-res rows (columns): `AxisTaps`, 32 bytes per
+output pixel of an axis, never a dense (size x 256) matrix. A full-resolution pixel can only be
+positive if a low-res logit among its taps is positive (the weights are >= 0), so a mask is
+computed only over the rows/columns whose taps touch its positive low-res region, in blocks of
+at most BLOCK x BLOCK pixels, and comes out as a `MaskCrop`: the tight box of its pixels. A mask
+of a 1 x 400000 image costs about as much as its one row.
 """
 
-from functools import lru_cache
-from typing import Tuple
+import threading
+from collections import OrderedDict
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
+BLOCK = 2048  # output rows/columns per block: at most 16 MB of logits at a time
+CV_MAX_WIDTH = 32767  # OpenCV resizes rows up to this wide; wider images take the dense products
+IMG_SIZE = 1024  # SAM's padded input frame
+TAPS_CACHE_BYTES = 32 << 20  # AxisTaps kept for reuse (a 4000-pixel axis is 128 KB)
 
-def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
-    """(out, in) matrix of torch's bilinear resize with align_corners=False (no antialias)."""
+
+class AxisTaps(NamedTuple):
+    """One axis of the composite resize: output pixel i = sum_t weight[i, t] * low[index[i, t]]."""
+
+    index: np.ndarray  # (out, 4) int32, low-res indices
+    weight: np.ndarray  # (out, 4) float32, >= 0
+    first: np.ndarray  # (out,) the smallest index with a non-zero weight
+    last: np.ndarray  # (out,) the largest
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self)
+
+
+class MaskCrop(NamedTuple):
+    """A binary mask as the tight box of its pixels: `crop` is mask[y0 : y0 + h, x0 : x0 + w]
+    of an image of `size` (H, W); everything outside the box is False."""
+
+    y0: int
+    x0: int
+    crop: np.ndarray  # (h, w) bool, with a True pixel on each of its four edges
+    size: Tuple[int, int]
+
+    @property
+    def area(self) -> int:
+        return int(np.count_nonzero(self.crop))
+
+    @property
+    def bounds(self) -> Tuple[int, int, int, int]:
+        """Inclusive pixel box (x0, y0, x1, y1)."""
+        h, w = self.crop.shape
+        return self.x0, self.y0, self.x0 + w - 1, self.y0 + h - 1
+
+    def full(self) -> np.ndarray:
+        """The (H, W) bool mask (costs H x W bytes: for one mask at a time)."""
+        out = np.zeros(self.size, dtype=bool)
+        h, w = self.crop.shape
+        out[self.y0 : self.y0 + h, self.x0 : self.x0 + w] = self.crop
+        return out
+
+
+def crop_of(mask: np.ndarray) -> Optional[MaskCrop]:
+    """The MaskCrop of a full (H, W) bool mask; None if it is empty."""
+    mask = np.asarray(mask, dtype=bool)
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    band = mask[rows[0] : rows[-1] + 1]
+    cols = np.flatnonzero(band.any(axis=0))
+    crop = band[:, cols[0] : cols[-1] + 1].copy()
+    return MaskCrop(int(rows[0]), int(cols[0]), crop, tuple(mask.shape))
+
+
+def _bilinear(out_size: int, in_size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """torch's bilinear resize (align_corners=False, no antialias) along one axis:
+    out[i] = (1 - lam[i]) * in[i0[i]] + lam[i] * in[i1[i]]."""
     scale = in_size / out_size
     src = np.maximum((np.arange(out_size) + 0.5) * scale - 0.5, 0.0)
     i0 = np.floor(src).astype(np.int64)
     lam = src - i0
     i1 = np.minimum(i0 + 1, in_size - 1)
-    i0 = np.minimum(i0, in_size - 1)
+    return np.minimum(i0, in_size - 1), i1, lam
+
+
+def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
+    """(out, in) dense matrix of `_bilinear` (for tests and small sizes only)."""
+    i0, i1, lam = _bilinear(out_size, in_size)
     m = np.zeros((out_size, in_size), np.float64)
     rows = np.arange(out_size)
     np.add.at(m, (rows, i0), 1.0 - lam)
@@ -29,43 +95,129 @@ def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
     return m
 
 
-@lru_cache(maxsize=16)
-def composite_matrices(
-    input_size: Tuple[int, int], original_size: Tuple[int, int], low_res: int = 256, img_size: int = 1024
-) -> Tuple[np.ndarray, np.ndarray]:
-    """R (H, 256) and C (W, 256): low-res -> 1024 -> crop -> original, per axis."""
-    up = bilinear_matrix(img_size, low_res)
-    r = bilinear_matrix(original_size[0], input_size[0]) @ up[: input_size[0]]
-    c = bilinear_matrix(original_size[1], input_size[1]) @ up[: input_size[1]]
-    return r.astype(np.float32), c.astype(np.float32)
+def _make_taps(out_size: int, resized: int, low_res: int, img_size: int) -> AxisTaps:
+    a0, a1, la = _bilinear(out_size, resized)  # original <- resized (a crop of the 1024 frame)
+    b0, b1, lb = _bilinear(img_size, low_res)  # 1024 frame <- 256 low-res
+    index = np.stack([b0[a0], b1[a0], b0[a1], b1[a1]], axis=1).astype(np.int32)
+    weight = np.stack([(1 - la) * (1 - lb[a0]), (1 - la) * lb[a0], la * (1 - lb[a1]), la * lb[a1]], axis=1).astype(
+        np.float32
+    )
+    live = weight > 0
+    first = np.where(live, index, low_res).min(axis=1).astype(np.int32)
+    last = np.where(live, index, -1).max(axis=1).astype(np.int32)
+    return AxisTaps(index, weight, first, last)
 
 
-def _support(m: np.ndarray, lo: int, hi: int) -> Tuple[int, int]:
-    """Output index range whose taps touch low-res indices [lo, hi)."""
-    touched = np.nonzero(m[:, lo:hi].any(axis=1))[0]
-    return (int(touched[0]), int(touched[-1]) + 1) if touched.size else (0, 0)
+class _TapsCache:
+    """AxisTaps by (out, resized) size, least recently used dropped past TAPS_CACHE_BYTES."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Tuple[int, int, int, int], AxisTaps] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, out_size: int, resized: int, low_res: int = 256, img_size: int = 1024) -> AxisTaps:
+        key = (out_size, resized, low_res, img_size)
+        with self._lock:
+            taps = self._items.get(key)
+            if taps is not None:
+                self._items.move_to_end(key)
+                return taps
+        taps = _make_taps(out_size, resized, low_res, img_size)
+        with self._lock:
+            self._items[key] = taps
+            while len(self._items) > 1 and sum(t.nbytes for t in self._items.values()) > self.max_bytes:
+                self._items.popitem(last=False)
+        return taps
+
+
+TAPS = _TapsCache(TAPS_CACHE_BYTES)
+
+
+def _touching(taps: AxisTaps, lo: int, hi: int) -> Tuple[int, int]:
+    """Output range [start, stop) of the pixels with a tap in low-res [lo, hi) (contiguous: the
+    taps move monotonically with the output)."""
+    hit = np.flatnonzero((taps.last >= lo) & (taps.first < hi))
+    return (int(hit[0]), int(hit[-1]) + 1) if hit.size else (0, 0)
+
+
+def _dense(taps: AxisTaps, start: int, stop: int, lo: int, hi: int) -> np.ndarray:
+    """Rows [start, stop) of the axis as a dense (stop - start, hi - lo) float32 matrix."""
+    m = np.zeros((stop - start, hi - lo), np.float32)
+    rows = np.repeat(np.arange(stop - start), 4)
+    # a zero-weight tap may point outside [lo, hi): clipped, it adds nothing
+    cols = np.clip(taps.index[start:stop].ravel() - lo, 0, hi - lo - 1)
+    np.add.at(m, (rows, cols), taps.weight[start:stop].ravel())
+    return m
+
+
+def _blocks(low: np.ndarray, rt: AxisTaps, ct: AxisTaps, rows, cols, resized_w: int, w: int):
+    """Thresholded logits over output rows [r0, r1) x columns [c0, c1), block by block:
+    yields (row start, row stop, column start, bool block). Each block needs only the low-res
+    rows/columns its taps reach. Where the image is not extremely wide, the columns are resized
+    by OpenCV (the same two bilinear steps, ~10x cheaper than the dense product)."""
+    import cv2
+
+    (r0, r1), (c0, c1) = rows, cols
+    step = BLOCK if w > CV_MAX_WIDTH else max(1, min(BLOCK, (BLOCK * BLOCK) // w))
+    for rs in range(r0, r1, step):
+        re_ = min(r1, rs + step)
+        a0, a1 = int(rt.first[rs:re_].min()), int(rt.last[rs:re_].max()) + 1
+        left = _dense(rt, rs, re_, a0, a1)
+        if w <= CV_MAX_WIDTH:
+            part = left @ low[a0:a1]  # (rows, 256)
+            up = cv2.resize(part, (IMG_SIZE, re_ - rs), interpolation=cv2.INTER_LINEAR)[:, :resized_w]
+            full = cv2.resize(np.ascontiguousarray(up), (w, re_ - rs), interpolation=cv2.INTER_LINEAR)
+            yield rs, re_, c0, full[:, c0:c1] > 0
+            continue
+        for cs in range(c0, c1, BLOCK):
+            ce = min(c1, cs + BLOCK)
+            b0, b1 = int(ct.first[cs:ce].min()), int(ct.last[cs:ce].max()) + 1
+            yield rs, re_, cs, (left @ low[a0:a1, b0:b1] @ _dense(ct, cs, ce, b0, b1).T) > 0
+
+
+def mask_crop_from_low_res(
+    low: np.ndarray, input_size: Tuple[int, int], original_size: Tuple[int, int]
+) -> Optional[MaskCrop]:
+    """(256, 256) logits -> the MaskCrop of SAM's `postprocess_masks(...) > 0` at
+    `original_size` (H, W), up to float rounding; None if the mask is empty."""
+    h, w = int(original_size[0]), int(original_size[1])
+    pos = low > 0
+    rows, cols = np.flatnonzero(pos.any(axis=1)), np.flatnonzero(pos.any(axis=0))
+    if rows.size == 0:
+        return None
+    rt = TAPS.get(h, int(input_size[0]))
+    ct = TAPS.get(w, int(input_size[1]))
+    r0, r1 = _touching(rt, int(rows[0]), int(rows[-1]) + 1)
+    c0, c1 = _touching(ct, int(cols[0]), int(cols[-1]) + 1)
+    if r1 <= r0 or c1 <= c0:  # positive only in the padding, which is cropped away
+        return None
+    found = []
+    for rs, _, cs, block in _blocks(low, rt, ct, (r0, r1), (c0, c1), int(input_size[1]), w):
+        if block.any():
+            found.append((rs, cs, block))
+    if not found:
+        return None
+    y0 = min(rs + int(np.flatnonzero(b.any(axis=1))[0]) for rs, _, b in found)
+    y1 = max(rs + int(np.flatnonzero(b.any(axis=1))[-1]) for rs, _, b in found) + 1
+    x0 = min(cs + int(np.flatnonzero(b.any(axis=0))[0]) for _, cs, b in found)
+    x1 = max(cs + int(np.flatnonzero(b.any(axis=0))[-1]) for _, cs, b in found) + 1
+    if len(found) == 1:
+        rs, cs, b = found[0]
+        crop = b[y0 - rs : y1 - rs, x0 - cs : x1 - cs].copy()
+    else:
+        crop = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        for rs, cs, b in found:
+            ys, xs = max(rs, y0), max(cs, x0)
+            ye, xe = min(rs + b.shape[0], y1), min(cs + b.shape[1], x1)
+            crop[ys - y0 : ye - y0, xs - x0 : xe - x0] = b[ys - rs : ye - rs, xs - cs : xe - cs]
+    return MaskCrop(y0, x0, crop, (h, w))
 
 
 def mask_from_low_res(low: np.ndarray, input_size: Tuple[int, int], original_size: Tuple[int, int]) -> np.ndarray:
     """(256, 256) logits -> (H, W) bool mask, equal to SAM's `postprocess_masks(...) > 0`
-    up to float rounding."""
-    r, c = composite_matrices(tuple(input_size), tuple(original_size))
-    out = np.zeros(original_size, dtype=bool)
-    pos = low > 0
-    rows, cols = np.nonzero(pos.any(axis=1))[0], np.nonzero(pos.any(axis=0))[0]
-    if rows.size == 0:
-        return out
-    lr0, lr1, lc0, lc1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    r0, r1 = _support(r, lr0, lr1)
-    c0, c1 = _support(c, lc0, lc1)
-    if r1 <= r0 or c1 <= c0:  # positive only in the padding, which is cropped away
-        return out
-    # Rows of R in [r0, r1) may also reach low-res rows outside [lr0, lr1): include them.
-    sub_r = r[r0:r1]
-    sub_c = c[c0:c1]
-    lo_r = np.nonzero(sub_r.any(axis=0))[0]
-    lo_c = np.nonzero(sub_c.any(axis=0))[0]
-    a0, a1, b0, b1 = int(lo_r[0]), int(lo_r[-1]) + 1, int(lo_c[0]), int(lo_c[-1]) + 1
-    logits = sub_r[:, a0:a1] @ low[a0:a1, b0:b1] @ sub_c[:, b0:b1].T
-    out[r0:r1, c0:c1] = logits > 0
-    return out
+    up to float rounding. Dense: for one mask at a time (see `mask_crop_from_low_res`)."""
+    crop = mask_crop_from_low_res(low, input_size, original_size)
+    if crop is None:
+        return np.zeros(tuple(int(v) for v in original_size), dtype=bool)
+    return crop.full()

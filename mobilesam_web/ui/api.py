@@ -83,7 +83,7 @@ def everything_api(
     size = parse_imgsz(imgsz, DETECTOR_IMGSZ, cfg.min_imgsz, cfg.max_imgsz)
     loaded = load_user_image(services, image_path)
     records, timings = run_everything(
-        services, loaded.image, conf_v, iou_v, size, output_mode="binary_mask", output_size=loaded.original_size
+        services, loaded.image, conf_v, iou_v, size, output_mode="coco_rle", output_size=loaded.original_size
     )
     coco = coco_annotations(records, loaded.original_size)
     coco["timings"] = {k: round(v, 4) for k, v in timings.items()}

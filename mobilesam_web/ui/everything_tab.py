@@ -3,7 +3,6 @@ baseline for comparison, and the overlay of the results (the tab itself: everyth
 
 from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
 
-import cv2
 import numpy as np
 
 from ..everything import SegmentEverything
@@ -22,7 +21,7 @@ def run_everything(
     pred_iou_thresh: Optional[float] = None,
     stability_thresh: Optional[float] = None,
     mask_nms_thresh: Optional[float] = None,
-    output_mode: str = "binary_mask",
+    output_mode: str = "coco_rle",
     progress: Optional[Callable[[float, str], None]] = None,
     output_size: Optional[Tuple[int, int]] = None,
 ) -> Tuple[List[Dict[str, Any]], Dict[str, float]]:
@@ -63,12 +62,6 @@ def grid_steps(
 
 
 def render_records(image: np.ndarray, records: List[Dict[str, Any]]) -> np.ndarray:
-    """Largest first, so small objects stay visible on top. Masks in another size than the
-    (downscaled) image are resized to it for display."""
-    h, w = image.shape[:2]
-    masks = [r["segmentation"] for r in records]
-    masks = [
-        m if m.shape == (h, w) else cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
-        for m in masks
-    ]
-    return overlay(image, masks, alpha=0.5)
+    """Largest first, so small objects stay visible on top. Masks (RLE, crops or arrays, in
+    the user's size) are drawn box by box over the (downscaled) image."""
+    return overlay(image, [r["segmentation"] for r in records], alpha=0.5)

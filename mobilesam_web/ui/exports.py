@@ -25,8 +25,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..boxes import mask_bbox_xywh
-from ..masks import coco_annotations, cutout_png, mask_png
+from ..boxes import inclusive_xyxy_to_xywh
+from ..masks import MaskLike, as_crop, coco_annotations, cutout_png, mask_png
 
 STEM_CHARS = 24  # long enough to recognise the image, short enough to show in full
 SEPARATE_FILES = 10  # up to this many objects, each mask is its own download; beyond, one zip
@@ -60,17 +60,20 @@ def file_stem(name: str, limit: int = STEM_CHARS) -> str:
     return stem.strip("._")[:limit].rstrip("._") or "image"
 
 
-def records_from_masks(masks: List[np.ndarray], scores: List[float]) -> List[Dict[str, Any]]:
-    return [
-        {"segmentation": m, "area": int(m.sum()), "bbox": mask_bbox_xywh(m), "predicted_iou": float(s)}
-        for m, s in zip(masks, scores)
-    ]
-
-
-def _cutout(image: np.ndarray, mask: np.ndarray) -> bytes:
-    if mask.shape != image.shape[:2]:  # the working copy was downscaled
-        mask = cv2.resize(mask.astype(np.uint8), image.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
-    return cutout_png(image, mask)
+def records_from_masks(masks: List[MaskLike], scores: List[float]) -> List[Dict[str, Any]]:
+    """Export records of masks (MaskCrops, RLE or full arrays) and their scores."""
+    records = []
+    for m, s in zip(masks, scores):
+        crop = as_crop(m)
+        records.append(
+            {
+                "segmentation": m,
+                "area": 0 if crop is None else crop.area,
+                "bbox": [0, 0, 0, 0] if crop is None else inclusive_xyxy_to_xywh(crop.bounds),
+                "predicted_iou": float(s),
+            }
+        )
+    return records
 
 
 def prune_export_folders(max_age: float = FOLDER_MAX_AGE, now: Optional[float] = None) -> int:
@@ -121,23 +124,28 @@ def write_exports(
     masks = [r["segmentation"] for r in records]
     if not masks:
         return out
+    # one mask's box at a time: never every object as a full-size array
     labels = np.zeros(size, np.uint16 if len(masks) > 255 else np.uint8)
     for i, m in enumerate(masks, 1):  # later objects on top
-        labels[m] = i
+        crop = as_crop(m)
+        if crop is not None:
+            x0, y0, x1, y1 = crop.bounds
+            labels[y0 : y1 + 1, x0 : x1 + 1][crop.crop] = i
     cv2.imwrite(path(f"labels_{stem}.png"), labels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    del labels
     if len(masks) <= separate_files:
         for i, m in enumerate(masks, 1):
             with open(path(f"{i:02d}_mask_{stem}.png"), "wb") as f:
-                f.write(mask_png(m))
+                f.write(mask_png(m, size))
             if cutouts:
                 with open(path(f"{i:02d}_cutout_{stem}.png"), "wb") as f:
-                    f.write(_cutout(image, m))
+                    f.write(cutout_png(image, m))
         return out
     out.masks_zipped = True
     # PNGs are compressed already: storing them is as small and much faster than deflating
     with zipfile.ZipFile(path(f"masks_{stem}.zip"), "w", zipfile.ZIP_STORED) as z:
         for i, m in enumerate(masks, 1):
-            z.writestr(f"mask{i:03d}.png", mask_png(m))
+            z.writestr(f"mask{i:03d}.png", mask_png(m, size))
             if cutouts:
-                z.writestr(f"cutout{i:03d}.png", _cutout(image, m))
+                z.writestr(f"cutout{i:03d}.png", cutout_png(image, m))
     return out
