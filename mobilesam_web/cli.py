@@ -100,7 +100,8 @@ def serve(argv: Optional[Sequence[str]] = None) -> int:
         max_points=args.max_points,
     )
     demo, context = create_app(config=config)
-    demo.queue(default_concurrency_limit=args.concurrency, max_size=64)
+    # api_open=False: /gradio_api/run/... would skip the queue, its limits and the guard's fair sharing
+    demo.queue(default_concurrency_limit=args.concurrency, max_size=64, api_open=False)
     if args.share:  # a share link needs Gradio's own launcher; it gets the same /msw routes
         from .ui.web import launch_with_share_link
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..browser_runtime import ORT_BUNDLES, ORT_CDN, ORT_LOCAL, ORT_SRI, ORT_VERSION, sri
 from ..paths import static_dir
+from .guard import Guard, guard_middleware
 
 STATIC = static_dir()
 PAGE_CSS = STATIC / "msw_page.css"
@@ -264,7 +265,7 @@ def create_server(demo, context):
     app.add_middleware(isolation_middleware())
     app.mount("/msw", msw_app(context.services, context.store))
     # Uploads over the limit are refused by Gradio's upload route while they stream in.
-    return gr.mount_gradio_app(
+    gr.mount_gradio_app(
         app,
         demo,
         path="/",
@@ -272,6 +273,10 @@ def create_server(demo, context):
         css_paths=[PAGE_CSS],
         head=page_head(context),
     )
+    # Added last, so it is the outermost: body size, headers, fair queueing and the upload rate
+    # hold for every route, Gradio's and ours (guard.py).
+    app.add_middleware(Guard, blocks=demo, config=context.config)
+    return app
 
 
 def launch_with_share_link(demo, context, host: str, port: int) -> None:
@@ -291,7 +296,8 @@ def launch_with_share_link(demo, context, host: str, port: int) -> None:
         head=page_head(context),
         app_kwargs={
             "routes": [Mount("/msw", app=msw_app(context.services, context.store))],
-            "middleware": [Middleware(isolation_middleware())],
+            # Gradio puts its own CORS and compression middleware outside these
+            "middleware": [guard_middleware(demo, context.config), Middleware(isolation_middleware())],
         },
     )
 
