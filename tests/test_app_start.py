@@ -29,8 +29,10 @@ def app(tmp_path_factory):
 
 def test_create_app_returns_the_context_and_attaches_nothing(app):
     demo, ctx = app
-    assert [f.name for f in dataclasses.fields(AppContext)] == ["services", "store", "config", "browser_available"]
+    fields = [f.name for f in dataclasses.fields(AppContext)]
+    assert fields == ["services", "store", "config", "browser_available", "budget"]
     assert isinstance(ctx.services, Services) and isinstance(ctx.store, EmbeddingStore)
+    assert ctx.budget.max_bytes == int(ctx.config.session_budget_mb * 2**20)
     assert ctx.config is ctx.services.config and ctx.browser_available is False
     assert not hasattr(demo, "services") and not hasattr(demo, "embedding_store")
     for name, value in vars(demo).items():

@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 import gradio as gr
 
 from .api_routes import build_api
+from .budget import SessionBudget
 from .context import AppContext
 from .errors import UserFacingError, user_errors  # noqa: F401 (part of this module's interface)
 from .everything_ui import build_everything_tab
@@ -33,7 +34,11 @@ def create_app(
     services = services or load_services(config)
     # the browser decoder is the exported ONNX graph, so it needs the onnxruntime engine
     ctx = AppContext(
-        services=services, store=EmbeddingStore(), config=config, browser_available=services.engine is not None
+        services=services,
+        store=EmbeddingStore(),
+        config=config,
+        browser_available=services.engine is not None,
+        budget=SessionBudget(int(config.session_budget_mb * 2**20)),
     )
     # Uploads and exported files are removed once older than twice the session TTL (at least an
     # hour); a session's state after an idle TTL (an image, its embedding and kept masks: ~20 MB

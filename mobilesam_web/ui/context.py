@@ -6,9 +6,10 @@ one into the Gradio callback of `*inputs`. Nothing is attached to the Blocks obj
 
 import inspect
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .budget import SessionBudget
 from .errors import UserFacingError
 from .services import AppConfig, Services
 from .web import EmbeddingStore
@@ -23,6 +24,7 @@ class AppContext:
     store: EmbeddingStore
     config: AppConfig
     browser_available: bool
+    budget: SessionBudget = field(default_factory=lambda: SessionBudget(2 << 30))  # every session's bytes
 
 
 def bind(fn: Callable[..., Any], ctx: AppContext) -> Callable[..., Any]:

@@ -56,7 +56,7 @@ def _source(ctx: AppContext, path, seg_session) -> Tuple[np.ndarray, Tuple[int, 
     if path:
         loaded = load_user_image(ctx.services, client_file(path))
         return loaded.image, tuple(loaded.original_size), os.path.basename(path)
-    if isinstance(seg_session, seg.SegmentSession):
+    if isinstance(seg_session, seg.SegmentSession) and not seg_session.evicted:
         return seg_session.image, tuple(seg_session.user_size), seg_session.name
     raise UserFacingError(NO_IMAGE)
 

@@ -7,6 +7,7 @@ functions of (state, inputs) -> (state, outputs) and are unit-tested without a s
 import base64
 import binascii
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Tuple
@@ -14,8 +15,8 @@ from typing import Any, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..masks import color_for
-from ..upscale import mask_from_low_res
+from ..masks import color_for, crop_resized
+from ..upscale import MaskCrop, mask_crop_from_low_res
 
 log = logging.getLogger("mobilesam_web")
 
@@ -52,6 +53,7 @@ class KeptObject:
     low_res: np.ndarray  # (256, 256) logits of the chosen mask
     score: float
     prompts: Prompts
+    crop: Optional[MaskCrop] = None  # its mask in the session image, made once (see `object_crops`)
 
 
 @dataclass
@@ -68,8 +70,31 @@ class SegmentSession:
     decode_ms: float = 0.0
     original_size: Optional[Tuple[int, int]] = None  # the user's image (H, W) when `image` is downscaled
     max_points: int = 64
+    max_objects: int = 100
     browser_token: Optional[str] = None  # the embedding handed to this user's browser
     browser_image: Optional[str] = None  # the display image as a data URL (made once)
+    evicted: bool = False  # released by the session budget: the visitor must upload again
+    # events of one session apply one at a time (Gradio runs a session's events concurrently)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+
+    def nbytes(self) -> int:
+        """What this session holds in memory (for the server's session budget)."""
+        arrays = [self.image, self.embedding]
+        arrays += [r.low_res for _, r in self.history if r is not None]
+        arrays += [] if self.result is None else [self.result.low_res]
+        arrays += [o.low_res for o in self.objects] + [o.crop.crop for o in self.objects if o.crop is not None]
+        total = sum(getattr(a, "nbytes", 0) or 0 for a in arrays)
+        return total + len(self.browser_image or "")
+
+    def release(self) -> None:
+        """Drop the image, the embedding and every mask (the session budget's eviction)."""
+        with self.lock:
+            self.evicted = True
+            self.image = np.zeros((1, 1, 3), np.uint8)
+            self.embedding = None
+            self.result, self.history, self.objects = None, [], []
+            self.prompts = Prompts()
+            self.browser_image = None
 
     @property
     def user_size(self) -> Tuple[int, int]:
@@ -84,20 +109,36 @@ class SegmentSession:
     def display_scale(self) -> float:
         return min(1.0, DISPLAY_SIDE / max(self.size))
 
-    def mask(self, low_res: np.ndarray) -> np.ndarray:
-        return mask_from_low_res(low_res, self.input_size, self.size)
+    def mask(self, low_res: np.ndarray) -> Optional[MaskCrop]:
+        """A mask in the session image, as its box (None if empty)."""
+        return mask_crop_from_low_res(low_res, self.input_size, self.size)
 
-    def current_mask(self) -> Optional[np.ndarray]:
+    def current_crop(self) -> Optional[MaskCrop]:
         if self.result is None:
             return None
         return self.mask(self.result.low_res[self.result.selected])
 
-    def object_masks(self) -> List[np.ndarray]:
-        return [self.mask(o.low_res) for o in self.objects]
+    def current_mask(self) -> Optional[np.ndarray]:
+        """The current mask as a full (H, W) array (one mask: for tests and callers that want it)."""
+        if self.result is None:
+            return None
+        crop = self.current_crop()
+        return np.zeros(self.size, bool) if crop is None else crop.full()
 
-    def user_mask(self, low_res: np.ndarray) -> np.ndarray:
-        """A mask in the user's own pixels (the exported size)."""
-        return mask_from_low_res(low_res, self.input_size, self.user_size)
+    def object_masks(self) -> List[np.ndarray]:
+        """Every kept object's mask as a full array (dense: for tests; the app uses object_crops)."""
+        return [np.zeros(self.size, bool) if c is None else c.full() for c in self.object_crops()]
+
+    def object_crops(self) -> List[Optional[MaskCrop]]:
+        """Every kept object's mask, made once per object: events redraw them all."""
+        for o in self.objects:
+            if o.crop is None:
+                o.crop = self.mask(o.low_res) or MaskCrop(0, 0, np.zeros((0, 0), bool), self.size)
+        return [o.crop if o.crop.area else None for o in self.objects]
+
+    def user_mask(self, low_res: np.ndarray) -> Optional[MaskCrop]:
+        """A mask in the user's own pixels (the exported size), as its box."""
+        return mask_crop_from_low_res(low_res, self.input_size, self.user_size)
 
 
 def start_session(
@@ -118,6 +159,7 @@ def start_session(
         encode_seconds=took,
         original_size=None if original_size is None else tuple(original_size),
         max_points=int(getattr(getattr(services, "config", None), "max_points", 64)),
+        max_objects=int(getattr(getattr(services, "config", None), "max_objects", 100)),
     )
 
 
@@ -213,9 +255,15 @@ def select_candidate(session: SegmentSession, index: int) -> SegmentSession:
     return session
 
 
+def _check_object_room(session: SegmentSession) -> None:
+    if len(session.objects) >= session.max_objects:
+        raise UserError(f"at most {session.max_objects} kept objects per image: export them, or remove some, to go on")
+
+
 def keep_object(session: SegmentSession) -> SegmentSession:
     if session.result is None:
         raise UserError("add a point or a box first, then keep the object")
+    _check_object_room(session)
     r = session.result
     session.objects.append(
         KeptObject(r.low_res[r.selected].copy(), float(r.scores[r.selected]), session.prompts.copy())
@@ -272,11 +320,14 @@ def browser_object(session: SegmentSession, data: Any) -> KeptObject:
 
 def keep_browser_object(session: SegmentSession, data: Any) -> SegmentSession:
     """Keep a mask decoded in the browser (see `browser_object`) and start the next object."""
+    _check_object_room(session)
     session.objects.append(browser_object(session, data))
     return clear(session)
 
 
-def export_masks(session: SegmentSession, current: Optional[KeptObject] = None) -> Tuple[List[np.ndarray], List[float]]:
+def export_masks(
+    session: SegmentSession, current: Optional[KeptObject] = None
+) -> Tuple[List[Optional[MaskCrop]], List[float]]:
     """The masks to export, in the user's pixels: every kept object, then the current mask (the
     server's own, or `current` decoded in the browser) when there is one: export works without
     pressing Keep."""
@@ -298,27 +349,33 @@ def remove_object(session: SegmentSession, index: int = -1) -> SegmentSession:
     return session
 
 
+def _display_layer(session: SegmentSession, crop: Optional[MaskCrop], dh: int, dw: int) -> Optional[MaskCrop]:
+    return None if crop is None else crop_resized(crop, (dh, dw))
+
+
 def render(session: SegmentSession) -> np.ndarray:
     """The canvas: kept objects in their colours, the current mask highlighted, prompt markers.
-    Drawn at display size (clicks are mapped back with `display_scale`)."""
+    Drawn at display size (clicks are mapped back with `display_scale`), mask by mask within
+    each mask's box."""
     s = session.display_scale
     h, w = session.size
     dw, dh = max(1, round(w * s)), max(1, round(h * s))
     img = session.image if s == 1.0 else cv2.resize(session.image, (dw, dh), interpolation=cv2.INTER_AREA)
-    out = img.astype(np.float32)
-    layers = [(m, color_for(i), 0.45) for i, m in enumerate(session.object_masks())]
-    cur = session.current_mask()
-    if cur is not None:
-        layers.append((cur, color_for(len(session.objects)), 0.55))
-    for m, color, alpha in layers:
-        if s != 1.0:
-            m = cv2.resize(m.astype(np.uint8), (dw, dh), interpolation=cv2.INTER_NEAREST).astype(bool)
-        out[m] = out[m] * (1 - alpha) + color.astype(np.float32) * alpha
-        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        tmp = out.astype(np.uint8)
-        cv2.drawContours(tmp, contours, -1, (255, 255, 255), 2 if m is not cur else 3)
-        out = tmp.astype(np.float32)
-    canvas = out.clip(0, 255).astype(np.uint8)
+    canvas = img.copy()
+    layers = [(m, color_for(i), 0.45, 2) for i, m in enumerate(session.object_crops())]
+    layers.append((session.current_crop(), color_for(len(session.objects)), 0.55, 3))
+    for crop, color, alpha, width in layers:
+        crop = _display_layer(session, crop, dh, dw)
+        if crop is None:
+            continue
+        x0, y0, x1, y1 = crop.bounds
+        region = canvas[y0 : y1 + 1, x0 : x1 + 1]
+        blend = region[crop.crop].astype(np.float32) * (1 - alpha) + color.astype(np.float32) * alpha
+        region[crop.crop] = blend.clip(0, 255).astype(np.uint8)
+        contours, _ = cv2.findContours(
+            crop.crop.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0)
+        )
+        cv2.drawContours(canvas, contours, -1, (255, 255, 255), width)
     r = max(4, round(min(dw, dh) / 90))
     p = session.prompts
     if p.box is not None:
@@ -348,9 +405,13 @@ def candidate_thumbnails(session: SegmentSession, side: int = 256) -> List[Tuple
     out = []
     color = color_for(len(session.objects)).astype(np.float32)
     for i, (low, score) in enumerate(zip(session.result.low_res, session.result.scores)):
-        m = cv2.resize(session.mask(low).astype(np.uint8), small.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
         t = small.astype(np.float32)
-        t[m] = t[m] * 0.4 + color * 0.6
+        crop = session.mask(low)
+        crop = None if crop is None else crop_resized(crop, small.shape[:2])
+        if crop is not None:
+            x0, y0, x1, y1 = crop.bounds
+            region = t[y0 : y1 + 1, x0 : x1 + 1]
+            region[crop.crop] = region[crop.crop] * 0.4 + color * 0.6
         mark = "✓ " if i == session.result.selected else ""
         out.append((t.astype(np.uint8), f"{mark}mask {i + 1} · IoU {score:.3f}"))
     return out
@@ -362,10 +423,14 @@ def objects_layer(session: SegmentSession) -> np.ndarray:
     h, w = session.size
     dw, dh = max(1, round(w * s)), max(1, round(h * s))
     layer = np.zeros((dh, dw, 4), np.uint8)
-    for i, m in enumerate(session.object_masks()):
-        if s != 1.0:
-            m = cv2.resize(m.astype(np.uint8), (dw, dh), interpolation=cv2.INTER_NEAREST).astype(bool)
-        layer[m] = (*color_for(i), 115)
-        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    for i, m in enumerate(session.object_crops()):
+        crop = _display_layer(session, m, dh, dw)
+        if crop is None:
+            continue
+        x0, y0, x1, y1 = crop.bounds
+        layer[y0 : y1 + 1, x0 : x1 + 1][crop.crop] = (*color_for(i), 115)
+        contours, _ = cv2.findContours(
+            crop.crop.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0)
+        )
         cv2.drawContours(layer, contours, -1, (255, 255, 255, 255), 2)
     return layer

@@ -10,6 +10,8 @@ Two ways to decode, one per visitor:
 - on the server: clicks on the `msw-canvas` image, candidates, and the Gradio buttons.
 """
 
+import contextlib
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import gradio as gr
 
 from . import segment as seg
 from .api import client_file, load_user_image
+from .budget import EVICTED
 from .context import AppContext, bind, require_model
 from .errors import UserFacingError, user_errors
 from .examples import add_examples
@@ -73,7 +76,26 @@ def event_fields(evt: Optional[gr.EventData], names) -> dict:
 def _need_image(s: Optional[seg.SegmentSession]) -> seg.SegmentSession:
     if s is None:
         raise UserFacingError("Upload an image first.")
+    if s.evicted:
+        raise UserFacingError(EVICTED)
     return s
+
+
+def one_at_a_time(fn: Callable) -> Callable:
+    """A handler `(ctx, s, ...)` run under its session's lock (Gradio runs one page's events
+    concurrently: a keep and a clear must not interleave), whose session is then counted
+    against the server's session budget."""
+
+    @functools.wraps(fn)
+    def handler(ctx: AppContext, s, *args, **kwargs):
+        lock = s.lock if isinstance(s, seg.SegmentSession) else contextlib.nullcontext()
+        with lock:
+            out = fn(ctx, s, *args, **kwargs)
+        if isinstance(s, seg.SegmentSession):
+            ctx.budget.touch(s)
+        return out
+
+    return handler
 
 
 def _downloads(export) -> dict:
@@ -96,10 +118,12 @@ def on_upload(ctx: AppContext, path, refine_on, progress=gr.Progress()):
         name=os.path.basename(path),
         original_size=loaded.original_size if loaded.scale != 1.0 else None,
     )
+    ctx.budget.touch(s)
     return (s,) + view(ctx, s) + (browser_view(ctx, s, refine_on), gr.update(value=None, visible=False))
 
 
 @user_errors
+@one_at_a_time
 def on_browser_keep(ctx: AppContext, s, refine_on, evt: gr.EventData):
     """The widget's 'keep': {low_res_f16, score, points, box} of the mask to keep."""
     s = seg.keep_browser_object(_need_image(s), event_fields(evt, MASK_FIELDS))
@@ -107,6 +131,7 @@ def on_browser_keep(ctx: AppContext, s, refine_on, evt: gr.EventData):
 
 
 @user_errors
+@one_at_a_time
 def on_browser_export(ctx: AppContext, s, evt: gr.EventData):
     """The widget's 'export': {low_res_f16, score, points, box} of the current (not kept) mask,
     or {} when there is none. Exports the kept objects plus that mask."""
@@ -118,6 +143,7 @@ def on_browser_export(ctx: AppContext, s, evt: gr.EventData):
 
 
 @user_errors
+@one_at_a_time
 def on_export(ctx: AppContext, s):
     """Server mode's Export button: the kept objects plus the current mask, if any."""
     s = _need_image(s)
@@ -165,6 +191,7 @@ def on_widget_refresh(ctx: AppContext, s, use_browser, refine_on):
 
 
 @user_errors
+@one_at_a_time
 def on_click(ctx: AppContext, s, mode_label, refine, evt: gr.SelectData):
     s = _need_image(s)
     try:
@@ -176,6 +203,7 @@ def on_click(ctx: AppContext, s, mode_label, refine, evt: gr.SelectData):
 
 
 @user_errors
+@one_at_a_time
 def on_pick(ctx: AppContext, s, evt: gr.SelectData):
     s = _need_image(s)
     if not isinstance(evt.index, int) or isinstance(evt.index, bool):
@@ -188,6 +216,7 @@ def session_op(op: Callable[[seg.SegmentSession], seg.SegmentSession]) -> Callab
     """A handler `(ctx, s)` applying `op` to the session, named after it (the event's name)."""
 
     @user_errors
+    @one_at_a_time
     def handler(ctx: AppContext, s):
         s = op(_need_image(s))
         return (s,) + view(ctx, s)

@@ -54,8 +54,15 @@ def objects_table(s: Optional[seg.SegmentSession]) -> List[list]:
         return f"<span style='color:rgb({r},{g},{b});font-size:1.4em' aria-label='colour {i + 1}'>■</span>"
 
     return [
-        [i + 1, swatch(i), int(m.sum()), round(o.score, 3), len(o.prompts.points), o.prompts.box is not None]
-        for i, (o, m) in enumerate(zip(s.objects, s.object_masks()))
+        [
+            i + 1,
+            swatch(i),
+            0 if m is None else m.area,
+            round(o.score, 3),
+            len(o.prompts.points),
+            o.prompts.box is not None,
+        ]
+        for i, (o, m) in enumerate(zip(s.objects, s.object_crops()))
     ]
 
 
@@ -87,7 +94,7 @@ def browser_view(ctx: AppContext, s: Optional[seg.SegmentSession], refine_on: bo
     if s is None:
         return None
     if s.browser_token is None:
-        s.browser_token = ctx.store.put(np.asarray(s.embedding))
+        s.browser_token = ctx.store.put(s)
     sc = s.display_scale
     h, w = s.size
     dw, dh = max(1, round(w * sc)), max(1, round(h * sc))

@@ -22,9 +22,9 @@ import os
 import re
 import secrets
 import threading
-from collections import OrderedDict
+import weakref
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -90,29 +90,28 @@ class CompressedFiles:
 
 
 class EmbeddingStore:
-    """token -> float16 embedding bytes, LRU-bounded. A token is only given to the session that
-    uploaded the image, and is unguessable (128 bits)."""
+    """token -> the session whose embedding the browser may fetch (as float16). A token is only
+    given to the session that uploaded the image and is unguessable (128 bits). The store holds
+    weak references: an embedding lives exactly as long as its session (its TTL, or until the
+    session budget releases it), never evicted behind its page's back by other uploads."""
 
-    def __init__(self, max_items: int = 64) -> None:
-        self.max_items = max_items
-        self._items: OrderedDict[str, bytes] = OrderedDict()
+    def __init__(self) -> None:
+        self._items: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
 
-    def put(self, embedding: np.ndarray) -> str:
-        data = np.asarray(embedding, dtype=np.float32).reshape(1, 256, 64, 64).astype("<f2").tobytes()
+    def put(self, session: Any) -> str:
         token = secrets.token_urlsafe(16)
         with self._lock:
-            self._items[token] = data
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
+            self._items[token] = session
         return token
 
     def get(self, token: str) -> Optional[bytes]:
         with self._lock:
-            data = self._items.get(token)
-            if data is not None:
-                self._items.move_to_end(token)
-            return data
+            session = self._items.get(token)
+        embedding = None if session is None else session.embedding
+        if embedding is None:  # gone with its session, or released by the session budget
+            return None
+        return np.asarray(embedding, dtype=np.float32).reshape(1, 256, 64, 64).astype("<f2").tobytes()
 
 
 def cross_origin_isolation_enabled() -> bool:
@@ -249,7 +248,9 @@ def msw_app(services, store: EmbeddingStore):
     def embedding(token: str):
         data = store.get(token)
         if data is None:
-            raise HTTPException(404, "unknown or expired embedding; upload the image again")
+            raise HTTPException(
+                410, "this image's embedding is gone (its session expired or was released); upload it again"
+            )
         return Response(data, media_type="application/octet-stream", headers={"Cache-Control": "private, no-store"})
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="msw-static")
