@@ -9,6 +9,7 @@ original image and clip.
 """
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -24,6 +25,32 @@ from .weights import CheckpointError, PathLike, file_sha256, load_into
 
 LETTERBOX_VALUE = 114
 BORDER_PX = 20
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a parameter accepts, written as in the README: [0, 1] or (0, 1]."""
+
+    low: float
+    high: float
+    low_inclusive: bool = True
+
+    def __contains__(self, value: float) -> bool:  # False for NaN
+        return (self.low < value or (self.low_inclusive and value == self.low)) and value <= self.high
+
+    def __str__(self) -> str:
+        return f"{'[' if self.low_inclusive else '('}{self.low:g}, {self.high:g}]"
+
+
+# The one definition of the detector's parameter ranges: its own checks, the app's (ui/params.py)
+# and the README's Limits table all use these.
+# Boxes scoring > conf are kept, so conf=1 keeps none; conf=0 would send every anchor to NMS.
+CONF_RANGE = Range(0.0, 1.0, low_inclusive=False)
+# NMS drops a box overlapping a kept one by IoU > iou, so iou=0 drops any overlap, 1 none.
+NMS_IOU_RANGE = Range(0.0, 1.0)
+# What the network takes; the app allows less (MOBILESAM_MIN_IMGSZ, MOBILESAM_MAX_IMGSZ).
+IMGSZ_RANGE = Range(32, 4096)
+IMGSZ_STRIDE = 32  # the network's largest stride: imgsz is rounded up to a multiple of it
 
 
 def letterbox(image: np.ndarray, imgsz: int, stride: int = 32) -> Tuple[np.ndarray, float, Tuple[int, int]]:
@@ -129,10 +156,12 @@ class ObjectAwareDetector:
         self, image: np.ndarray, imgsz: int = 1024, conf: float = 0.4, iou: float = 0.9, max_det: int = 300
     ) -> Tuple[np.ndarray, np.ndarray]:
         image = check_image(image)
-        if not (32 <= imgsz <= 4096):
-            raise ValueError(f"imgsz must be between 32 and 4096, got {imgsz}")
-        if not (0.0 <= conf < 1.0) or not (0.0 < iou <= 1.0):
-            raise ValueError(f"conf must be in [0, 1) and iou in (0, 1], got conf={conf}, iou={iou}")
+        if imgsz not in IMGSZ_RANGE:
+            raise ValueError(f"imgsz must be between {IMGSZ_RANGE.low:g} and {IMGSZ_RANGE.high:g}, got {imgsz}")
+        if conf not in CONF_RANGE:
+            raise ValueError(f"conf must be in {CONF_RANGE}, got {conf}")
+        if iou not in NMS_IOU_RANGE:
+            raise ValueError(f"iou must be in {NMS_IOU_RANGE}, got {iou}")
         inp = network_input(image, imgsz)
         preds = self.raw(inp)
         return postprocess(preds, inp.shape[2:], image.shape[:2], conf, iou, max_det)

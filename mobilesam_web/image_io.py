@@ -1,27 +1,53 @@
-"""Reading user images safely into (H, W, 3) uint8 RGB, in bounded memory.
+"""Reading user images safely into (H, W, 3) uint8 RGB, in bounded and stated memory.
 
 Handles what people actually upload: EXIF-rotated phone photos, RGBA/LA (composited on white),
-palette, grayscale, CMYK, 16-bit and float images, animated GIF/WebP (first frame). Only
+palette, grayscale, CMYK, 16-bit and float images, animated GIF/WebP/PNG (first frame). Only
 raster formats with pure-Python/C decoders in Pillow are opened (never EPS/PDF, which would
-start Ghostscript). Decompression bombs beyond `max_pixels` are refused from the header, before
-decoding. Large photos are downscaled to `max_side` (SAM works at 1024 px) before any
-full-size copy is made: a 100-megapixel image of any bit depth costs about one decoded frame
-(<= 400 MB) on top of the output, never a float64 copy.
+start Ghostscript).
+
+Memory is bounded from the header, before any pixel is decoded: images of more than
+`max_pixels` pixels are refused, and so are those whose decoding `decode_cost` estimates at
+more than `max_decode_bytes` (MOBILESAM_MAX_DECODE_MB, default 512 MB), counting what the
+decoder holds plus our working copies. What Pillow's decoders hold for the frame:
+- JPEG: the frame at 1/2, 1/4 or 1/8 scale when that is still at least `max_side` (libjpeg's DCT
+  scaling). A progressive (or multi-scan) JPEG also keeps every DCT coefficient of the full
+  image, 2 bytes per sample: a 100-megapixel 4:4:4 one needs 600 MB, 4:2:0 300 MB.
+- PNG, GIF, BMP, TIFF: the full frame at Pillow's storage size (1 byte per pixel for gray and
+  palette, 2 for 16-bit gray, 4 for the rest), plus libtiff's strip or tile buffer and the file,
+  BMP's run-length buffers, or an animated PNG's disposal frame: a 100-megapixel RGB PNG takes
+  400 MB.
+- WebP: the full frame four times over (libwebp's two RGBA canvases, the copy it hands to
+  Python, Pillow's image): 16 bytes per pixel, so at most ~30 megapixels at the default budget.
+The frame is then converted (palette, CMYK, 16-bit, float) and box-reduced tile by tile to
+between 1 and 2 times the `max_side` working size; only that copy is resized (LANCZOS), turned
+upright and made RGB, after the frame is released. No full-size converted copy is ever made.
+
+PNG text and ICC chunks that Pillow would refuse (one inflating beyond
+PngImagePlugin.MAX_TEXT_CHUNK, 1 MB, e.g. a 2 MB XMP block) or that bring a file's metadata
+beyond METADATA_BYTES are left out while reading: the pixels matter, not the metadata, and
+Pillow's limits stay as they are.
 """
 
+import contextlib
 import io
 import os
+import struct
 import warnings
-from typing import NamedTuple, Tuple, Union
+import zlib
+from typing import BinaryIO, Callable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 MAX_PIXELS = int(os.environ.get("MOBILESAM_MAX_PIXELS", 100_000_000))  # refuse beyond (e.g. 10000 x 10000)
 MAX_SIDE = int(os.environ.get("MOBILESAM_MAX_IMAGE_SIDE", 2048))  # downscale beyond
+MAX_DECODE_BYTES = int(float(os.environ.get("MOBILESAM_MAX_DECODE_MB", 512)) * 2**20)  # refuse beyond
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "TIFF", "BMP")
 HIGH_BIT_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-STRIP_PIXELS = 1 << 22  # high-bit-depth images are converted this many pixels at a time
+TILE_PIXELS = 1 << 20  # frames are converted and reduced this many pixels at a time
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_METADATA = (b"tEXt", b"zTXt", b"iTXt", b"iCCP")
+METADATA_BYTES = 8 << 20  # inflated PNG text/ICC kept per image at most (Pillow allows 64 MB)
 
 # EXIF orientation -> the transpose that shows the image upright (EXIF 2.32, tag 0x0112)
 _ORIENTATION = {
@@ -34,6 +60,9 @@ _ORIENTATION = {
     8: Image.Transpose.ROTATE_90,
 }
 
+Size = Tuple[int, int]
+Source = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
+
 
 class ImageLoadError(ValueError):
     """The input is not an image we can use; the message says why, for the user."""
@@ -45,51 +74,157 @@ class LoadedImage(NamedTuple):
     original_size: Tuple[int, int]  # (H, W) of the upright image as the user has it
 
 
-def _strips(img: Image.Image):
-    w, h = img.size
-    step = max(1, STRIP_PIXELS // max(w, 1))
-    for y in range(0, h, step):
-        yield y, np.asarray(img.crop((0, y, w, min(h, y + step))), dtype=np.float32)
+# ------------------------------------------------------------------ PNG metadata left out
+class _Without(io.RawIOBase):
+    """A read-only, seekable view of a seekable file with some byte ranges cut out."""
+
+    def __init__(self, fp: BinaryIO, cuts: List[Tuple[int, int]]) -> None:
+        super().__init__()
+        self._fp = fp
+        self._parts: List[Tuple[int, int, int]] = []  # (start in the view, start in fp, length)
+        end = fp.seek(0, io.SEEK_END)
+        view = real = 0
+        for start, stop in sorted(cuts) + [(end, end)]:
+            if start > real:
+                self._parts.append((view, real, start - real))
+                view += start - real
+            real = max(real, stop)
+        self._size, self._pos = view, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._pos = max(0, (0, self._pos, self._size)[whence] + offset)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        out = memoryview(buffer).cast("B")
+        done = 0
+        for view, real, length in self._parts:
+            skip = self._pos - view
+            if done == len(out) or not 0 <= skip < length:
+                continue
+            self._fp.seek(real + skip)
+            got = self._fp.readinto(out[done : done + min(length - skip, len(out) - done)])
+            done += got
+            self._pos += got
+        return done
 
 
-def _high_bit_depth_to_l(img: Image.Image) -> Image.Image:
-    """16-bit / 32-bit int / float -> 8-bit "L", stretched to the finite range, strip by strip.
-    NaN and -inf become black, +inf white."""
-    lo, hi = np.inf, -np.inf
-    for _, a in _strips(img):
-        finite = a[np.isfinite(a)]
-        if finite.size:
-            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
-    if not np.isfinite(lo):  # no finite pixel at all
-        lo, hi = 0.0, 0.0
-    scale = 255.0 / (hi - lo) if hi > lo else 0.0
-    out = Image.new("L", img.size)
-    for y, a in _strips(img):
-        a = np.where(np.isnan(a), lo, a)
-        a = np.clip((np.clip(a, lo, hi) - lo) * scale, 0, 255) if hi > lo else np.zeros_like(a)
-        out.paste(Image.fromarray(np.round(a).astype(np.uint8), "L"), (0, y))
-    return out
+def _png_chunks(fp: BinaryIO) -> Iterator[Tuple[bytes, int, int]]:
+    """(type, offset of the chunk, length of its data) for each chunk, reading headers only."""
+    pos = len(PNG_SIGNATURE)
+    while True:
+        fp.seek(pos)
+        head = fp.read(8)
+        if len(head) < 8:
+            return
+        length, ctype = struct.unpack(">I4s", head)
+        yield ctype, pos, length
+        if ctype == b"IEND":
+            return
+        pos += 12 + length
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img)
-    return img.convert("RGB")
+def _compressed_at(ctype: bytes, head: bytes) -> Optional[int]:
+    """Where the zlib data starts in a chunk beginning with `head`: -1 when the chunk is
+    uncompressed text, None when it is malformed or compressed with an unknown method."""
+    if ctype == b"tEXt":
+        return -1
+    key_end = head.find(b"\0")
+    if key_end < 0 or len(head) < key_end + 3:
+        return None
+    if ctype in (b"zTXt", b"iCCP"):
+        return key_end + 2 if head[key_end + 1] == 0 else None
+    compressed, method = head[key_end + 1], head[key_end + 2]  # iTXt
+    lang_end = head.find(b"\0", key_end + 3)
+    text_at = head.find(b"\0", lang_end + 1) + 1 if lang_end >= 0 else 0
+    if text_at <= 0:
+        return None
+    if not compressed:
+        return -1
+    return text_at if method == 0 else None
 
 
-def _open(source) -> Image.Image:
+def _inflated_size(fp: BinaryIO, length: int, limit: int) -> Optional[int]:
+    """Size of the zlib stream of `length` bytes at fp's position once inflated; None beyond
+    `limit` or when it is corrupt. Reads and inflates in blocks: memory stays below `limit`."""
+    inflater, size = zlib.decompressobj(), 0
+    try:
+        while length > 0 and size <= limit:
+            data = fp.read(min(length, 1 << 16))
+            if not data:
+                break
+            length -= len(data)
+            while data and size <= limit:
+                size += len(inflater.decompress(data, limit + 1 - size))
+                data = inflater.unconsumed_tail
+    except zlib.error:
+        return None
+    return size if size <= limit else None
+
+
+def _metadata_size(fp: BinaryIO, ctype: bytes, offset: int, length: int) -> Optional[int]:
+    """Bytes Pillow would keep for this text/ICC chunk, or None where Pillow would refuse the
+    image for it (inflating beyond MAX_TEXT_CHUNK, unknown compression)."""
+    limit = PngImagePlugin.MAX_TEXT_CHUNK
+    fp.seek(offset + 8)
+    head = fp.read(min(length, 4096))
+    start = _compressed_at(ctype, head)
+    if start is None:
+        return None
+    if start < 0:
+        return length
+    fp.seek(offset + 8 + start)
+    return _inflated_size(fp, length - start, limit)
+
+
+def _without_oversized_metadata(fp: BinaryIO) -> BinaryIO:
+    """`fp`, or for a PNG with text/ICC chunks that Pillow would refuse or that exceed
+    METADATA_BYTES together, a view of it without those chunks."""
+    fp.seek(0)
+    if fp.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+        fp.seek(0)
+        return fp
+    cuts, kept = [], 0
+    for ctype, offset, length in _png_chunks(fp):
+        if ctype in PNG_METADATA:
+            size = _metadata_size(fp, ctype, offset, length)
+            if size is None or kept + size > METADATA_BYTES:
+                cuts.append((offset, offset + 12 + length))
+            else:
+                kept += size
+    fp.seek(0)
+    return _Without(fp, cuts) if cuts else fp
+
+
+# ------------------------------------------------------------------------ opening
+@contextlib.contextmanager
+def _encoded(source: Union[str, os.PathLike, bytes]) -> Iterator[BinaryIO]:
+    """The encoded image as a seekable binary file."""
     if isinstance(source, (bytes, bytearray)):
         if len(source) == 0:
             raise ImageLoadError("the file is empty (0 bytes)")
-        fp = io.BytesIO(source)
-    else:
-        if not os.path.isfile(source):
-            raise ImageLoadError("the image file was not found")
-        if os.path.getsize(source) == 0:
-            raise ImageLoadError("the file is empty (0 bytes)")
-        fp = source
+        yield _without_oversized_metadata(io.BytesIO(source))
+        return
+    path = os.fspath(source)
+    if not os.path.isfile(path):
+        raise ImageLoadError("the image file was not found")
+    if os.path.getsize(path) == 0:
+        raise ImageLoadError("the file is empty (0 bytes)")
+    with open(path, "rb") as fp:
+        yield _without_oversized_metadata(fp)
+
+
+def _identify(fp: BinaryIO) -> Image.Image:
+    """Pillow's lazy image: the header is read, no pixel is decoded."""
     Image.init()  # register every plugin, so the formats below are all known
     try:
         with warnings.catch_warnings():  # we check the pixel count ourselves, with our own limit
@@ -101,74 +236,326 @@ def _open(source) -> Image.Image:
         ) from None
     except Image.DecompressionBombError:
         raise ImageLoadError(f"the image is too large (limit {MAX_PIXELS / 1e6:.0f} megapixels)") from None
-    except OSError as exc:
+    except Exception as exc:  # a header Pillow cannot parse: ValueError, SyntaxError, struct.error...
         raise ImageLoadError(f"the image could not be read ({type(exc).__name__})") from None
 
 
-def read_image(
-    source: Union[str, os.PathLike, bytes, np.ndarray, Image.Image],
-    max_side: int = MAX_SIDE,
-    max_pixels: int = MAX_PIXELS,
-) -> LoadedImage:
-    """Any supported image -> LoadedImage(RGB uint8 array, scale, original upright size)."""
-    if isinstance(source, np.ndarray):
-        arr = source
-        if arr.ndim == 2:
-            arr = arr[..., None]
-        if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-            raise ImageLoadError(f"unsupported image array shape {arr.shape}")
-        if arr.dtype != np.uint8:
-            raise ImageLoadError(f"unsupported image array dtype {arr.dtype} (expected uint8)")
-        if arr.shape[2] == 1:
-            arr = np.repeat(arr, 3, 2)
-        img = Image.fromarray(np.ascontiguousarray(arr))
-    elif isinstance(source, Image.Image):
-        img = source
-    else:
-        img = _open(source)
+def _target(size: Size, max_side: int) -> Optional[Size]:
+    """The working size: the long side brought down to max_side (None when already within)."""
+    w, h = size
+    if max(w, h) <= max_side:
+        return None
+    s = max_side / max(w, h)
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
+# ------------------------------------------------------------------- decoding cost
+def _storage_bytes(mode: str) -> int:
+    """Bytes per pixel of Pillow's in-memory frame in `mode`."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def _length(fp: BinaryIO) -> int:
+    pos = fp.tell()
+    end = fp.seek(0, io.SEEK_END)
+    fp.seek(pos)
+    return end
+
+
+def _first_scan_components(fp: BinaryIO) -> int:
+    """Components in a JPEG's first scan (its SOS header); 0 when it cannot be found."""
+    pos = fp.tell()
+    try:
+        fp.seek(2)
+        while True:
+            head = fp.read(4)
+            if len(head) < 4 or head[0] != 0xFF:
+                return 0
+            if head[1] == 0xFF:  # a fill byte: the marker starts at the next one
+                fp.seek(-3, io.SEEK_CUR)
+                continue
+            if head[1] == 0x01 or 0xD0 <= head[1] <= 0xD7:  # TEM, RSTn: no length
+                fp.seek(-2, io.SEEK_CUR)
+                continue
+            if head[1] == 0xDA:
+                count = fp.read(1)
+                return count[0] if count else 0
+            fp.seek(struct.unpack(">H", head[2:])[0] - 2, io.SEEK_CUR)
+    finally:
+        fp.seek(pos)
+
+
+def _jpeg_coefficient_bytes(img: Image.Image, fp: BinaryIO, size: Size) -> int:
+    """The whole-image DCT coefficients libjpeg keeps for a progressive or multi-scan JPEG
+    (2 bytes per sample, per component at its sampling); 0 for a single-scan one."""
+    layers = getattr(img, "layer", None) or [(0, 1, 1, 0)] * 3
+    if not img.info.get("progressive") and _first_scan_components(fp) >= len(layers):
+        return 0
+    h_max, v_max = max(c[1] for c in layers) or 1, max(c[2] for c in layers) or 1
+    total = 0
+    for _, h_samp, v_samp, _ in layers:  # Pillow's `layer`: (id, H, V, table)
+        h_samp, v_samp = max(1, h_samp), max(1, v_samp)
+        blocks_w = -(-size[0] * h_samp // (h_max * 8))
+        blocks_h = -(-size[1] * v_samp // (v_max * 8))
+        total += -(-blocks_w // h_samp) * h_samp * -(-blocks_h // v_samp) * v_samp * 128
+    return total
+
+
+def _tiff_buffer_bytes(img: Image.Image) -> int:
+    """libtiff's buffer for one strip or tile as Pillow decodes it (at most 4 bytes a pixel)."""
     w, h = img.size
+    try:
+        tags = img.tag_v2
+        if 322 in tags and 323 in tags:
+            pixels = int(tags[322]) * int(tags[323])
+        else:
+            pixels = w * min(h, int(tags.get(278, h)))
+        bits = tags.get(258, 8)
+        bits = sum(bits) if isinstance(bits, tuple) else int(bits) * int(tags.get(277, 1))
+    except Exception:  # odd tags: assume a whole-image strip
+        return w * h * 4
+    return pixels * max(4, -(-bits // 8))
+
+
+def _frame_bytes(img: Image.Image, fp: BinaryIO, header_size: Size) -> int:
+    """What the decoder holds while decoding `img` (after any JPEG draft)."""
+    w, h = img.size
+    frame = w * h * _storage_bytes(img.mode)
+    if img.format == "WEBP":  # libwebp's 2 RGBA canvases + the bytes handed over + Pillow's frame
+        return 4 * w * h * 4 + _length(fp)
+    if img.format in ("JPEG", "MPO"):
+        return frame + _jpeg_coefficient_bytes(img, fp, header_size)
+    if img.format == "TIFF":  # Pillow hands libtiff the whole file when it has no descriptor
+        return frame + _tiff_buffer_bytes(img) + _length(fp)
+    if img.format == "BMP" and img.info.get("compression") in (1, 2):  # RLE: built in Python first
+        return frame + 3 * w * h
+    if img.format == "PNG" and getattr(img, "n_frames", 1) > 1:  # APNG: a disposal frame and its crop
+        return 3 * frame
+    return frame
+
+
+def _reduction(size: Size, target: Optional[Size]) -> Tuple[int, int]:
+    """Box-reduce factors that bring `size` to between 1 and 2 times `target` per axis."""
+    if target is None:
+        return 1, 1
+    return max(1, size[0] // target[0]), max(1, size[1] // target[1])
+
+
+def _cost(img: Image.Image, fp: BinaryIO, header_size: Size, target: Optional[Size]) -> int:
+    """Peak memory (bytes) read_image needs for `img`, from its header: the larger of
+    decoding + reducing (frame, reduced copy, a tile's temporaries) and finishing (the reduced
+    copy, its premultiplied copy, the resize's two passes, then RGB and array copies)."""
+    frame = _frame_bytes(img, fp, header_size)
+    fx, fy = _reduction(img.size, target)
+    rw, rh = -(-img.size[0] // fx), -(-img.size[1] // fy)
+    tw, th = target or (rw, rh)
+    reducing = frame + 4 * rw * rh + 32 * TILE_PIXELS
+    finishing = frame * (fx == fy == 1) + 4 * (2 * rw * rh + tw * rh + tw * th)
+    return max(reducing, finishing, 16 * tw * th)
+
+
+def decode_cost(source: Union[str, os.PathLike, bytes], max_side: int = MAX_SIDE) -> int:
+    """read_image's peak memory for this file, in bytes, estimated from its header alone."""
+    with _encoded(source) as fp:
+        img = _identify(fp)
+        header_size = img.size
+        target = _target(header_size, max_side)
+        if target is not None and img.format in ("JPEG", "MPO"):
+            img.draft(None, target)
+        return _cost(img, fp, header_size, target)
+
+
+def _check_cost(img: Image.Image, fp: BinaryIO, header_size: Size, target: Optional[Size], budget: int) -> None:
+    cost = _cost(img, fp, header_size, target)
+    if cost <= budget:
+        return
+    if img.format == "WEBP":
+        hint = "WebP decoding takes 16 bytes a pixel: send it as JPEG or PNG, or smaller"
+    elif img.info.get("progressive"):
+        hint = "a baseline (non-progressive) JPEG or a smaller image is fine"
+    else:
+        hint = "send a smaller image"
+    w, h = header_size
+    raise ImageLoadError(
+        f"the image is too large to decode here: {w}x{h} {img.format} needs about {cost / 2**20:.0f} MB "
+        f"(limit {budget / 2**20:.0f} MB); {hint}"
+    )
+
+
+# -------------------------------------------------------------- converting and reducing
+def _working_mode(img: Image.Image) -> str:
+    """The mode we reduce and resize in: L, LA, RGB or RGBA."""
+    mode = img.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return mode
+    if mode in HIGH_BIT_DEPTH or mode == "1":
+        return "L"
+    if mode == "La":
+        return "LA"
+    if mode in ("PA", "RGBa") or (mode == "P" and "transparency" in img.info):
+        return "RGBA"
+    return "RGB"
+
+
+def _tiles(size: Size, factors: Tuple[int, int]) -> Iterator[Tuple[int, int, int, int]]:
+    """Boxes covering the image, about TILE_PIXELS each, aligned to the reduce factors (so
+    reducing tile by tile gives what reducing the whole would)."""
+    (w, h), (fx, fy) = size, factors
+    rows = max(fy, TILE_PIXELS // w // fy * fy)
+    cols = w if rows * w <= TILE_PIXELS else max(fx, TILE_PIXELS // rows // fx * fx)
+    for y in range(0, h, rows):
+        for x in range(0, w, cols):
+            yield x, y, min(w, x + cols), min(h, y + rows)
+
+
+def _finite_range(img: Image.Image) -> Tuple[float, float]:
+    lo, hi = np.inf, -np.inf
+    for box in _tiles(img.size, (1, 1)):
+        a = np.asarray(img.crop(box), dtype=np.float32)
+        finite = a[np.isfinite(a)]
+        if finite.size:
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+    return (lo, hi) if np.isfinite(lo) else (0.0, 0.0)
+
+
+def _stretch(tile: Image.Image, lo: float, hi: float) -> Image.Image:
+    """16-bit / 32-bit int / float -> 8-bit "L", the finite range stretched to 0..255;
+    NaN and -inf become black, +inf white."""
+    if hi <= lo:
+        return Image.new("L", tile.size)
+    a = np.asarray(tile, dtype=np.float32)
+    a = np.clip((np.where(np.isnan(a), lo, a) - lo) * (255.0 / (hi - lo)), 0, 255)
+    return Image.fromarray(np.round(a).astype(np.uint8))
+
+
+def _tile_converter(img: Image.Image, mode: str) -> Callable[[Image.Image], Image.Image]:
+    if img.mode in HIGH_BIT_DEPTH:
+        lo, hi = _finite_range(img)
+        return lambda tile: _stretch(tile, lo, hi)
+    if img.mode == mode:
+        return lambda tile: tile
+    return lambda tile: tile.convert(mode)
+
+
+def _reduced(
+    img: Image.Image, target: Optional[Size], content: Tuple[float, float]
+) -> Tuple[Image.Image, Tuple[float, float, float, float]]:
+    """`img` in its working mode, box-reduced to between 1 and 2 times `target`, converted and
+    reduced tile by tile (the full-size frame is never copied or converted whole); with the box
+    that the image's `content` (its extent in img's pixels) covers in the result. The same
+    pixels as Pillow's resize(target, reducing_gap=1.0), which reduces first too."""
+    mode = _working_mode(img)
+    fx, fy = factors = _reduction(img.size, target)
+    box = (0, 0, content[0] / fx, content[1] / fy)
+    if mode == img.mode and factors == (1, 1):
+        return img, box
+    convert = _tile_converter(img, mode)
+    w, h = img.size
+    out = Image.new(mode, (-(-w // fx), -(-h // fy)))
+    for tile_box in _tiles(img.size, factors):
+        tile = convert(img.crop(tile_box))
+        if factors != (1, 1):
+            tile = tile.reduce(factors)  # premultiplied by alpha, as Pillow's resize is
+        out.paste(tile, (tile_box[0] // fx, tile_box[1] // fy))
+    return out, box
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("RGBA", "LA"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:  # a broken EXIF block is no reason to refuse the pixels
+        return 1
+
+
+def _from_array(arr: np.ndarray) -> Image.Image:
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ImageLoadError(f"unsupported image array shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise ImageLoadError(f"unsupported image array dtype {arr.dtype} (expected uint8)")
+    return Image.fromarray(np.ascontiguousarray(arr[..., 0] if arr.shape[2] == 1 else arr))
+
+
+def _check_pixels(size: Size, max_pixels: int) -> None:
+    w, h = size
     if w < 1 or h < 1:
         raise ImageLoadError("the image has no pixels")
     if w * h > max_pixels:
         raise ImageLoadError(
             f"the image is too large: {w}x{h} = {w * h / 1e6:.0f} megapixels (limit {max_pixels / 1e6:.0f})"
         )
+
+
+@contextlib.contextmanager
+def _decoding() -> Iterator[None]:
+    """Turn what corrupt or truncated data raises while decoding into ImageLoadError."""
     try:
-        try:
-            orientation = int(img.getexif().get(0x0112, 1))
-        except Exception:  # a broken EXIF block is no reason to refuse the pixels
-            orientation = 1
-        if getattr(img, "n_frames", 1) > 1:
-            img.seek(0)  # animated: first frame
-        target = None
-        if max(w, h) > max_side:
-            s = max_side / max(w, h)
-            target = (max(1, round(w * s)), max(1, round(h * s)))
-            if img.format in ("JPEG", "MPO"):
-                img.draft(None, target)  # let libjpeg decode at 1/2, 1/4 or 1/8 scale (>= target)
-        img.load()
-        if img.mode in HIGH_BIT_DEPTH:
-            img = _high_bit_depth_to_l(img)
-        elif img.mode in ("1", "P", "PA") or img.mode not in ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr"):
-            img = img.convert("RGBA" if img.mode in ("P", "PA") else "RGB")
-        if target is not None:
-            img = img.resize(target, Image.LANCZOS)
-        if orientation in _ORIENTATION:
-            img = img.transpose(_ORIENTATION[orientation])
-        img = _to_rgb(img)
+        yield
     except ImageLoadError:
         raise
     except MemoryError:
         raise ImageLoadError("the image is too large to decode with the memory available") from None
     except Exception as exc:  # truncated or corrupt data surfaces only when decoding
         raise ImageLoadError(f"the image data is corrupt or truncated ({type(exc).__name__})") from None
-    original_size = (w, h)[::-1] if orientation not in (5, 6, 7, 8) else (w, h)
-    out = np.asarray(img, dtype=np.uint8).copy()
+
+
+def read_image(
+    source: Source,
+    max_side: int = MAX_SIDE,
+    max_pixels: int = MAX_PIXELS,
+    max_decode_bytes: int = MAX_DECODE_BYTES,
+) -> LoadedImage:
+    """Any supported image -> LoadedImage(RGB uint8 array, scale, original upright size).
+    A file or bytes are refused from the header when over `max_pixels` or when decoding would
+    take more than `max_decode_bytes` (see decode_cost); arrays and PIL images are in memory
+    already and only checked against `max_pixels`."""
+    if isinstance(source, (np.ndarray, Image.Image)):
+        img = _from_array(source) if isinstance(source, np.ndarray) else source
+        header_size = img.size
+        _check_pixels(header_size, max_pixels)
+        target = _target(header_size, max_side)
+        with _decoding():
+            orientation = _orientation(img)
+            img, box = _reduced(img, target, img.size)
+    else:
+        with _encoded(source) as fp:
+            img = _identify(fp)
+            header_size = content = img.size
+            _check_pixels(header_size, max_pixels)
+            target = _target(header_size, max_side)
+            if target is not None and img.format in ("JPEG", "MPO"):
+                # libjpeg decodes at 1/2, 1/4 or 1/8 scale (>= target), rounding the size up
+                drafted = img.draft(None, target)
+                content = drafted[1][2:] if drafted else content
+            _check_cost(img, fp, header_size, target, max_decode_bytes)
+            with _decoding():
+                orientation = _orientation(img)  # (loads a PNG: its eXIf chunk may follow the pixels)
+                img.load()
+                img, box = _reduced(img, target, content)  # rebinding drops the full-size frame
+    with _decoding():  # each step rebinds `img`, so one working copy at a time stays alive
+        if target is not None and (img.size != target or box != (0, 0, *target)):
+            img = img.resize(target, Image.LANCZOS, box=box)
+        if orientation in _ORIENTATION:
+            img = img.transpose(_ORIENTATION[orientation])
+        out = np.array(_to_rgb(img), dtype=np.uint8)
+    w, h = header_size
+    original_size = (w, h) if orientation in (5, 6, 7, 8) else (h, w)
     return LoadedImage(out, out.shape[0] / original_size[0], original_size)
 
 
 def load_image(
-    source: Union[str, os.PathLike, bytes, np.ndarray, Image.Image],
+    source: Source,
     max_side: int = MAX_SIDE,
     max_pixels: int = MAX_PIXELS,
 ) -> Tuple[np.ndarray, float]:

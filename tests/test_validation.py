@@ -1,10 +1,26 @@
-"""Bad input to the predictor gets a clear ValueError/RuntimeError, never a deep traceback."""
+"""Bad input to the predictor gets a clear ValueError/RuntimeError, never a deep traceback; bad
+parameters to the app a clear UserError, with the same ranges as the detector's."""
+
+import re
 
 import numpy as np
 import pytest
 import torch
 
 from mobilesam_web import SamPredictor
+from mobilesam_web.detector import CONF_RANGE, NMS_IOU_RANGE, postprocess
+from mobilesam_web.ui.params import (
+    parse_box,
+    parse_detector_conf,
+    parse_detector_nms_iou,
+    parse_fraction,
+    parse_imgsz,
+    parse_labels,
+    parse_points,
+)
+from mobilesam_web.ui.segment import UserError
+
+from conftest import OBJECTAWARE_FIXTURE, REPO_ROOT, require
 
 
 def test_predict_before_set_image(sam_model):
@@ -89,3 +105,105 @@ def test_reset_image(sam_model):
     assert p.is_image_set and p.original_size == (20, 30) and p.input_size == (683, 1024)
     p.reset_image()
     assert not p.is_image_set and p.features is None
+
+
+# ----------------------------------------------- the app's parameters (ui/params.py, issue 18)
+HUGE = 10**400  # valid JSON, too large for a float: float() raises OverflowError
+
+
+@pytest.mark.parametrize(
+    "parse,match",
+    [
+        (lambda: parse_points([[HUGE, 2]], 64), "points contain NaN, infinite or too large"),
+        (lambda: parse_points([[1, 2], [3, -HUGE]], 64), "points contain NaN, infinite or too large"),
+        (lambda: parse_box([0, 0, HUGE, 5]), "box contain NaN, infinite or too large"),
+        (lambda: parse_labels([HUGE], 1), r"labels must be 1 \(include\) or 0"),
+        (lambda: parse_fraction("Min predicted IoU", HUGE, 0.0), "Min predicted IoU must be a number"),
+        (lambda: parse_detector_conf(HUGE, 0.4), "detector_conf must be a number between 0 and 1"),
+        (lambda: parse_detector_nms_iou(-HUGE, 0.9), "detector_nms_iou must be a number"),
+        (lambda: parse_imgsz(HUGE, 1024, 320, 1280), "imgsz must be a whole number"),
+        (lambda: parse_imgsz(str(HUGE), 1024, 320, 1280), "imgsz must be a whole number"),
+    ],
+)
+def test_integers_too_large_for_a_float_get_a_clear_error(parse, match):
+    with pytest.raises(UserError, match=match):
+        parse()
+
+
+def test_large_but_finite_integers_are_numbers():
+    assert parse_points([[10**300, 1]], 64)[0, 0] == 1e300
+    with pytest.raises(UserError, match="imgsz must be between 320 and 1280"):
+        parse_imgsz(10**300, 1024, 320, 1280)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from mobilesam_web import ObjectAwareDetector
+
+    return ObjectAwareDetector.from_checkpoint(require(OBJECTAWARE_FIXTURE / "objectaware_random.pt"))
+
+
+@pytest.mark.parametrize("conf,iou", [(1, 0.9), (0.4, 0), (1.0, 1.0)])
+def test_documented_bounds_run(detector, conf, iou):
+    """conf=1 and iou=0 are in the README's ranges, the app's and now the detector's too
+    (it refused them: "conf must be in [0, 1) and iou in (0, 1]")."""
+    assert parse_detector_conf(conf, 0.4) == conf and parse_detector_nms_iou(iou, 0.9) == iou
+    boxes, scores = detector(np.full((48, 64, 3), 128, np.uint8), imgsz=320, conf=conf, iou=iou)
+    assert boxes.shape == (len(scores), 4)
+    if conf == 1:
+        assert len(boxes) == 0  # a box is kept when its score > conf
+
+
+@pytest.mark.parametrize("conf,iou", [(0, 0.9), (-0.1, 0.9), (1.5, 0.9), (np.nan, 0.9), (0.4, -0.01), (0.4, 1.01)])
+def test_same_refusals_in_the_app_and_the_detector(detector, conf, iou):
+    bad, allowed = ("conf", CONF_RANGE) if conf not in CONF_RANGE else ("iou", NMS_IOU_RANGE)
+    with pytest.raises(ValueError, match=re.escape(f"{bad} must be in {allowed}")):
+        detector(np.zeros((8, 8, 3), np.uint8), imgsz=320, conf=conf, iou=iou)
+    with pytest.raises(UserError, match=re.escape(f"must be in {allowed}") + "|must be a number"):
+        parse_detector_conf(conf, 0.4) if bad == "conf" else parse_detector_nms_iou(iou, 0.9)
+
+
+def test_nms_iou_zero_keeps_no_overlapping_boxes():
+    """iou=0: a box overlapping a kept one at all is dropped (on the fixture's real head output)."""
+    cases = np.load(require(OBJECTAWARE_FIXTURE / "cases.npz"))
+    preds, hw = cases["c640_preds0"][0], cases["c640_input_u8"].shape[2:]
+    loose, _ = postprocess(preds, hw, (600, 900), conf=0.25, iou=0.9)
+    strict, _ = postprocess(preds, hw, (600, 900), conf=0.25, iou=0.0)
+    assert 0 < len(strict) < len(loose)
+    for i, a in enumerate(strict):
+        for b in strict[i + 1 :]:
+            assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1])
+
+
+def test_readme_states_the_same_ranges():
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert f"`detector_conf` must be in {CONF_RANGE}, `detector_nms_iou` in {NMS_IOU_RANGE}" in readme
+
+
+@pytest.mark.parametrize(
+    "values,match",
+    [
+        ([7, 1024, None], "greater than maximum value 1"),
+        ([0.5, 99, None], "not in the list of choices"),
+        (["x", 1024, None], "Expected a `float`, but the value passed .* was: 'x'"),
+        ([0.5], "didn't receive enough input values \\(needed: 3, got: 1\\)"),
+        ([0.5, 1024, 5], "not a valid FileData"),
+    ],
+)
+def test_gradio_refusals_become_quiet_errors(values, match):
+    """quiet_input_errors: what Gradio refuses before a handler runs reaches the client as a
+    gr.Error that Gradio does not print a traceback for (print_exception=False)."""
+    import asyncio
+
+    import gradio as gr
+
+    from mobilesam_web.ui.errors import quiet_input_errors
+
+    with gr.Blocks() as demo:
+        inputs = [gr.Slider(0, 1, value=0.5), gr.Dropdown([640, 1024], value=1024), gr.File()]
+        gr.Button().click(lambda *a: None, inputs, gr.JSON())
+    fn = next(iter(demo.fns.values()))
+    quiet_input_errors(demo)
+    with pytest.raises(gr.Error, match=match) as err:
+        asyncio.run(demo.preprocess_data(fn, values, None))
+    assert err.value.print_exception is False and "Original error" not in err.value.message

@@ -139,14 +139,16 @@ def replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-def session_of(body: bytes) -> Optional[str]:
-    """The session_hash of a queue join's JSON body, if it names one."""
+def join_fields(body: bytes) -> Tuple[Optional[str], Any]:
+    """(session_hash, fn_index) of a queue join's JSON body, None where it names none."""
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
-        return None  # Gradio answers the malformed body itself
-    session = data.get("session_hash") if isinstance(data, dict) else None
-    return session if isinstance(session, str) else None
+        return None, None  # Gradio answers the malformed body itself
+    if not isinstance(data, dict):
+        return None, None
+    session = data.get("session_hash")
+    return (session if isinstance(session, str) else None), data.get("fn_index")
 
 
 async def reply(send: Send, status: int, message: str, headers: Iterable[Tuple[bytes, bytes]] = ()) -> None:
@@ -346,7 +348,12 @@ class Guard:
             return
         except ClientGone:
             return
-        session = session_of(raw)
+        session, fn_index = join_fields(raw)
+        fns = getattr(self.queue.blocks, "fns", None)
+        if isinstance(fn_index, int) and isinstance(fns, dict) and fn_index not in fns:
+            # Gradio would answer HTTP 500 with a traceback in the log (KeyError)
+            await reply(send, 422, f"there is no event number {fn_index} in this app")
+            return
         refusal = self.queue.refusal(session, client)
         if refusal is not None:
             await reply(send, 429, refusal)

@@ -1,7 +1,9 @@
 """Checking what clients send: every bad value becomes one clear `UserError`, never a traceback.
 
 Values arrive as raw JSON (the API events skip Gradio's preprocessing), so nothing here trusts
-a type. Messages quote at most a short prefix of what was sent.
+a type: an integer too large for a float (JSON allows 10**400) is refused like infinity.
+Messages quote at most a short prefix of what was sent. The detector's ranges are detector.py's
+(`CONF_RANGE`, `NMS_IOU_RANGE`), which its own checks and the README use too.
 """
 
 import math
@@ -9,9 +11,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..detector import CONF_RANGE, IMGSZ_STRIDE, NMS_IOU_RANGE, Range
 from .segment import UserError
-
-IMGSZ_STRIDE = 32  # the detector's largest stride; ultralytics rounds imgsz up to a multiple of it
 
 
 def shown(value: Any, limit: int = 60) -> str:
@@ -24,6 +25,23 @@ def _number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _as_float(x: Any) -> float:
+    """A number as a float; an int too large for one becomes +-infinity (float() would raise
+    OverflowError)."""
+    try:
+        return float(x)
+    except OverflowError:
+        return math.inf if x > 0 else -math.inf
+
+
+def _finite(values: list, what: str) -> np.ndarray:
+    """A list of numbers -> float64 array; UserError unless every one is finite."""
+    arr = np.array([_as_float(v) for v in values], dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise UserError(f"{what} contain NaN, infinite or too large values")
+    return arr
+
+
 def parse_points(value: Any, max_points: int) -> Optional[np.ndarray]:
     """[[x, y], ...] in image pixels -> (N, 2) float64, or None when absent/empty."""
     if value is None or (isinstance(value, (list, tuple)) and len(value) == 0):
@@ -34,10 +52,7 @@ def parse_points(value: Any, max_points: int) -> Optional[np.ndarray]:
         raise UserError(f"too many points: {len(value)} (at most {max_points} per request; SAM needs few)")
     if not all(isinstance(p, (list, tuple)) and len(p) == 2 and all(_number(v) for v in p) for p in value):
         raise UserError(f"points must be a list of [x, y] pairs of numbers, got {shown(value)}")
-    arr = np.asarray(value, dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise UserError("points contain NaN or infinite values")
-    return arr
+    return _finite([v for p in value for v in p], "points").reshape(-1, 2)
 
 
 def parse_labels(value: Any, n_points: int) -> Optional[np.ndarray]:
@@ -63,9 +78,7 @@ def parse_box(value: Any) -> Optional[np.ndarray]:
         return None
     if not isinstance(value, (list, tuple)) or len(value) != 4 or not all(_number(v) for v in value):
         raise UserError(f"box must be 4 numbers [x1, y1, x2, y2], got {shown(value)}")
-    box = np.asarray(value, dtype=np.float64)
-    if not np.all(np.isfinite(box)):
-        raise UserError("box contains NaN or infinite values")
+    box = _finite(list(value), "box")
     if box[2] < box[0] or box[3] < box[1]:
         raise UserError(f"box must be [x1, y1, x2, y2] with x2 >= x1 and y2 >= y1, got {shown(value)}")
     return box
@@ -89,22 +102,38 @@ def _finite_number(value: Any, error: str) -> float:
             value = float(value)
         except ValueError:
             raise UserError(error) from None
-    if not _number(value) or not math.isfinite(value):
+    if not _number(value) or not math.isfinite(_as_float(value)):
         raise UserError(error)
     return float(value)
+
+
+def parse_in_range(name: str, value: Any, default: float, allowed: Range) -> float:
+    """A number in `allowed`; None means the default."""
+    if value is None:
+        return default
+    value = _finite_number(
+        value, f"{name} must be a number between {allowed.low:g} and {allowed.high:g}, got {shown(value)}"
+    )
+    if value not in allowed:
+        raise UserError(f"{name} must be in {allowed}, got {value:g}")
+    return value
 
 
 def parse_fraction(
     name: str, value: Any, default: float, low: float = 0.0, high: float = 1.0, low_inclusive: bool = True
 ) -> float:
     """A number in [low, high] (or (low, high] when not low_inclusive); None means the default."""
-    if value is None:
-        return default
-    value = _finite_number(value, f"{name} must be a number between {low:g} and {high:g}, got {shown(value)}")
-    if value > high or value < low or (value == low and not low_inclusive):
-        bracket = "[" if low_inclusive else "("
-        raise UserError(f"{name} must be in {bracket}{low:g}, {high:g}], got {value:g}")
-    return value
+    return parse_in_range(name, value, default, Range(low, high, low_inclusive))
+
+
+def parse_detector_conf(value: Any, default: float, name: str = "detector_conf") -> float:
+    """The detector's confidence threshold, in detector.CONF_RANGE."""
+    return parse_in_range(name, value, default, CONF_RANGE)
+
+
+def parse_detector_nms_iou(value: Any, default: float, name: str = "detector_nms_iou") -> float:
+    """The detector's NMS IoU threshold, in detector.NMS_IOU_RANGE."""
+    return parse_in_range(name, value, default, NMS_IOU_RANGE)
 
 
 def parse_imgsz(value: Any, default: int, low: int, high: int) -> int:
