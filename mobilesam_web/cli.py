@@ -89,6 +89,9 @@ def serve(argv: Optional[Sequence[str]] = None) -> int:
     from .ui.services import AppConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # Gradio notices a closed page by its missed heartbeat (15 s by default); long work for a
+    # page that is gone (a grid comparison, an everything run) stops at the next check.
+    os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", "5")
     config = AppConfig.from_env(
         checkpoint=args.checkpoint,
         detector_checkpoint=args.detector_checkpoint,

@@ -12,7 +12,7 @@ import numpy as np
 
 from .boxes import inclusive_xyxy_to_xywh
 from .detector import ObjectAwareDetector
-from .masks import crop_to_coco_rle
+from .masks import low_res_to_coco_rle
 from .predictor import Predictor
 from .upscale import mask_crop_from_low_res
 from .validation import check_image
@@ -153,19 +153,19 @@ class SegmentEverything:
         box_scale = np.array([ow / w, oh / h, ow / w, oh / h])
         records = []
         for i in idx:
-            crop = mask_crop_from_low_res(low[i], input_size, (oh, ow))
-            area = 0 if crop is None else crop.area
+            if self.output_mode == "coco_rle":  # straight to RLE: no mask array at all
+                seg, bounds, area = low_res_to_coco_rle(low[i], input_size, (oh, ow))
+            else:
+                crop = mask_crop_from_low_res(low[i], input_size, (oh, ow))
+                area, bounds = (0, None) if crop is None else (crop.area, crop.bounds)
+                seg = crop if self.output_mode == "crop" or crop is None else crop.full()
             if area == 0 or area < self.min_area:
                 continue
-            if self.output_mode == "coco_rle":
-                seg = crop_to_coco_rle(crop)
-            else:
-                seg = crop if self.output_mode == "crop" else crop.full()
             records.append(
                 {
                     "segmentation": seg,
                     "area": area,
-                    "bbox": inclusive_xyxy_to_xywh(crop.bounds),
+                    "bbox": inclusive_xyxy_to_xywh(bounds),
                     "predicted_iou": float(pred_iou[i]),
                     "stability_score": float(stab[i]),
                     "point_coords": [],

@@ -1,12 +1,12 @@
 """Mask encodings: uncompressed and COCO-compressed RLE, areas, stability scores."""
 
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from .boxes import inclusive_xyxy_to_xywh
-from .upscale import MaskCrop, crop_of
+from .upscale import MaskCrop, crop_of, threshold_blocks
 
 
 def masks_to_rle(masks: torch.Tensor) -> List[Dict[str, Any]]:
@@ -129,6 +129,64 @@ def crop_rle_counts(crop: MaskCrop) -> List[int]:
         pos = np.delete(pos, np.concatenate([same, same + 1]))
     pos = pos[pos < h * w]  # a mask that ends on its last pixel: the frame's "change" past the end
     return np.diff(np.concatenate([[0], pos, [h * w]])).tolist()
+
+
+def low_res_to_coco_rle(
+    low: np.ndarray, input_size: Sequence[int], original_size: Sequence[int]
+) -> Tuple[Dict[str, Any], Optional[Tuple[int, int, int, int]], int]:
+    """(256, 256) logits -> (COCO compressed RLE, inclusive box (x0, y0, x1, y1) or None, area)
+    of SAM's `postprocess_masks(...) > 0` at `original_size` (H, W), up to float rounding.
+
+    The mask is computed transposed (the resize is separable: the same arithmetic with the axes
+    swapped), so its rows are the image's columns and the RLE's column-major runs are read off
+    in place: no full-size array, no transpose, no second pass for the box or the area."""
+    h, w = int(original_size[0]), int(original_size[1])
+    parts = []
+    for x0, y0, tblock in threshold_blocks(np.ascontiguousarray(low.T), tuple(input_size)[::-1], (w, h)):
+        parts.append(_column_changes(tblock, x0, y0, h))
+    counts = _counts_from_changes(np.concatenate(parts) if parts else np.zeros(0, np.int64), h * w)
+    rle = {"size": [h, w], "counts": encode_rle_string(counts)}
+    return (rle,) + _runs_box_area(counts, h)
+
+
+def _column_changes(tblock: np.ndarray, x0: int, y0: int, h: int) -> np.ndarray:
+    """Where the value changes, in column-major positions of an H-row image, for a block whose
+    row c is image column x0 + c over image rows y0 .. y0 + tblock.shape[1] - 1 (False around)."""
+    ncols, nrows = tblock.shape
+    inner = np.flatnonzero(tblock[:, 1:] != tblock[:, :-1]) if nrows > 1 else np.zeros(0, np.int64)
+    col, row = np.divmod(inner, max(nrows - 1, 1))
+    inside = (x0 + col) * h + (y0 + row + 1)
+    first = np.flatnonzero(tblock[:, 0])  # a column of the block starting inside the mask
+    last = np.flatnonzero(tblock[:, -1])  # ... and ending inside it: the change is one row later
+    return np.concatenate([inside, (x0 + first) * h + y0, (x0 + last) * h + y0 + nrows])
+
+
+def _counts_from_changes(changes: np.ndarray, total: int) -> List[int]:
+    """COCO counts (zeros first) from the positions where the value flips."""
+    pos = np.sort(changes)
+    # a run ending at the bottom of one column and one starting at the top of the next: no change
+    same = np.flatnonzero(pos[1:] == pos[:-1])
+    if same.size:
+        pos = np.delete(pos, np.concatenate([same, same + 1]))
+    pos = pos[pos < total]
+    return np.diff(np.concatenate([[0], pos, [total]])).tolist()
+
+
+def _runs_box_area(counts: List[int], h: int) -> Tuple[Optional[Tuple[int, int, int, int]], int]:
+    """(inclusive box (x0, y0, x1, y1) or None, area) of the mask of COCO counts, from its runs."""
+    c = np.asarray(counts, dtype=np.int64)
+    ends = np.cumsum(c)
+    starts = ends - c
+    on = np.flatnonzero(c[1::2]) * 2 + 1
+    if on.size == 0:
+        return None, 0
+    first, last = starts[on], ends[on] - 1
+    x0, x1 = int(first[0] // h), int(last[-1] // h)
+    if np.any(first // h != last // h):  # a run crosses into the next column: full height
+        y0, y1 = 0, h - 1
+    else:
+        y0, y1 = int((first % h).min()), int((last % h).max())
+    return (x0, y0, x1, y1), int(c[on].sum())
 
 
 def mask_to_coco_rle(mask: np.ndarray) -> Dict[str, Any]:
@@ -295,8 +353,8 @@ def cutout_png(image: np.ndarray, mask: MaskLike, crop: bool = True) -> bytes:
     else:
         box = as_crop(mask)
         box = None if box is None else crop_resized(box, image.shape[:2])
-        if box is None:
-            rgba = np.zeros((1, 1, 4), np.uint8)
+        if box is None:  # nothing to cut: the whole image, all transparent (as the browser's)
+            rgba = np.dstack([image, np.zeros(image.shape[:2], np.uint8)])
         else:
             x0, y0, x1, y1 = box.bounds
             rgba = np.dstack([image[y0 : y1 + 1, x0 : x1 + 1], box.crop.view(np.uint8) * 255])

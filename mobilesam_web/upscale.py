@@ -12,7 +12,7 @@ of a 1 x 400000 image costs about as much as its one row.
 
 import threading
 from collections import OrderedDict
-from typing import NamedTuple, Optional, Tuple
+from typing import Iterator, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -165,15 +165,41 @@ def _blocks(low: np.ndarray, rt: AxisTaps, ct: AxisTaps, rows, cols, resized_w: 
         a0, a1 = int(rt.first[rs:re_].min()), int(rt.last[rs:re_].max()) + 1
         left = _dense(rt, rs, re_, a0, a1)
         if w <= CV_MAX_WIDTH:
-            part = left @ low[a0:a1]  # (rows, 256)
-            up = cv2.resize(part, (IMG_SIZE, re_ - rs), interpolation=cv2.INTER_LINEAR)[:, :resized_w]
-            full = cv2.resize(np.ascontiguousarray(up), (w, re_ - rs), interpolation=cv2.INTER_LINEAR)
-            yield rs, re_, c0, full[:, c0:c1] > 0
+            # the low-res columns that reach the resized image (and two more, so that the edge
+            # clamping of the 4x resize is the same as over all 256)
+            k = min(low.shape[1], -(-resized_w // 4) + 2)
+            part = left @ low[a0:a1, :k]  # (rows, k)
+            up = cv2.resize(part, (4 * k, re_ - rs), interpolation=cv2.INTER_LINEAR)
+            if up.shape[1] != resized_w:
+                up = np.ascontiguousarray(up[:, :resized_w])
+            full = cv2.resize(up, (w, re_ - rs), interpolation=cv2.INTER_LINEAR)
+            yield rs, re_, c0, np.greater(full[:, c0:c1], 0)
             continue
         for cs in range(c0, c1, BLOCK):
             ce = min(c1, cs + BLOCK)
             b0, b1 = int(ct.first[cs:ce].min()), int(ct.last[cs:ce].max()) + 1
             yield rs, re_, cs, (left @ low[a0:a1, b0:b1] @ _dense(ct, cs, ce, b0, b1).T) > 0
+
+
+def threshold_blocks(
+    low: np.ndarray, input_size: Tuple[int, int], original_size: Tuple[int, int]
+) -> Iterator[Tuple[int, int, np.ndarray]]:
+    """SAM's `postprocess_masks(...) > 0` at `original_size` (H, W), up to float rounding, as
+    blocks (row start, column start, bool block) covering every positive pixel; rows of blocks
+    in order, each row of blocks left to right. Nothing outside the blocks is positive."""
+    h, w = int(original_size[0]), int(original_size[1])
+    pos = low > 0
+    rows, cols = np.flatnonzero(pos.any(axis=1)), np.flatnonzero(pos.any(axis=0))
+    if rows.size == 0:
+        return
+    rt = TAPS.get(h, int(input_size[0]))
+    ct = TAPS.get(w, int(input_size[1]))
+    r0, r1 = _touching(rt, int(rows[0]), int(rows[-1]) + 1)
+    c0, c1 = _touching(ct, int(cols[0]), int(cols[-1]) + 1)
+    if r1 <= r0 or c1 <= c0:  # positive only in the padding, which is cropped away
+        return
+    for rs, _, cs, block in _blocks(low, rt, ct, (r0, r1), (c0, c1), int(input_size[1]), w):
+        yield rs, cs, block
 
 
 def mask_crop_from_low_res(
@@ -182,20 +208,7 @@ def mask_crop_from_low_res(
     """(256, 256) logits -> the MaskCrop of SAM's `postprocess_masks(...) > 0` at
     `original_size` (H, W), up to float rounding; None if the mask is empty."""
     h, w = int(original_size[0]), int(original_size[1])
-    pos = low > 0
-    rows, cols = np.flatnonzero(pos.any(axis=1)), np.flatnonzero(pos.any(axis=0))
-    if rows.size == 0:
-        return None
-    rt = TAPS.get(h, int(input_size[0]))
-    ct = TAPS.get(w, int(input_size[1]))
-    r0, r1 = _touching(rt, int(rows[0]), int(rows[-1]) + 1)
-    c0, c1 = _touching(ct, int(cols[0]), int(cols[-1]) + 1)
-    if r1 <= r0 or c1 <= c0:  # positive only in the padding, which is cropped away
-        return None
-    found = []
-    for rs, _, cs, block in _blocks(low, rt, ct, (r0, r1), (c0, c1), int(input_size[1]), w):
-        if block.any():
-            found.append((rs, cs, block))
+    found = [(rs, cs, b) for rs, cs, b in threshold_blocks(low, input_size, original_size) if b.any()]
     if not found:
         return None
     y0 = min(rs + int(np.flatnonzero(b.any(axis=1))[0]) for rs, _, b in found)

@@ -30,7 +30,8 @@ def app(tmp_path_factory):
 def test_create_app_returns_the_context_and_attaches_nothing(app):
     demo, ctx = app
     fields = [f.name for f in dataclasses.fields(AppContext)]
-    assert fields == ["services", "store", "config", "browser_available", "budget"]
+    assert fields == ["services", "store", "config", "browser_available", "budget", "blocks"]
+    assert ctx.blocks is demo
     assert isinstance(ctx.services, Services) and isinstance(ctx.store, EmbeddingStore)
     assert ctx.budget.max_bytes == int(ctx.config.session_budget_mb * 2**20)
     assert ctx.config is ctx.services.config and ctx.browser_available is False

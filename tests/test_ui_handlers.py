@@ -453,3 +453,30 @@ def test_grid_cancel_stops_the_work(ctx, monkeypatch):
     gen.close()
     assert closed == [True] and len(batches) == 2  # stopped after the batch in progress, of 4
     assert everything_ui.on_grid_cancel(ctx)[1]["interactive"] is True
+
+
+def test_a_session_released_by_the_budget_comes_back_by_itself(ctx, uploaded):
+    """The session budget first drops what it can make again (image, embedding): the next
+    click reads the upload again and re-encodes, and the visitor's kept objects and mask stay.
+    Dropped entirely (or with the upload gone), the next action says to upload again."""
+    path = uploaded(MOBILESAM_FIXTURE / "image.png")
+    s = upload(ctx, path)[0]
+    s = segment_tab.on_click(ctx, s, "Add (+)", True, gr.SelectData(None, {"index": [300, 400], "value": None}))[0]
+    s = segment_tab.keep_object(ctx, s)[0]
+    s = segment_tab.on_click(ctx, s, "Add (+)", True, gr.SelectData(None, {"index": [500, 300], "value": None}))[0]
+    before = s.result.low_res.copy()
+    full = s.nbytes()
+    s.release()
+    assert s.cold and not s.evicted and s.nbytes() < full / 4 and len(s.objects) == 1
+    s = segment_tab.clear(ctx, s)[0]  # any action restores first
+    assert not s.cold and s.embedding is not None and s.size == (800, 799)
+    s = segment_tab.on_click(ctx, s, "Add (+)", True, gr.SelectData(None, {"index": [500, 300], "value": None}))[0]
+    assert np.abs(s.result.low_res - before).max() <= 1e-4 and len(s.objects) == 1
+    s.release(everything=True)
+    with pytest.raises(gr.Error, match="Upload it again"):
+        segment_tab.undo(ctx, s)
+    s2 = upload(ctx, path)[0]
+    s2.release()
+    os.remove(path)  # the upload expired meanwhile
+    with pytest.raises(gr.Error, match="Upload it again"):
+        segment_tab.undo(ctx, s2)

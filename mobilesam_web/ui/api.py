@@ -6,15 +6,22 @@ pixels of the image the caller sent, whatever its size: the server works on a co
 side is at most `max_image_side`, maps prompts into it and sizes masks back.
 """
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from ..image_io import ImageLoadError, LoadedImage, read_image
-from ..masks import coco_annotations, mask_to_coco_rle
-from ..upscale import mask_from_low_res
+from ..masks import coco_annotations, low_res_to_coco_rle, mask_to_coco_rle
 from .everything_tab import run_everything
-from .params import parse_bool, parse_box, parse_fraction, parse_imgsz, parse_labels, parse_points
+from .params import (
+    parse_bool,
+    parse_box,
+    parse_detector_conf,
+    parse_detector_nms_iou,
+    parse_imgsz,
+    parse_labels,
+    parse_points,
+)
 from .segment import UserError
 from .sessions import is_uploaded
 
@@ -60,15 +67,16 @@ def segment_api(
     except ValueError as exc:
         raise UserError(str(exc)) from None
     scores = np.asarray(scores.numpy() if hasattr(scores, "numpy") else scores)
-    if work.shape[:2] == (h, w):
-        masks = list(masks.numpy() if hasattr(masks, "numpy") else masks)
-    else:  # up to the caller's size one mask at a time (a 100 MP mask is 100 MB)
-        low = np.asarray(low.numpy() if hasattr(low, "numpy") else low)
-        masks = (mask_from_low_res(m, tuple(predictor.input_size), (h, w)) for m in low)
     rles, areas = [], []
-    for m in masks:
-        rles.append(mask_to_coco_rle(m))
-        areas.append(int(m.sum()))
+    if work.shape[:2] == (h, w):
+        for m in masks.numpy() if hasattr(masks, "numpy") else masks:
+            rles.append(mask_to_coco_rle(m))
+            areas.append(int(m.sum()))
+    else:  # straight from the low-res logits to RLE at the caller's size (a 100 MP mask is 100 MB)
+        for m in np.asarray(low.numpy() if hasattr(low, "numpy") else low):
+            rle, _, area = low_res_to_coco_rle(m, tuple(predictor.input_size), (h, w))
+            rles.append(rle)
+            areas.append(area)
     return {"size": [h, w], "masks": rles, "scores": [float(s) for s in scores], "areas": areas}
 
 
@@ -78,8 +86,8 @@ def everything_api(
     """COCO-format annotations (RLE + polygons) of every object MobileSAMv2 finds, in the
     caller's pixels. None means the default for any detector parameter."""
     cfg = services.config
-    conf_v = parse_fraction("detector_conf", detector_conf, DETECTOR_CONF, low_inclusive=False)
-    iou_v = parse_fraction("detector_nms_iou", detector_nms_iou, DETECTOR_NMS_IOU)
+    conf_v = parse_detector_conf(detector_conf, DETECTOR_CONF)
+    iou_v = parse_detector_nms_iou(detector_nms_iou, DETECTOR_NMS_IOU)
     size = parse_imgsz(imgsz, DETECTOR_IMGSZ, cfg.min_imgsz, cfg.max_imgsz)
     loaded = load_user_image(services, image_path)
     records, timings = run_everything(
@@ -121,3 +129,10 @@ def load_user_image(services, value: Any) -> LoadedImage:
         return read_image(path, max_side=cfg.max_image_side, max_pixels=cfg.max_pixels)
     except ImageLoadError as exc:
         raise UserError(f"cannot use this image: {exc}") from None
+
+
+def read_upload(services, path: str) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """(worked-on image, user's size (H, W)) of a file this server's client uploaded: how a
+    session released by the session budget gets its image back."""
+    loaded = load_user_image(services, client_file(path))
+    return loaded.image, tuple(loaded.original_size)

@@ -12,7 +12,7 @@ import gradio as gr
 from .api_routes import build_api
 from .budget import SessionBudget
 from .context import AppContext
-from .errors import UserFacingError, user_errors  # noqa: F401 (part of this module's interface)
+from .errors import UserFacingError, quiet_input_errors, user_errors  # noqa: F401 (part of this module's interface)
 from .everything_ui import build_everything_tab
 from .segment_tab import MODES, WIDGET_JS, build_segment_tab  # noqa: F401
 from .services import AppConfig, Services, load_services
@@ -53,7 +53,9 @@ def create_app(
         with gr.Tab("Segment everything", elem_id="msw-tab-everything"):
             build_everything_tab(ctx, segment.state)
         build_api(ctx)
+    ctx.blocks = demo
     enforce_upload_rule(demo)
+    quiet_input_errors(demo)  # Gradio's own refusals of bad values: a clear message, no traceback
     start_session_pruning(demo, ttl=config.session_ttl, capacity=config.max_sessions)
     return demo, ctx
 

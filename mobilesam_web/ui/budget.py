@@ -1,9 +1,10 @@
 """A byte budget over every visitor's session: images, embeddings, masks and caches together.
 
 Sessions live in `gr.State`; this registry only holds weak references to them, in order of last
-use. When the total passes the budget, the least recently used sessions are released (their
-image, embedding and masks dropped) and marked, so their visitor is told on the next action
-instead of the server running out of memory for everyone.
+use. When the total passes the budget, the least recently used sessions are released in two
+steps: first what can be made again (the image and its embedding: the session reads its upload
+again and re-encodes on its next action, ~1 s, and the visitor loses nothing), then, if that is
+not enough, everything (the visitor is told to upload again on the next action).
 """
 
 import logging
@@ -22,7 +23,7 @@ EVICTED = (
 
 class SessionBudget:
     """Sessions by last use; `touch(s)` after every event of `s` keeps the total within
-    `max_bytes` (a session needs `nbytes() -> int` and `release() -> None`)."""
+    `max_bytes` (a session needs `nbytes() -> int` and `release(everything: bool) -> None`)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = int(max_bytes)
@@ -51,16 +52,20 @@ class SessionBudget:
         return [s for s in (ref() for ref in self._items.values()) if s is not None]
 
     def _enforce(self, keep: int) -> None:
-        sizes = {k: (ref(), 0) for k, ref in self._items.items()}
-        sizes = {k: (s, s.nbytes()) for k, (s, _) in sizes.items() if s is not None}
+        sizes = {k: ref() for k, ref in self._items.items()}
+        sizes = {k: [s, s.nbytes()] for k, s in sizes.items() if s is not None}
         total = sum(n for _, n in sizes.values())
-        for key in list(self._items):
-            if total <= self.max_bytes:
-                break
-            if key == keep or key not in sizes:
-                continue
-            session, n = sizes[key]
-            session.release()  # the visitor is told on the next action (EVICTED)
-            del self._items[key]
-            total -= n
-            log.info("session budget: released an idle session (%.1f MB)", n / 2**20)
+        for everything in (False, True):  # what can be made again first, then the rest
+            for key in list(self._items):
+                if total <= self.max_bytes:
+                    return
+                if key == keep or key not in sizes:
+                    continue
+                session, n = sizes[key]
+                session.release(everything=everything)
+                left = session.nbytes()
+                sizes[key][1] = left
+                total -= n - left
+                if everything:
+                    del self._items[key]
+                log.info("session budget: released %.1f MB of an idle session", (n - left) / 2**20)

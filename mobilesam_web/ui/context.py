@@ -25,6 +25,7 @@ class AppContext:
     config: AppConfig
     browser_available: bool
     budget: SessionBudget = field(default_factory=lambda: SessionBudget(2 << 30))  # every session's bytes
+    blocks: Any = None  # the app's Blocks, set once built: whether a visitor's page is still there
 
 
 def bind(fn: Callable[..., Any], ctx: AppContext) -> Callable[..., Any]:

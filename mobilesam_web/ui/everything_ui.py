@@ -5,22 +5,26 @@ so the comparison reuses the run instead of repeating it. The comparison is a ge
 decodes one batch of points per step: Gradio's Cancel stops it between two batches.
 """
 
+import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import gradio as gr
 import numpy as np
 
 from . import segment as seg
-from .api import client_file, load_user_image
+from .api import client_file, load_user_image, read_upload
 from .context import AppContext, bind, require_model
 from .errors import UserFacingError, user_errors
 from .everything_tab import grid_steps, render_records, run_everything
 from .examples import add_examples
 from .exports import write_exports
-from .params import parse_bool, parse_fraction, parse_imgsz
+from .params import parse_bool, parse_detector_conf, parse_detector_nms_iou, parse_fraction, parse_imgsz
+from .sessions import page_closed
+
+log = logging.getLogger("mobilesam_web")
 
 NO_IMAGE = "Upload an image first, click an example, or use the image from the Segment anything tab."
 GRID_SIDE = 32
@@ -46,9 +50,25 @@ class EverythingTab:
     files: gr.File
 
 
-def _progress_adapter(progress):
-    """Pipeline reports (fraction, message); a bar only while the fraction means something."""
-    return lambda f, msg: progress(f if 0.0 < f < 1.0 else None, desc=msg)
+class PageGone(seg.UserError):
+    """The visitor's page disconnected: the work for it stops (nobody would see the result)."""
+
+
+def _progress_adapter(progress, gone: Callable[[], bool] = lambda: False):
+    """Pipeline reports (fraction, message); a bar only while the fraction means something.
+    Each report also checks that the page is still there."""
+
+    def report(f: float, msg: str) -> None:
+        if gone():
+            raise PageGone("the page was closed; the run stopped")
+        progress(f if 0.0 < f < 1.0 else None, desc=msg)
+
+    return report
+
+
+def _page_gone(ctx: AppContext, request: Optional[gr.Request]) -> Callable[[], bool]:
+    session = getattr(request, "session_hash", None)
+    return lambda: page_closed(ctx.blocks, session)
 
 
 def _source(ctx: AppContext, path, seg_session) -> Tuple[np.ndarray, Tuple[int, int], str]:
@@ -56,13 +76,15 @@ def _source(ctx: AppContext, path, seg_session) -> Tuple[np.ndarray, Tuple[int, 
     if path:
         loaded = load_user_image(ctx.services, client_file(path))
         return loaded.image, tuple(loaded.original_size), os.path.basename(path)
-    if isinstance(seg_session, seg.SegmentSession) and not seg_session.evicted:
-        return seg_session.image, tuple(seg_session.user_size), seg_session.name
+    if isinstance(seg_session, seg.SegmentSession):
+        with seg_session.lock:  # a session released by the budget reads its upload again
+            seg_session.restore(lambda p: read_upload(ctx.services, p), ctx.services)
+            return seg_session.image, tuple(seg_session.user_size), seg_session.name
     raise UserFacingError(NO_IMAGE)
 
 
 def segment_everything(
-    ctx: AppContext, path, conf, iou, imgsz, iou_filter, stab_filter, dedupe, seg_session, progress
+    ctx: AppContext, path, conf, iou, imgsz, iou_filter, stab_filter, dedupe, seg_session, progress, request=None
 ) -> tuple:
     """The run shared by the button, the examples and 'use the image from Segment anything'.
     The reported total is the time from this handler's start to its return: reading the image,
@@ -70,8 +92,8 @@ def segment_everything(
     t_start = time.perf_counter()
     require_model(ctx)
     cfg = ctx.config
-    conf = parse_fraction("Detector confidence", conf, 0.4, low_inclusive=False)
-    iou = parse_fraction("Detector NMS IoU", iou, 0.9)
+    conf = parse_detector_conf(conf, 0.4, "Detector confidence")
+    iou = parse_detector_nms_iou(iou, 0.9, "Detector NMS IoU")
     imgsz = parse_imgsz(imgsz, 1024, cfg.min_imgsz, cfg.max_imgsz)
     iou_filter = parse_fraction("Min predicted IoU", iou_filter, 0.0)
     stab_filter = parse_fraction("Min stability score", stab_filter, 0.0)
@@ -92,7 +114,7 @@ def segment_everything(
         pred_iou_thresh=iou_filter if iou_filter > 0 else None,
         stability_thresh=stab_filter if stab_filter > 0 else None,
         mask_nms_thresh=0.9 if dedupe else None,
-        progress=_progress_adapter(progress),
+        progress=_progress_adapter(progress, _page_gone(ctx, request)),
         output_size=size,
     )
     n = len(records)
@@ -130,20 +152,43 @@ def segment_everything(
 
 @user_errors
 def on_everything(
-    ctx: AppContext, path, conf, iou, imgsz, iou_filter, stab_filter, dedupe, seg_session, progress=gr.Progress()
+    ctx: AppContext,
+    path,
+    conf,
+    iou,
+    imgsz,
+    iou_filter,
+    stab_filter,
+    dedupe,
+    seg_session,
+    request: gr.Request = None,
+    progress=gr.Progress(),
 ):
     """Segment everything in the uploaded image (else the segment tab's image)."""
-    return segment_everything(ctx, path, conf, iou, imgsz, iou_filter, stab_filter, dedupe, seg_session, progress)
+    return segment_everything(
+        ctx, path, conf, iou, imgsz, iou_filter, stab_filter, dedupe, seg_session, progress, request
+    )
 
 
 @user_errors
 def on_everything_from_segment(
-    ctx: AppContext, conf, iou, imgsz, iou_filter, stab_filter, dedupe, seg_session, progress=gr.Progress()
+    ctx: AppContext,
+    conf,
+    iou,
+    imgsz,
+    iou_filter,
+    stab_filter,
+    dedupe,
+    seg_session,
+    request: gr.Request = None,
+    progress=gr.Progress(),
 ):
     """Segment everything in the image loaded in the segment tab (and clear this tab's upload)."""
     if not isinstance(seg_session, seg.SegmentSession):
         raise UserFacingError("Upload an image in the Segment anything tab first.")
-    out = segment_everything(ctx, None, conf, iou, imgsz, iou_filter, stab_filter, dedupe, seg_session, progress)
+    out = segment_everything(
+        ctx, None, conf, iou, imgsz, iou_filter, stab_filter, dedupe, seg_session, progress, request
+    )
     return out + (None,)
 
 
@@ -153,7 +198,7 @@ def _grid_busy(busy: bool) -> Tuple[Any, Any]:
 
 
 @user_errors
-def on_grid(ctx: AppContext, run, progress=gr.Progress()):
+def on_grid(ctx: AppContext, run, request: gr.Request = None, progress=gr.Progress()):
     """SAM's 32×32 grid on the last run's image, for comparison. A generator: each step decodes
     one batch of points and reports it, so Cancel stops the work between two batches."""
     if not isinstance(run, EverythingRun):
@@ -165,6 +210,7 @@ def on_grid(ctx: AppContext, run, progress=gr.Progress()):
         True
     )
     steps = grid_steps(ctx.services, run.image, GRID_SIDE)
+    gone = _page_gone(ctx, request)
     try:
         while True:
             try:
@@ -172,6 +218,9 @@ def on_grid(ctx: AppContext, run, progress=gr.Progress()):
             except StopIteration as finished:
                 records = finished.value
                 break
+            if gone():  # the page is gone: nobody waits for this (Gradio does not stop it by itself)
+                log.info("grid comparison stopped at %d/%d points: its page disconnected", done, total)
+                return
             progress((done, total), desc="grid: points decoded", unit="points")
             yield (
                 f"Grid {GRID_SIDE}×{GRID_SIDE}: {done}/{total} points decoded · {time.perf_counter() - t0:.0f} s",

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -73,7 +73,10 @@ class SegmentSession:
     max_objects: int = 100
     browser_token: Optional[str] = None  # the embedding handed to this user's browser
     browser_image: Optional[str] = None  # the display image as a data URL (made once)
-    evicted: bool = False  # released by the session budget: the visitor must upload again
+    source: Optional[str] = None  # the uploaded file, to read again after a release
+    size_before_release: Optional[Tuple[int, int]] = None
+    cold: bool = False  # image and embedding released by the session budget (made again on use)
+    evicted: bool = False  # everything released: the visitor must upload again
     # events of one session apply one at a time (Gradio runs a session's events concurrently)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
@@ -86,15 +89,43 @@ class SegmentSession:
         total = sum(getattr(a, "nbytes", 0) or 0 for a in arrays)
         return total + len(self.browser_image or "")
 
-    def release(self) -> None:
-        """Drop the image, the embedding and every mask (the session budget's eviction)."""
+    def release(self, everything: bool = False) -> None:
+        """The session budget's eviction. First the image, the embedding and what can be made
+        again from them (the visitor's prompts, masks and kept objects stay, and `restore`
+        reads the upload again on the next action); `everything=True` drops the rest too."""
         with self.lock:
-            self.evicted = True
+            if not self.cold:
+                self.size_before_release = self.size
+            self.cold = True
             self.image = np.zeros((1, 1, 3), np.uint8)
             self.embedding = None
-            self.result, self.history, self.objects = None, [], []
-            self.prompts = Prompts()
             self.browser_image = None
+            self.history = []
+            for o in self.objects:
+                o.crop = None
+            if everything or self.source is None:
+                self.evicted = True
+                self.result, self.objects, self.prompts = None, [], Prompts()
+
+    def restore(self, load: "Callable[[str], Tuple[np.ndarray, Tuple[int, int]]]", services) -> None:
+        """After `release()`: read the upload again (`load(path) -> (image, user size)`) and
+        encode it; raises UserError if that is no longer possible (the visitor uploads again)."""
+        from .budget import EVICTED
+
+        if not self.cold:
+            return
+        if self.evicted or self.source is None:
+            raise UserError(EVICTED)
+        try:
+            image, _ = load(self.source)
+        except Exception:  # the upload expired meanwhile
+            self.release(everything=True)
+            raise UserError(EVICTED) from None
+        fresh = start_session(services, image)
+        if fresh.size != self.size_before_release:
+            raise UserError(EVICTED)
+        self.image, self.embedding, self.cold = fresh.image, fresh.embedding, False
+        log.info("restored a released session (%dx%d)", image.shape[1], image.shape[0])
 
     @property
     def user_size(self) -> Tuple[int, int]:
@@ -103,6 +134,8 @@ class SegmentSession:
 
     @property
     def size(self) -> Tuple[int, int]:
+        if self.cold and self.size_before_release is not None:
+            return self.size_before_release
         return self.image.shape[0], self.image.shape[1]
 
     @property
@@ -142,10 +175,14 @@ class SegmentSession:
 
 
 def start_session(
-    services, image: np.ndarray, name: str = "image", original_size: Optional[Tuple[int, int]] = None
+    services,
+    image: np.ndarray,
+    name: str = "image",
+    original_size: Optional[Tuple[int, int]] = None,
+    source: Optional[str] = None,
 ) -> SegmentSession:
     """Encode the image once; the embedding stays in the session. original_size: the user's
-    image size when `image` is a downscaled copy."""
+    image size when `image` is a downscaled copy; source: the uploaded file it came from."""
     predictor = services.new_predictor()
     t = time.perf_counter()
     predictor.set_image(image)
@@ -160,6 +197,7 @@ def start_session(
         original_size=None if original_size is None else tuple(original_size),
         max_points=int(getattr(getattr(services, "config", None), "max_points", 64)),
         max_objects=int(getattr(getattr(services, "config", None), "max_objects", 100)),
+        source=source,
     )
 
 

@@ -20,7 +20,7 @@ from typing import Callable, Optional
 import gradio as gr
 
 from . import segment as seg
-from .api import client_file, load_user_image
+from .api import client_file, load_user_image, read_upload
 from .budget import EVICTED
 from .context import AppContext, bind, require_model
 from .errors import UserFacingError, user_errors
@@ -90,6 +90,8 @@ def one_at_a_time(fn: Callable) -> Callable:
     def handler(ctx: AppContext, s, *args, **kwargs):
         lock = s.lock if isinstance(s, seg.SegmentSession) else contextlib.nullcontext()
         with lock:
+            if isinstance(s, seg.SegmentSession):
+                s.restore(lambda path: read_upload(ctx.services, path), ctx.services)  # after a budget release
             out = fn(ctx, s, *args, **kwargs)
         if isinstance(s, seg.SegmentSession):
             ctx.budget.touch(s)
@@ -117,6 +119,7 @@ def on_upload(ctx: AppContext, path, refine_on, progress=gr.Progress()):
         loaded.image,
         name=os.path.basename(path),
         original_size=loaded.original_size if loaded.scale != 1.0 else None,
+        source=client_file(path),
     )
     ctx.budget.touch(s)
     return (s,) + view(ctx, s) + (browser_view(ctx, s, refine_on), gr.update(value=None, visible=False))
@@ -196,7 +199,7 @@ def on_click(ctx: AppContext, s, mode_label, refine, evt: gr.SelectData):
     s = _need_image(s)
     try:
         x, y = float(evt.index[0]) / s.display_scale, float(evt.index[1]) / s.display_scale
-    except (TypeError, ValueError, IndexError, KeyError):
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError):
         raise UserFacingError("The click position is not a number.") from None
     s = seg.add_click(ctx.services, s, x, y, MODES.get(mode_label, "add"), parse_bool("refine", refine, True))
     return (s,) + view(ctx, s)

@@ -85,3 +85,13 @@ def start_session_pruning(demo, ttl: float, capacity: int, interval: Optional[fl
     thread = threading.Thread(target=loop, name="mobilesam-session-pruning", daemon=True)
     thread.start()
     return thread
+
+
+def page_closed(blocks, session_hash: Optional[str]) -> bool:
+    """True once Gradio has seen this session's page disconnect (its event stream closed and no
+    heartbeat came back): long work for it can stop. False when it cannot tell."""
+    holder = getattr(blocks, "state_holder", None)
+    if holder is None or not session_hash:
+        return False
+    state = getattr(holder, "session_data", {}).get(session_hash)
+    return bool(getattr(state, "is_closed", False))

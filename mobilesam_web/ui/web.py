@@ -248,9 +248,7 @@ def msw_app(services, store: EmbeddingStore):
     def embedding(token: str):
         data = store.get(token)
         if data is None:
-            raise HTTPException(
-                410, "this image's embedding is gone (its session expired or was released); upload it again"
-            )
+            raise HTTPException(404, "unknown or expired embedding (its session ended); upload the image again")
         return Response(data, media_type="application/octet-stream", headers={"Cache-Control": "private, no-store"})
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="msw-static")
