@@ -1,17 +1,20 @@
 """Segment everything: SAM's 32x32 grid vs MobileSAMv2 box prompts, one run, same image.
 
-    python bench/bench_everything.py [--grid-points 32] [--boxes 100] [--threads 2]
+    python bench/bench_everything.py [--grid-points 32] [--boxes 100] [--threads 2] [--photo-boxes 300]
 
 - grid: `SamAutomaticMaskGenerator` on the torch engine = the official algorithm (its decoder
   stage is what took 129 s with the official code on this machine);
 - boxes: the ONNX engine's batched box decoder over the detector's boxes;
 - detector: a YOLOv8x-size network (the size of the real ObjectAwareModel.pt) with random
   weights, built from the fixture checkpoint's yaml at scale x, to time it realistically; the
-  boxes come from the fixture detector (random weights give arbitrary counts), cut to --boxes.
+  boxes come from the fixture detector (random weights give arbitrary counts), cut to --boxes;
+- a 12 MP photo: /everything's path on a 4000x3000 JPEG with --photo-boxes boxes, against the
+  same boxes with masks at the working copy's size, with peak RSS (VmHWM) of each.
 """
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,6 +53,7 @@ def main() -> None:
     ap.add_argument("--grid-points", type=int, default=32)
     ap.add_argument("--boxes", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--photo-boxes", type=int, default=300, help="boxes in the 12 MP photo run (0: skip it)")
     ap.add_argument(
         "--detector-backend",
         choices=["torch", "onnxruntime"],
@@ -117,6 +121,69 @@ def main() -> None:
     )
     print(f"ratio end to end: {grid_total / box_total:.1f}x (official grid measured 129 s on this machine)")
     print(f"peak RSS: {rss_box:.0f} MB after box prompts, {rss_mb():.0f} MB after the grid")
+    if args.photo_boxes:
+        photo_run(engine, big, args.image, args.photo_boxes)
+
+
+def photo_run(engine, big: ObjectAwareDetector, image_path: str, n_boxes: int) -> None:
+    """A 12 MP phone photo (4000x3000 JPEG) as /everything runs it: read (downscaled to 2048
+    for the work), detect, decode, masks at the photo's size as RLE, COCO with polygons. The
+    baseline in the same run: the same boxes with masks at the working copy's size (2048x1536)."""
+    import io
+
+    from mobilesam_web.image_io import read_image
+    from mobilesam_web.masks import coco_annotations
+
+    buf = io.BytesIO()
+    Image.open(image_path).convert("RGB").resize((4000, 3000), Image.BILINEAR).save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    small = ObjectAwareDetector.from_checkpoint(
+        str(FIX / "objectaware_parity" / "objectaware_random.pt")
+    )  # random weights: boxes from a low confidence, cut to n_boxes
+    work = read_image(data).image
+    boxes, scores = small(work, conf=0.05, max_det=n_boxes)
+
+    def run(size):
+        reset_peak()
+        t0 = time.perf_counter()
+        loaded = read_image(data)
+        se = SegmentEverything(OnnxSamPredictor(engine), FixedBoxes(big, boxes, scores), output_mode="coco_rle")
+        recs = se.generate(loaded.image, output_size=size or loaded.original_size)
+        t_coco = time.perf_counter()
+        coco = coco_annotations(recs, size or loaded.original_size)
+        t_end = time.perf_counter()
+        return t_end - t0, t_end - t_coco, se.timings, len(coco["annotations"]), growth_mb()
+
+    base = run(work.shape[:2])
+    photo = run(None)
+    for name, (total, t_coco, t, n, grown) in (("2048x1536 (baseline)", base), ("4000x3000 photo", photo)):
+        print(
+            f"everything, {name}: {total:.2f} s end to end = encode {t['encode']:.2f} + detect {t['detect']:.2f} + "
+            f"decode {t['decode']:.2f} + masks as RLE {t['postprocess']:.2f} + COCO/polygons {t_coco:.2f}; "
+            f"{n} objects from {int(t['boxes'])} boxes; peak RSS +{grown:.0f} MB"
+        )
+    print(
+        f"ratio 12 MP / working size: {photo[0] / base[0]:.2f}x time (goal: 12 MP with ~300 boxes <= 15 s, <= 1.2 GB)"
+    )
+
+
+def reset_peak() -> None:
+    """Reset this process' peak RSS (VmHWM) to its current RSS (Linux)."""
+    global _start_rss
+    Path("/proc/self/clear_refs").write_text("5")
+    _start_rss = _status_kb("VmRSS")
+
+
+def growth_mb() -> float:
+    return (_status_kb("VmHWM") - _start_rss) / 1024
+
+
+def _status_kb(field: str) -> int:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+_start_rss = 0
 
 
 if __name__ == "__main__":

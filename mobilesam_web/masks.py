@@ -225,7 +225,7 @@ def rle_to_crop(rle: Dict[str, Any]) -> Optional[MaskCrop]:
     cols = np.repeat(values, np.maximum(clipped, 0)).view(np.uint8).reshape(x1 - x0 + 1, h)
     band = cv2.transpose(cols)  # (h, columns), row-major: fast where numpy's .T copy is not
     rows = np.flatnonzero(band.any(axis=1))
-    return MaskCrop(int(rows[0]), x0, band[rows[0] : rows[-1] + 1].astype(bool), (h, w))
+    return MaskCrop(int(rows[0]), x0, band[rows[0] : rows[-1] + 1].view(bool), (h, w))  # 0/1 bytes: a view
 
 
 def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:

@@ -480,3 +480,16 @@ def test_a_session_released_by_the_budget_comes_back_by_itself(ctx, uploaded):
     os.remove(path)  # the upload expired meanwhile
     with pytest.raises(gr.Error, match="Upload it again"):
         segment_tab.undo(ctx, s2)
+
+
+def test_the_embedding_of_a_released_session_comes_back_for_its_page(ctx, uploaded):
+    from mobilesam_web.ui.api import read_upload
+
+    store = EmbeddingStore(restore=lambda x: x.restore(lambda p: read_upload(ctx.services, p), ctx.services))
+    s = upload(ctx, uploaded(MOBILESAM_FIXTURE / "image.png"))[0]
+    token = store.put(s)
+    before = store.get(token)
+    s.release()
+    assert s.cold and store.get(token) == before and not s.cold
+    s.release(everything=True)
+    assert store.get(token) is None

@@ -9,6 +9,7 @@ from typing import Optional, Tuple
 
 import gradio as gr
 
+from .api import read_upload
 from .api_routes import build_api
 from .budget import SessionBudget
 from .context import AppContext
@@ -35,7 +36,7 @@ def create_app(
     # the browser decoder is the exported ONNX graph, so it needs the onnxruntime engine
     ctx = AppContext(
         services=services,
-        store=EmbeddingStore(),
+        store=EmbeddingStore(restore=lambda s: s.restore(lambda path: read_upload(services, path), services)),
         config=config,
         browser_available=services.engine is not None,
         budget=SessionBudget(int(config.session_budget_mb * 2**20)),

@@ -24,6 +24,7 @@ use the first X-Forwarded-For entry instead. Only do so behind a proxy: otherwis
 names its own address in that header.
 """
 
+import asyncio
 import json
 import os
 import re
@@ -216,6 +217,9 @@ class UploadRate:
             del self._times[client]
 
 
+SETTLE_STEPS, SETTLE_S = 20, 0.05  # how long a join over the limit waits for finished events to go
+
+
 class QueueShare:
     """Events each session and each client address has waiting or running in Gradio's queue."""
 
@@ -355,6 +359,13 @@ class Guard:
             await reply(send, 422, f"there is no event number {fn_index} in this app")
             return
         refusal = self.queue.refusal(session, client)
+        # Gradio answers an event before it forgets it (cleanup runs after the result is sent):
+        # a page's next event, sent at once, may find its last one still counted for a moment.
+        for _ in range(SETTLE_STEPS):
+            if refusal is None:
+                break
+            await asyncio.sleep(SETTLE_S)
+            refusal = self.queue.refusal(session, client)
         if refusal is not None:
             await reply(send, 429, refusal)
             return

@@ -24,7 +24,7 @@ import secrets
 import threading
 import weakref
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -95,9 +95,10 @@ class EmbeddingStore:
     weak references: an embedding lives exactly as long as its session (its TTL, or until the
     session budget releases it), never evicted behind its page's back by other uploads."""
 
-    def __init__(self) -> None:
+    def __init__(self, restore: Optional[Callable[[Any], None]] = None) -> None:
         self._items: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
+        self._restore = restore  # brings back a session the budget released (reads its upload again)
 
     def put(self, session: Any) -> str:
         token = secrets.token_urlsafe(16)
@@ -108,10 +109,17 @@ class EmbeddingStore:
     def get(self, token: str) -> Optional[bytes]:
         with self._lock:
             session = self._items.get(token)
-        embedding = None if session is None else session.embedding
-        if embedding is None:  # gone with its session, or released by the session budget
+        if session is None:
             return None
-        return np.asarray(embedding, dtype=np.float32).reshape(1, 256, 64, 64).astype("<f2").tobytes()
+        if getattr(session, "cold", False) and self._restore is not None:
+            try:
+                with session.lock:
+                    self._restore(session)
+            except ValueError:  # released for good, or its upload expired: the page says so
+                return None
+        if session.embedding is None:
+            return None
+        return np.asarray(session.embedding, dtype=np.float32).reshape(1, 256, 64, 64).astype("<f2").tobytes()
 
 
 def cross_origin_isolation_enabled() -> bool:
