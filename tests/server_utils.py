@@ -87,6 +87,19 @@ def running_app(args, env_extra=None, timeout=180, script=None):
         log.close()
 
 
+@contextlib.contextmanager
+def raw_server(env_extra, detector: bool = True):
+    """The app with the fixture weights, for raw-protocol tests: a RawGradio client with the
+    server's `pid` (memory checks) and `log` (its log file)."""
+    from hostile_client import RawGradio
+
+    with running_app(fixture_args(detector=detector), env_extra) as url:
+        raw = RawGradio(url)
+        raw.pid = url.pid
+        raw.log = ARTIFACTS / f"server-{url.rstrip('/').rsplit(':', 1)[1]}.log"
+        yield raw
+
+
 def require_chromium() -> str:
     if not Path(CHROMIUM).exists():
         raise FileNotFoundError(

@@ -14,8 +14,8 @@ import pytest
 from test_image_io import _png_with, _text_chunk, jpeg_claiming, png_flat, webp_solid
 
 from conftest import MOBILESAM_FIXTURE, OBJECTAWARE_FIXTURE
-from hostile_client import PeakRss, RawGradio
-from server_utils import ARTIFACTS, fixture_args, running_app
+from hostile_client import PeakRss
+from server_utils import raw_server
 
 HUGE = 10**400  # valid JSON, too large for a float
 QUICK = 10.0  # seconds: a refusal comes at least this fast (the machine may be loaded)
@@ -27,10 +27,7 @@ def server(sam_weights_path, tmp_path_factory):
         "MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx")),
         "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio-uploads")),
     }
-    with running_app(fixture_args(detector=True), env) as url:
-        raw = RawGradio(url)
-        raw.pid = url.pid
-        raw.log = ARTIFACTS / f"server-{url.rstrip('/').rsplit(':', 1)[1]}.log"
+    with raw_server(env) as raw:
         yield raw
 
 

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from conftest import MOBILESAM_FIXTURE, OBJECTAWARE_FIXTURE
-from hostile_client import PeakRss, RawGradio, rss_bytes
-from server_utils import ARTIFACTS, fixture_args, running_app
+from hostile_client import PeakRss, rss_bytes
+from server_utils import raw_server
 
 SESSION_BUDGET_MB = 256
 
@@ -28,10 +28,7 @@ def server(sam_weights_path, tmp_path_factory):
         "MOBILESAM_MAX_QUEUED_PER_CLIENT": "1000",
         "MOBILESAM_MAX_QUEUED_PER_SESSION": "100",
     }
-    with running_app(fixture_args(detector=True), env) as url:
-        raw = RawGradio(url)
-        raw.pid = url.pid
-        raw.log = ARTIFACTS / f"server-{url.rstrip('/').rsplit(':', 1)[1]}.log"
+    with raw_server(env) as raw:
         yield raw
 
 
