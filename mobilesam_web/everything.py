@@ -6,6 +6,7 @@ multimask_output=False. Runs on the CPU with the ONNX Runtime engine (or the tor
 """
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -151,8 +152,8 @@ class SegmentEverything:
             idx = idx[_mask_nms(low[idx], valid, pred_iou[idx], self.mask_nms_thresh)]
         oh, ow = output_size or (h, w)
         box_scale = np.array([ow / w, oh / h, ow / w, oh / h])
-        records = []
-        for i in idx:
+
+        def record(i: int) -> Optional[Dict[str, Any]]:
             if self.output_mode == "coco_rle":  # straight to RLE: no mask array at all
                 seg, bounds, area = low_res_to_coco_rle(low[i], input_size, (oh, ow))
             else:
@@ -160,20 +161,22 @@ class SegmentEverything:
                 area, bounds = (0, None) if crop is None else (crop.area, crop.bounds)
                 seg = crop if self.output_mode == "crop" or crop is None else crop.full()
             if area == 0 or area < self.min_area:
-                continue
-            records.append(
-                {
-                    "segmentation": seg,
-                    "area": area,
-                    "bbox": inclusive_xyxy_to_xywh(bounds),
-                    "predicted_iou": float(pred_iou[i]),
-                    "stability_score": float(stab[i]),
-                    "point_coords": [],
-                    "crop_box": [0, 0, ow, oh],
-                    "prompt_box": [float(v) for v in boxes[i] * box_scale],
-                    "detector_score": float(det_scores[i]),
-                }
-            )
+                return None
+            return {
+                "segmentation": seg,
+                "area": area,
+                "bbox": inclusive_xyxy_to_xywh(bounds),
+                "predicted_iou": float(pred_iou[i]),
+                "stability_score": float(stab[i]),
+                "point_coords": [],
+                "crop_box": [0, 0, ow, oh],
+                "prompt_box": [float(v) for v in boxes[i] * box_scale],
+                "detector_score": float(det_scores[i]),
+            }
+
+        # two masks at a time: their numpy passes are single-threaded and release the GIL
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            records = [r for r in pool.map(record, idx) if r is not None]
         records.sort(key=lambda r: -r["area"])
         t["postprocess"] = time.perf_counter() - t0
         t["boxes"] = float(len(boxes))

@@ -1,5 +1,6 @@
 """Mask encodings: uncompressed and COCO-compressed RLE, areas, stability scores."""
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -142,23 +143,21 @@ def low_res_to_coco_rle(
     in place: no full-size array, no transpose, no second pass for the box or the area."""
     h, w = int(original_size[0]), int(original_size[1])
     parts = []
-    for x0, y0, tblock in threshold_blocks(np.ascontiguousarray(low.T), tuple(input_size)[::-1], (w, h)):
+    for x0, y0, tblock in threshold_blocks(np.ascontiguousarray(low.T), tuple(input_size)[::-1], (w, h), True):
         parts.append(_column_changes(tblock, x0, y0, h))
     counts = _counts_from_changes(np.concatenate(parts) if parts else np.zeros(0, np.int64), h * w)
     rle = {"size": [h, w], "counts": encode_rle_string(counts)}
     return (rle,) + _runs_box_area(counts, h)
 
 
-def _column_changes(tblock: np.ndarray, x0: int, y0: int, h: int) -> np.ndarray:
+def _column_changes(framed: np.ndarray, x0: int, y0: int, h: int) -> np.ndarray:
     """Where the value changes, in column-major positions of an H-row image, for a block whose
-    row c is image column x0 + c over image rows y0 .. y0 + tblock.shape[1] - 1 (False around)."""
-    ncols, nrows = tblock.shape
-    inner = np.flatnonzero(tblock[:, 1:] != tblock[:, :-1]) if nrows > 1 else np.zeros(0, np.int64)
-    col, row = np.divmod(inner, max(nrows - 1, 1))
-    inside = (x0 + col) * h + (y0 + row + 1)
-    first = np.flatnonzero(tblock[:, 0])  # a column of the block starting inside the mask
-    last = np.flatnonzero(tblock[:, -1])  # ... and ending inside it: the change is one row later
-    return np.concatenate([inside, (x0 + first) * h + y0, (x0 + last) * h + y0 + nrows])
+    row c is image column x0 + c over image rows y0 .. y0 + framed.shape[1] - 3, with a False
+    column on either side (so a run that starts or ends at the block's edge is a change too)."""
+    flat = framed.ravel()  # rows run into each other False to False: no change between them
+    k = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    col, row = np.divmod(k, framed.shape[1])
+    return (x0 + col) * h + (y0 + row - 1)
 
 
 def _counts_from_changes(changes: np.ndarray, total: int) -> List[int]:
@@ -290,10 +289,11 @@ def coco_annotations(
 ) -> Dict[str, Any]:
     """COCO-format dict (one image, one category) with RLE segmentations and polygons; each
     bbox is the tight box of its mask ([x, y, w, h], w = last column - first column + 1).
-    Segmentations may be RLE, MaskCrops or full masks; one mask's box is decoded at a time."""
+    Segmentations may be RLE, MaskCrops or full masks; one mask's box is decoded at a time
+    per thread (two threads: decoding and tracing are single-threaded and release the GIL)."""
     h, w = image_size
-    anns = []
-    for i, r in enumerate(records, 1):
+
+    def annotation(i: int, r: Dict[str, Any]) -> Dict[str, Any]:
         seg = r["segmentation"]
         crop = as_crop(seg)
         if isinstance(seg, dict) and isinstance(seg.get("counts"), str):
@@ -316,7 +316,10 @@ def coco_annotations(
         for k in ("predicted_iou", "stability_score", "prompt_box", "detector_score", "label"):
             if k in r:
                 ann[k] = r[k]
-        anns.append(ann)
+        return ann
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        anns = list(pool.map(annotation, range(1, len(records) + 1), records))
     return {
         "images": [{"id": 1, "file_name": file_name, "height": int(h), "width": int(w)}],
         "categories": [{"id": 1, "name": category}],

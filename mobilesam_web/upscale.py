@@ -16,7 +16,8 @@ from typing import Iterator, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-BLOCK = 2048  # output rows/columns per block: at most 16 MB of logits at a time
+BLOCK = 2048  # output rows/columns per block of the dense path: at most 16 MB of logits at a time
+CV_BLOCK_PIXELS = 1 << 19  # output pixels per block of the OpenCV path: 2.5 MB of scratch, cache-sized
 CV_MAX_WIDTH = 32767  # OpenCV resizes rows up to this wide; wider images take the dense products
 IMG_SIZE = 1024  # SAM's padded input frame
 TAPS_CACHE_BYTES = 32 << 20  # AxisTaps kept for reuse (a 4000-pixel axis is 128 KB)
@@ -151,30 +152,44 @@ def _dense(taps: AxisTaps, start: int, stop: int, lo: int, hi: int) -> np.ndarra
     return m
 
 
-def _blocks(low: np.ndarray, rt: AxisTaps, ct: AxisTaps, rows, cols, resized_w: int, w: int):
+def _blocks(low: np.ndarray, rt: AxisTaps, ct: AxisTaps, rows, cols, resized_w: int, w: int, framed: bool):
     """Thresholded logits over output rows [r0, r1) x columns [c0, c1), block by block:
-    yields (row start, row stop, column start, bool block). Each block needs only the low-res
+    yields (row start, row stop, column start, bool block); framed: with a False column on
+    either side (column start is still that of the first real column). Each block needs only the low-res
     rows/columns its taps reach. Where the image is not extremely wide, the columns are resized
-    by OpenCV (the same two bilinear steps, ~10x cheaper than the dense product)."""
+    by OpenCV (the same two bilinear steps, ~10x cheaper than the dense product), into two
+    scratch buffers of about CV_BLOCK_PIXELS that stay in cache and are reused: a yielded block
+    is valid until the next one is asked for."""
     import cv2
 
     (r0, r1), (c0, c1) = rows, cols
-    step = BLOCK if w > CV_MAX_WIDTH else max(1, min(BLOCK, (BLOCK * BLOCK) // w))
+    if w > CV_MAX_WIDTH:
+        for rs, re_, cs, block in _dense_blocks(low, rt, ct, rows, cols):
+            yield rs, re_, cs, np.pad(block, ((0, 0), (1, 1))) if framed else block
+        return
+    step = max(1, min(r1 - r0, CV_BLOCK_PIXELS // w))
+    logits, positive = np.empty((step, w), np.float32), np.zeros((step, c1 - c0 + 2), bool)
+    inner = positive[:, 1:-1]
+    # the low-res columns that reach the resized image (and two more, so that the edge
+    # clamping of the 4x resize is the same as over all 256)
+    k = min(low.shape[1], -(-resized_w // 4) + 2)
     for rs in range(r0, r1, step):
         re_ = min(r1, rs + step)
         a0, a1 = int(rt.first[rs:re_].min()), int(rt.last[rs:re_].max()) + 1
+        part = _dense(rt, rs, re_, a0, a1) @ low[a0:a1, :k]  # (rows, k)
+        up = cv2.resize(part, (4 * k, re_ - rs), interpolation=cv2.INTER_LINEAR)
+        full = cv2.resize(up[:, :resized_w], (w, re_ - rs), dst=logits[: re_ - rs], interpolation=cv2.INTER_LINEAR)
+        np.greater(full[:, c0:c1], 0, out=inner[: re_ - rs])
+        yield rs, re_, c0, positive[: re_ - rs] if framed else inner[: re_ - rs]
+
+
+def _dense_blocks(low: np.ndarray, rt: AxisTaps, ct: AxisTaps, rows, cols):
+    """`_blocks` for images wider than OpenCV resizes: dense products, BLOCK x BLOCK at a time."""
+    (r0, r1), (c0, c1) = rows, cols
+    for rs in range(r0, r1, BLOCK):
+        re_ = min(r1, rs + BLOCK)
+        a0, a1 = int(rt.first[rs:re_].min()), int(rt.last[rs:re_].max()) + 1
         left = _dense(rt, rs, re_, a0, a1)
-        if w <= CV_MAX_WIDTH:
-            # the low-res columns that reach the resized image (and two more, so that the edge
-            # clamping of the 4x resize is the same as over all 256)
-            k = min(low.shape[1], -(-resized_w // 4) + 2)
-            part = left @ low[a0:a1, :k]  # (rows, k)
-            up = cv2.resize(part, (4 * k, re_ - rs), interpolation=cv2.INTER_LINEAR)
-            if up.shape[1] != resized_w:
-                up = np.ascontiguousarray(up[:, :resized_w])
-            full = cv2.resize(up, (w, re_ - rs), interpolation=cv2.INTER_LINEAR)
-            yield rs, re_, c0, np.greater(full[:, c0:c1], 0)
-            continue
         for cs in range(c0, c1, BLOCK):
             ce = min(c1, cs + BLOCK)
             b0, b1 = int(ct.first[cs:ce].min()), int(ct.last[cs:ce].max()) + 1
@@ -182,11 +197,14 @@ def _blocks(low: np.ndarray, rt: AxisTaps, ct: AxisTaps, rows, cols, resized_w: 
 
 
 def threshold_blocks(
-    low: np.ndarray, input_size: Tuple[int, int], original_size: Tuple[int, int]
+    low: np.ndarray, input_size: Tuple[int, int], original_size: Tuple[int, int], framed: bool = False
 ) -> Iterator[Tuple[int, int, np.ndarray]]:
     """SAM's `postprocess_masks(...) > 0` at `original_size` (H, W), up to float rounding, as
     blocks (row start, column start, bool block) covering every positive pixel; rows of blocks
-    in order, each row of blocks left to right. Nothing outside the blocks is positive."""
+    in order, each row of blocks left to right. Nothing outside the blocks is positive.
+    A block may be a view of a scratch buffer: use (or copy) it before asking for the next.
+    framed: each block has a False column on either side (C-contiguous where it can be), so
+    that its changes along rows are one flat comparison."""
     h, w = int(original_size[0]), int(original_size[1])
     pos = low > 0
     rows, cols = np.flatnonzero(pos.any(axis=1)), np.flatnonzero(pos.any(axis=0))
@@ -198,7 +216,7 @@ def threshold_blocks(
     c0, c1 = _touching(ct, int(cols[0]), int(cols[-1]) + 1)
     if r1 <= r0 or c1 <= c0:  # positive only in the padding, which is cropped away
         return
-    for rs, _, cs, block in _blocks(low, rt, ct, (r0, r1), (c0, c1), int(input_size[1]), w):
+    for rs, _, cs, block in _blocks(low, rt, ct, (r0, r1), (c0, c1), int(input_size[1]), w, framed):
         yield rs, cs, block
 
 
@@ -208,7 +226,7 @@ def mask_crop_from_low_res(
     """(256, 256) logits -> the MaskCrop of SAM's `postprocess_masks(...) > 0` at
     `original_size` (H, W), up to float rounding; None if the mask is empty."""
     h, w = int(original_size[0]), int(original_size[1])
-    found = [(rs, cs, b) for rs, cs, b in threshold_blocks(low, input_size, original_size) if b.any()]
+    found = [(rs, cs, b.copy()) for rs, cs, b in threshold_blocks(low, input_size, original_size) if b.any()]
     if not found:
         return None
     y0 = min(rs + int(np.flatnonzero(b.any(axis=1))[0]) for rs, _, b in found)

@@ -76,3 +76,42 @@ def test_nms_max_keep_is_a_prefix():
     full = nms(boxes, scores, 0.6)
     assert len(full) > 20
     assert nms(boxes, scores, 0.6, max_keep=20).tolist() == full[:20].tolist()
+
+
+@pytest.mark.parametrize(
+    "input_size,size,block_pixels",
+    [
+        ((768, 1024), (3000, 4000), 1 << 19),  # a 12 MP photo: transposed rows in several blocks
+        ((1024, 683), (1500, 1000), 3000),  # blocks of two rows: every block edge is a run edge
+        ((1024, 1024), (333, 333), 1 << 19),  # one block
+        ((16, 1024), (40, 2560), 2560),  # a wide strip, one row per block
+    ],
+)
+def test_low_res_to_coco_rle_equals_the_dense_mask(monkeypatch, input_size, size, block_pixels):
+    """The transposed, framed, block-by-block RLE equals pycocotools on the dense mask, with the
+    same box and area, for masks that fill the frame, touch its edges or are dotted with holes."""
+    from mobilesam_web import upscale
+    from mobilesam_web.masks import low_res_to_coco_rle
+    from mobilesam_web.upscale import mask_from_low_res
+
+    monkeypatch.setattr(upscale, "CV_BLOCK_PIXELS", block_pixels)
+    rng = np.random.default_rng(sum(size))
+    yy, xx = np.mgrid[:256, :256]
+    cases = [
+        rng.normal(0.5, 1.0, (256, 256)),  # mostly on, dotted with holes (random weights' masks)
+        8.0 - np.hypot(yy - 40, xx - 200) / 4,  # a blob near an edge
+        np.ones((256, 256)),  # everything
+        -np.ones((256, 256)),  # nothing
+    ]
+    for low in cases:
+        low = low.astype(np.float32)
+        dense = mask_from_low_res(low, input_size, size)
+        rle, bounds, area = low_res_to_coco_rle(low, input_size, size)
+        ref = mask_utils.encode(np.asfortranarray(dense.astype(np.uint8)))
+        assert rle["counts"] == ref["counts"].decode() and rle["size"] == list(size)
+        assert area == int(dense.sum())
+        if area:
+            ys, xs = np.nonzero(dense)
+            assert bounds == (xs.min(), ys.min(), xs.max(), ys.max())
+        else:
+            assert bounds is None
