@@ -33,9 +33,13 @@ from typing import Callable, Dict, Optional, Sequence
 from .paths import EXAMPLE_IMAGES, examples_dir, static_dir
 from .weights import PathLike
 
-SITE_JS = ("msw_canvas.js", "msw_worker.js", "msw_runtime.js", "msw_resize.js", "msw_exports.js")
 # the page's config key -> the exported graph it loads
 SITE_GRAPHS = {"decoder": "decoder_lowres", "decoder_fast": "decoder_fast", "encoder": "encoder"}
+
+
+def site_modules(static: Path) -> Sequence[str]:
+    """The page's ES modules (every static/msw_*.js: mount() imports its parts, the worker its own)."""
+    return sorted(p.name for p in static.glob("msw_*.js"))
 
 HEADERS = """/*
   Cross-Origin-Opener-Policy: same-origin
@@ -164,10 +168,11 @@ def export_site(
     for sub in ("models", "examples"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     static = static_dir()
-    code = hashlib.sha256(b"".join((static / name).read_bytes() for name in SITE_JS)).hexdigest()[:12]
+    site_js = site_modules(static)
+    code = hashlib.sha256(b"".join((static / name).read_bytes() for name in site_js)).hexdigest()[:12]
     app_dir = f"app/{code}/"
     (out / app_dir).mkdir(parents=True, exist_ok=True)
-    for name in SITE_JS:
+    for name in site_js:
         shutil.copyfile(static / name, out / app_dir / name)
     version = Path(graphs["encoder"]).parent.name  # <weights sha256[:16]>-v<exporter version>
     models: Dict[str, dict] = {}
