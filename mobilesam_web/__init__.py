@@ -1,11 +1,11 @@
 """mobilesam-web: MobileSAM and MobileSAMv2 for the web and for Python."""
 
 from .build import build_mobile_sam, build_sam_vit_t, load_mobile_sam, load_prompt_guided_decoder, sam_model_registry
+from .checkpoints import CheckpointError, WeightsUnavailableError
 from .detector import ObjectAwareDetector
 from .everything import SegmentEverything
 from .grid import SamAutomaticMaskGenerator
 from .predictor import Predictor, SamPredictor
-from .weights import CheckpointError, WeightsUnavailableError
 
 
 def load_predictor(checkpoint=None, backend: str = "onnxruntime", **kwargs) -> Predictor:

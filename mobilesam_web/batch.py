@@ -206,7 +206,7 @@ class Segmenter:
     def __init__(self, job: SegmentJob, log: Callable[[str], None] = lambda s: None) -> None:
         import torch
 
-        from .weights import resolve_checkpoint
+        from .checkpoints import resolve_checkpoint
 
         self.job = job
         if job.threads:

@@ -4,9 +4,10 @@ from typing import Callable, Dict, Mapping, Optional, Union
 
 import torch
 
+from .checkpoints import PathLike, resolve_checkpoint
 from .modeling import Sam
 from .modeling import build_sam_vit_t as _random_vit_t
-from .weights import PathLike, load_into, load_state_dict_file, resolve_checkpoint
+from .weights import load_into, load_state_dict_file
 
 
 def build_mobile_sam(checkpoint: Optional[Union[PathLike, Mapping[str, torch.Tensor]]] = None) -> Sam:
@@ -36,7 +37,8 @@ def load_prompt_guided_decoder(model: Sam, path: PathLike) -> Sam:
     """Replace the prompt encoder and mask decoder weights with MobileSAMv2's prompt-guided
     decoder (`Prompt_guided_Mask_Decoder.pt`: {"PromtEncoder": ..., "MaskDecoder": ...},
     SAM's architecture, loaded strictly). Returns the model, in eval mode."""
-    from .weights import CheckpointError, load_weights_only
+    from .checkpoints import CheckpointError
+    from .weights import load_weights_only
 
     obj = load_weights_only(path)
     if not isinstance(obj, Mapping) or not {"PromtEncoder", "MaskDecoder"} <= set(obj):

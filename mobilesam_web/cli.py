@@ -122,8 +122,8 @@ def serve(argv: Optional[Sequence[str]] = None) -> int:
 
 def export(argv: Optional[Sequence[str]] = None) -> int:
     """Export MobileSAM to ONNX, checked against the torch model."""
+    from .checkpoints import CheckpointError, WeightsUnavailableError, resolve_checkpoint
     from .export import EXPORTERS, export_all
-    from .weights import CheckpointError, WeightsUnavailableError, resolve_checkpoint
 
     ex = argparse.ArgumentParser(
         prog="mobilesam-web export", description="export MobileSAM to ONNX (checked against the torch model)"
@@ -155,9 +155,9 @@ def export(argv: Optional[Sequence[str]] = None) -> int:
 
 def export_site(argv: Optional[Sequence[str]] = None) -> int:
     """Write a static site (index.html, JS, onnxruntime-web, the graphs) into OUT_DIR."""
+    from .checkpoints import CheckpointError, WeightsUnavailableError
     from .site import SiteError
     from .site import export_site as write_site
-    from .weights import CheckpointError, WeightsUnavailableError
 
     ap = argparse.ArgumentParser(
         prog="mobilesam-web export-site",
@@ -191,7 +191,7 @@ def export_site(argv: Optional[Sequence[str]] = None) -> int:
 def segment(argv: Optional[Sequence[str]] = None) -> int:
     """Segment a folder (or a list) of images into OUT_DIR/annotations.json; resumable."""
     from .batch import MODES, JobError, SegmentJob, run_local
-    from .weights import CheckpointError, WeightsUnavailableError
+    from .checkpoints import CheckpointError, WeightsUnavailableError
 
     ap = argparse.ArgumentParser(
         prog="mobilesam-web segment",

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from .boxes import nms
+from .checkpoints import CheckpointError, PathLike, file_sha256
 from .modeling.yolo import YOLOv8
 from .safe_unpickle import load_ultralytics_checkpoint, named_tensors
 from .validation import check_image
-from .weights import CheckpointError, PathLike, file_sha256, load_into
+from .weights import load_into
 
 LETTERBOX_VALUE = 114
 BORDER_PX = 20

@@ -38,10 +38,10 @@ import numpy as np
 import torch
 
 from .build import build_mobile_sam
+from .checkpoints import PathLike, file_sha256
 from .modeling import Sam
 from .onnx_graphs import BoxBatchDecoder, EncoderGraph, LowResDecoder, SamOnnxDecoder
 from .paths import default_onnx_cache
-from .weights import PathLike, file_sha256
 
 EXPORTER_VERSION = "1"
 OPSET = 17

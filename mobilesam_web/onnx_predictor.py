@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
+from .checkpoints import PathLike, resolve_checkpoint
 from .export import APP_GRAPHS, ENGINE_GRAPHS, available_cores, cached_exports, discard_cached, ort_session
 from .predictor import ImageState
 from .transforms import ResizeLongestSide, get_preprocess_shape
 from .validation import check_image, check_prompts
-from .weights import PathLike, resolve_checkpoint
 
 if TYPE_CHECKING:
     import torch

@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterator, Tuple
 import numpy as np
 import torch
 
-from .weights import CheckpointError
+from .checkpoints import CheckpointError
 
 
 class UnsafeCheckpointError(CheckpointError):

@@ -30,8 +30,8 @@ import shutil
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
+from .checkpoints import PathLike
 from .paths import EXAMPLE_IMAGES, examples_dir, static_dir
-from .weights import PathLike
 
 # the page's config key -> the exported graph it loads
 SITE_GRAPHS = {"decoder": "decoder_lowres", "decoder_fast": "decoder_fast", "encoder": "encoder"}
@@ -40,6 +40,7 @@ SITE_GRAPHS = {"decoder": "decoder_lowres", "decoder_fast": "decoder_fast", "enc
 def site_modules(static: Path) -> Sequence[str]:
     """The page's ES modules (every static/msw_*.js: mount() imports its parts, the worker its own)."""
     return sorted(p.name for p in static.glob("msw_*.js"))
+
 
 HEADERS = """/*
   Cross-Origin-Opener-Policy: same-origin
@@ -153,9 +154,9 @@ def export_site(
     webgpu: include onnxruntime-web's WebGPU build. force: write into a folder that holds other
     files (by default only an empty folder or an earlier site is written into)."""
     from .browser_runtime import ORT_BUNDLES, ORT_VERSION
+    from .checkpoints import resolve_checkpoint
     from .export import cached_exports
     from .masks import palette_spec
-    from .weights import resolve_checkpoint
 
     out = Path(out_dir)
     if not force and out.is_dir() and any(out.iterdir()) and not _is_site(out):

@@ -45,8 +45,8 @@ def onnx_feeds(cases, c):
 
 
 def test_metadata_and_checker(exported, sam_weights_path):
+    from mobilesam_web.checkpoints import file_sha256
     from mobilesam_web.export import EXPORTER_VERSION
-    from mobilesam_web.weights import file_sha256
 
     for name, path in exported.items():
         model = onnx.load(str(path))

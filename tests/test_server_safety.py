@@ -56,7 +56,7 @@ def _lookup(sam_weights_path, root, graphs=GRAPHS):
 
 
 def test_manifest_records_each_graphs_sha256(cache, sam_weights_path):
-    from mobilesam_web.weights import file_sha256
+    from mobilesam_web.checkpoints import file_sha256
 
     paths, calls, _ = _lookup(sam_weights_path, cache)
     assert calls == []  # reused
@@ -76,7 +76,7 @@ def test_same_size_overwrite_is_detected_and_reexported(cache, sam_weights_path)
     paths, calls, lines = _lookup(sam_weights_path, cache)
     assert calls == [["decoder_lowres"]]
     assert any("sha256 does not match" in line for line in lines), lines
-    from mobilesam_web.weights import file_sha256
+    from mobilesam_web.checkpoints import file_sha256
 
     manifest = json.loads((p.parent / "manifest.json").read_text())
     assert manifest["sha256"]["decoder_lowres"] == file_sha256(p)
@@ -106,7 +106,7 @@ def test_graph_refused_by_onnxruntime_is_reexported(cache, sam_weights_path):
     """A file whose manifest hash matches but that ORT can't load (e.g. written by a broken
     exporter) is discarded and re-exported when the engine loads, instead of a traceback."""
     from mobilesam_web import onnx_predictor
-    from mobilesam_web.weights import file_sha256
+    from mobilesam_web.checkpoints import file_sha256
 
     paths, _, _ = _lookup(sam_weights_path, cache)
     p = paths["decoder_boxes"]

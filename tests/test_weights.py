@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mobilesam_web import CheckpointError, WeightsUnavailableError, build_mobile_sam
-from mobilesam_web.weights import REGISTRY, load_into, resolve_checkpoint
+from mobilesam_web.checkpoints import REGISTRY, resolve_checkpoint
+from mobilesam_web.weights import load_into
 
 from conftest import REPO_ROOT
 
@@ -77,7 +78,7 @@ def test_offline_message_is_actionable(tmp_path, name):
     env = {k: v for k, v in os.environ.items() if k not in (spec.env_var,)}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(REPO_ROOT))
     code = (
-        "from mobilesam_web.weights import resolve_checkpoint, WeightsUnavailableError\n"
+        "from mobilesam_web.checkpoints import resolve_checkpoint, WeightsUnavailableError\n"
         f"try:\n    resolve_checkpoint({name!r})\n"
         "except WeightsUnavailableError as e:\n    print('MSG:' + str(e))\n"
     )
@@ -110,7 +111,7 @@ def test_unreachable_hub_is_tried_once_then_fails_clearly(monkeypatch, tmp_path)
     import huggingface_hub
     from huggingface_hub import constants
 
-    from mobilesam_web import weights
+    from mobilesam_web import checkpoints
 
     calls, probes = [], []
     real = huggingface_hub.hf_hub_download
@@ -124,11 +125,11 @@ def test_unreachable_hub_is_tried_once_then_fails_clearly(monkeypatch, tmp_path)
         raise OSError("no route to host")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", counting)
-    monkeypatch.setattr(weights.socket, "create_connection", probe)
+    monkeypatch.setattr(checkpoints.socket, "create_connection", probe)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "https://hub.invalid")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(weights, "_HUB_UNREACHABLE", {})
+    monkeypatch.setattr(checkpoints, "_HUB_UNREACHABLE", {})
     for name in ("mobile_sam", "object_aware"):
         monkeypatch.delenv(REGISTRY[name].env_var, raising=False)
         with pytest.raises(WeightsUnavailableError, match="unreachable.*HF_HUB_OFFLINE=1"):

@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..weights import CheckpointError, WeightsUnavailableError, resolve_checkpoint
+from ..checkpoints import CheckpointError, WeightsUnavailableError, resolve_checkpoint
 
 
 @dataclass
