@@ -186,13 +186,13 @@ def device_visit(ctx, url):
 
 
 def on_device(url, args):
-    from mobilesam_web.export import ort_session
-    from mobilesam_web.image_io import read_image
+    from mobilesam_web.data.image_io import read_image
+    from mobilesam_web.engine.onnx.cache import ort_session
+    from mobilesam_web.engine.transforms import ResizeLongestSide
     from mobilesam_web.paths import examples_dir
-    from mobilesam_web.transforms import ResizeLongestSide
 
     image = ResizeLongestSide(1024).apply_image(read_image(str(examples_dir() / "coffee.jpg")).image)
-    from mobilesam_web.export import EXPORTER_VERSION
+    from mobilesam_web.engine.onnx.cache import EXPORTER_VERSION
 
     encoder = next(Path("/tmp/mobilesam-bench-onnx").glob(f"*-v{EXPORTER_VERSION}/encoder.onnx"))  # the app's
     sess = ort_session(encoder)

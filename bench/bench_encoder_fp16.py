@@ -26,9 +26,10 @@ FIX = ROOT.parent / "shared" / "fixtures" / "mobilesam_parity"
 
 def main() -> None:
     from mobilesam_web import SamPredictor
-    from mobilesam_web.build import build_mobile_sam
-    from mobilesam_web.export import export_encoder, fp16_weights, ort_session
-    from mobilesam_web.transforms import ResizeLongestSide
+    from mobilesam_web.engine.build import build_mobile_sam
+    from mobilesam_web.engine.onnx.cache import ort_session
+    from mobilesam_web.engine.onnx.exporters import export_encoder, fp16_weights
+    from mobilesam_web.engine.transforms import ResizeLongestSide
 
     model = build_mobile_sam(FIX / "weights_fp16.pt")
     g = torch.Generator().manual_seed(3)

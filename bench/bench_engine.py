@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from mobilesam_web import SamPredictor, build_mobile_sam  # noqa: E402
-from mobilesam_web.onnx_predictor import OnnxSamPredictor, load_onnx_engine  # noqa: E402
+from mobilesam_web.engine.onnx.predictor import OnnxSamPredictor, load_onnx_engine  # noqa: E402
 
 from common import engine_arguments, load_rgb, median_time, peak_rss_mb  # noqa: E402
 

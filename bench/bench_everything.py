@@ -27,8 +27,8 @@ from mobilesam_web import (  # noqa: E402
     SegmentEverything,
     build_mobile_sam,
 )
-from mobilesam_web.modeling.yolo import YOLOv8  # noqa: E402
-from mobilesam_web.onnx_predictor import OnnxSamPredictor, load_onnx_engine  # noqa: E402
+from mobilesam_web.engine.modeling.yolo import YOLOv8  # noqa: E402
+from mobilesam_web.engine.onnx.predictor import OnnxSamPredictor, load_onnx_engine  # noqa: E402
 
 from common import FIXTURES as FIX  # noqa: E402
 from common import peak_rss_mb as rss_mb
@@ -67,7 +67,7 @@ def main() -> None:
     small = ObjectAwareDetector.from_checkpoint(args.detector)
     boxes, scores = small(image)
     boxes, scores = boxes[: args.boxes], scores[: args.boxes]
-    from mobilesam_web.safe_unpickle import load_ultralytics_checkpoint
+    from mobilesam_web.engine.safe_unpickle import load_ultralytics_checkpoint
 
     cfg = load_ultralytics_checkpoint(args.detector)["model"].yaml
     cfg = {**cfg, "scale": "x"}
@@ -131,8 +131,8 @@ def photo_run(engine, big: ObjectAwareDetector, image_path: str, n_boxes: int) -
     baseline in the same run: the same boxes with masks at the working copy's size (2048x1536)."""
     import io
 
-    from mobilesam_web.image_io import read_image
-    from mobilesam_web.masks import coco_annotations
+    from mobilesam_web.data.image_io import read_image
+    from mobilesam_web.data.masks import coco_annotations
 
     buf = io.BytesIO()
     Image.open(image_path).convert("RGB").resize((4000, 3000), Image.BILINEAR).save(buf, "JPEG", quality=90)

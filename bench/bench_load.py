@@ -58,7 +58,7 @@ from hostile_client import PeakRss, RawGradio, file_data  # noqa: E402
 from server_utils import fixture_args, running_app  # noqa: E402
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-DISPLAY_SIDE = 1024  # mobilesam_web.ui.segment.DISPLAY_SIDE: clicks are in canvas pixels
+DISPLAY_SIDE = 1024  # mobilesam_web.ui.segment_session.DISPLAY_SIDE: clicks are in canvas pixels
 # (format, scale of the fixture image's 799x800): sizes around the 1024 encoder input and the
 # 1024 px canvas, both codecs
 VARIANTS = [("png", 1.0), ("jpeg", 1.0), ("jpeg", 1.6), ("png", 0.6)]

@@ -1,14 +1,51 @@
-"""mobilesam-web: MobileSAM and MobileSAMv2 for the web and for Python."""
+"""mobilesam-web: MobileSAM and MobileSAMv2 for the web and for Python.
 
-from .build import build_mobile_sam, build_sam_vit_t, load_mobile_sam, load_prompt_guided_decoder, sam_model_registry
-from .checkpoints import CheckpointError, WeightsUnavailableError
-from .detector import ObjectAwareDetector
-from .everything import SegmentEverything
-from .grid import SamAutomaticMaskGenerator
-from .predictor import Predictor, SamPredictor
+The package is layered; imports only go down:
+- `data/`: images in (bounded decoding), masks out (RLE, crops, polygons, PNGs), SAM's resize;
+- `engine/`: the models in PyTorch (`modeling/`), checkpoints, `SamPredictor`, and `engine/onnx/`
+  (export, cached graphs and the ONNX Runtime predictor, which runs without torch);
+- `everything/`: MobileSAMv2's object-aware detector and box-prompt pipeline, SAM's grid;
+- applications: `ui/` (the Gradio app), `batch/` (folders, locally or on Ray), `site`, `cli`.
+
+The SAM-compatible names below are imported on first use, so that `mobilesam_web.engine.onnx`
+can be used where torch is not installed.
+"""
+
+import importlib
+from typing import Any
+
+# public name -> the module that defines it
+_PUBLIC = {
+    "build_mobile_sam": "engine.build",
+    "build_sam_vit_t": "engine.build",
+    "load_mobile_sam": "engine.build",
+    "load_prompt_guided_decoder": "engine.build",
+    "sam_model_registry": "engine.build",
+    "SamPredictor": "engine.predictor",
+    "Predictor": "engine.interface",
+    "CheckpointError": "engine.checkpoints",
+    "WeightsUnavailableError": "engine.checkpoints",
+    "OnnxSamPredictor": "engine.onnx.predictor",
+    "load_onnx_engine": "engine.onnx.predictor",
+    "ObjectAwareDetector": "everything.detector",
+    "SegmentEverything": "everything.pipeline",
+    "SamAutomaticMaskGenerator": "everything.grid",
+}
 
 
-def load_predictor(checkpoint=None, backend: str = "onnxruntime", **kwargs) -> Predictor:
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'mobilesam_web' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value  # once: later lookups don't come here
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_PUBLIC))
+
+
+def load_predictor(checkpoint=None, backend: str = "onnxruntime", **kwargs):
     """A predictor with SamPredictor's interface (`Predictor`).
 
     backend="onnxruntime" (default): exported graphs in ONNX Runtime, exported on first use into
@@ -19,9 +56,12 @@ def load_predictor(checkpoint=None, backend: str = "onnxruntime", **kwargs) -> P
     if backend == "torch":
         if kwargs:
             raise TypeError(f"unexpected arguments for the torch backend: {sorted(kwargs)}")
+        from .engine.build import load_mobile_sam
+        from .engine.predictor import SamPredictor
+
         return SamPredictor(load_mobile_sam(checkpoint))
     if backend in ("onnxruntime", "onnx", "ort"):
-        from .onnx_predictor import OnnxSamPredictor, load_onnx_engine
+        from .engine.onnx.predictor import OnnxSamPredictor, load_onnx_engine
 
         return OnnxSamPredictor(load_onnx_engine(checkpoint, **kwargs))
     raise ValueError(f"backend must be 'onnxruntime' or 'torch', got {backend!r}")
@@ -29,18 +69,4 @@ def load_predictor(checkpoint=None, backend: str = "onnxruntime", **kwargs) -> P
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CheckpointError",
-    "ObjectAwareDetector",
-    "Predictor",
-    "SegmentEverything",
-    "SamAutomaticMaskGenerator",
-    "SamPredictor",
-    "WeightsUnavailableError",
-    "build_mobile_sam",
-    "build_sam_vit_t",
-    "load_mobile_sam",
-    "load_predictor",
-    "load_prompt_guided_decoder",
-    "sam_model_registry",
-]
+__all__ = sorted([*_PUBLIC, "load_predictor"])

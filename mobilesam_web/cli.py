@@ -122,8 +122,8 @@ def serve(argv: Optional[Sequence[str]] = None) -> int:
 
 def export(argv: Optional[Sequence[str]] = None) -> int:
     """Export MobileSAM to ONNX, checked against the torch model."""
-    from .checkpoints import CheckpointError, WeightsUnavailableError, resolve_checkpoint
-    from .export import EXPORTERS, export_all
+    from .engine.checkpoints import CheckpointError, WeightsUnavailableError, resolve_checkpoint
+    from .engine.onnx.export import EXPORTERS, export_all
 
     ex = argparse.ArgumentParser(
         prog="mobilesam-web export", description="export MobileSAM to ONNX (checked against the torch model)"
@@ -155,7 +155,7 @@ def export(argv: Optional[Sequence[str]] = None) -> int:
 
 def export_site(argv: Optional[Sequence[str]] = None) -> int:
     """Write a static site (index.html, JS, onnxruntime-web, the graphs) into OUT_DIR."""
-    from .checkpoints import CheckpointError, WeightsUnavailableError
+    from .engine.checkpoints import CheckpointError, WeightsUnavailableError
     from .site import SiteError
     from .site import export_site as write_site
 
@@ -190,8 +190,8 @@ def export_site(argv: Optional[Sequence[str]] = None) -> int:
 
 def segment(argv: Optional[Sequence[str]] = None) -> int:
     """Segment a folder (or a list) of images into OUT_DIR/annotations.json; resumable."""
-    from .batch import MODES, JobError, SegmentJob, run_local
-    from .checkpoints import CheckpointError, WeightsUnavailableError
+    from .batch.job import MODES, JobError, SegmentJob, run_local
+    from .engine.checkpoints import CheckpointError, WeightsUnavailableError
 
     ap = argparse.ArgumentParser(
         prog="mobilesam-web segment",
@@ -288,7 +288,7 @@ def segment(argv: Optional[Sequence[str]] = None) -> int:
         if args.ray is None:
             return run_local(job, log=lambda s: print(s, flush=True))
         try:
-            from .batch_ray import run_ray
+            from .batch.ray_job import run_ray
         except ImportError as exc:
             print(
                 f"error: --ray needs Ray Data ({exc}). Install it with:  pip install 'mobilesam-web[ray]'  "

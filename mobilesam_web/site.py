@@ -30,7 +30,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
-from .checkpoints import PathLike
+from .engine.checkpoints import PathLike
 from .paths import EXAMPLE_IMAGES, examples_dir, static_dir
 
 # the page's config key -> the exported graph it loads
@@ -154,9 +154,9 @@ def export_site(
     webgpu: include onnxruntime-web's WebGPU build. force: write into a folder that holds other
     files (by default only an empty folder or an earlier site is written into)."""
     from .browser_runtime import ORT_BUNDLES, ORT_VERSION
-    from .checkpoints import resolve_checkpoint
-    from .export import cached_exports
-    from .masks import palette_spec
+    from .data.masks import palette_spec
+    from .engine.checkpoints import resolve_checkpoint
+    from .engine.onnx.cache import cached_exports
 
     out = Path(out_dir)
     if not force and out.is_dir() and any(out.iterdir()) and not _is_site(out):

@@ -82,7 +82,7 @@ def test_everything_folder_to_coco(everything_run, folder, onnx_cache):
     from pycocotools.coco import COCO
 
     from mobilesam_web import ObjectAwareDetector, SegmentEverything, load_predictor
-    from mobilesam_web.image_io import read_image
+    from mobilesam_web.data.image_io import read_image
 
     rc, out = everything_run
     assert rc == 1  # one corrupt file
@@ -199,7 +199,7 @@ def test_boxes_mode_keeps_ids_and_categories(folder, onnx_cache, tmp_path):
     from pycocotools.coco import COCO
 
     from mobilesam_web import load_predictor
-    from mobilesam_web.image_io import read_image
+    from mobilesam_web.data.image_io import read_image
 
     boxes_a = [[100.0, 120.0, 400.0, 500.0], [10.0, 20.0, 200.0, 220.0]]
     boxes_b = [[300.0, 50.0, 590.0, 300.0]]
@@ -244,7 +244,7 @@ def test_text_file_input_boxes_dict_and_grid(folder, onnx_cache, tmp_path):
     from pycocotools.coco import COCO
 
     from mobilesam_web import SamAutomaticMaskGenerator, SamPredictor, load_mobile_sam
-    from mobilesam_web.image_io import read_image
+    from mobilesam_web.data.image_io import read_image
 
     listing = folder / "list.txt"
     listing.write_text(f"# images\nsub/b.png\n\n{folder / 'c.png'}\nmissing.png\n")
@@ -329,7 +329,7 @@ def test_bad_input_and_ray_missing(tmp_path, capsys):
 def test_progress_bar_on_a_terminal_and_log_lines_otherwise():
     import io
 
-    from mobilesam_web.batch import Progress
+    from mobilesam_web.batch.job import Progress
 
     ok = {"file_name": "a.png", "annotations": [{}, {}]}
     bad = {"file_name": "b.png", "error": "the file is empty (0 bytes)"}

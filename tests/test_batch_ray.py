@@ -17,8 +17,8 @@ def tree(root: Path) -> dict:
 
 def ray_run(folder, dist, opts) -> int:
     """One actor with the local run's 2 threads, on a small local Ray instance."""
-    from mobilesam_web.batch import SegmentJob
-    from mobilesam_web.batch_ray import run_ray
+    from mobilesam_web.batch.job import SegmentJob
+    from mobilesam_web.batch.ray_job import run_ray
 
     return run_ray(
         SegmentJob(str(folder), str(dist), **opts),
@@ -30,7 +30,7 @@ def ray_run(folder, dist, opts) -> int:
 
 
 def test_ray_run_equals_local_run(tmp_path):
-    from mobilesam_web.batch import SegmentJob, run_local
+    from mobilesam_web.batch.job import SegmentJob, run_local
 
     folder = make_folder(tmp_path / "in", n_extra=1)
     cache = tmp_path / "onnx"

@@ -45,7 +45,7 @@ def open_page(b, url, query=""):
 
 def rle_to_mask(counts, h, w):
     """The widget's run lengths are row-major: a (w, h) column-major RLE, transposed."""
-    from mobilesam_web.masks import rle_to_mask as coco_rle_to_mask
+    from mobilesam_web.data.rle import rle_to_mask as coco_rle_to_mask
 
     return coco_rle_to_mask({"size": [w, h], "counts": counts}).T
 

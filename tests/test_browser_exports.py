@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from mobilesam_web.boxes import mask_bbox_xywh
-from mobilesam_web.masks import encode_rle_string, rle_counts
+from mobilesam_web.data.boxes import mask_bbox_xywh
+from mobilesam_web.data.rle import encode_rle_string, rle_counts
 from mobilesam_web.ui.exports import Export, file_stem, records_from_masks, write_exports
 
 from conftest import MOBILESAM_FIXTURE, REPO_ROOT, require

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mobilesam_web.transforms import ResizeLongestSide, get_preprocess_shape
+from mobilesam_web.engine.transforms import ResizeLongestSide, get_preprocess_shape
 
 from conftest import MOBILESAM_FIXTURE, REPO_ROOT, require
 from server_utils import browser, serve_folder

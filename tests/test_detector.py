@@ -80,7 +80,7 @@ def test_loads_without_ultralytics(det_ckpt):
 
 
 def test_checkpoint_tensors_and_head(det_ckpt, detector):
-    from mobilesam_web.safe_unpickle import load_ultralytics_checkpoint, named_tensors
+    from mobilesam_web.engine.safe_unpickle import load_ultralytics_checkpoint, named_tensors
 
     ckpt = load_ultralytics_checkpoint(det_ckpt)
     assert ckpt["version"] == "8.0.120"
@@ -92,7 +92,7 @@ def test_checkpoint_tensors_and_head(det_ckpt, detector):
 
 @pytest.mark.parametrize("case,imgsz,conf", CASES)
 def test_network_input_exact(det_image, det_cases, case, imgsz, conf):
-    from mobilesam_web.detector import network_input
+    from mobilesam_web.everything.detector import network_input
 
     assert np.array_equal(network_input(det_image, imgsz), det_cases[f"{case}_input_u8"])
 
@@ -119,7 +119,7 @@ def test_final_boxes(detector, det_image, det_cases, case, imgsz, conf):
 
 def test_postprocess_steps_on_official_head_output(det_cases):
     """NMS, border rule and rescaling alone, fed the official head output."""
-    from mobilesam_web.detector import postprocess
+    from mobilesam_web.everything.detector import postprocess
 
     boxes, scores = postprocess(det_cases["c640_preds0"][0], (448, 640), (600, 900), 0.25, 0.9)
     assert_boxes_match(boxes, scores, det_cases["c640_boxes_xyxy"], det_cases["c640_conf"])
@@ -144,7 +144,7 @@ def _zip_with_pickle(path, payload: bytes):
 
 def test_refuses_code_execution(tmp_path):
     from mobilesam_web import ObjectAwareDetector
-    from mobilesam_web.safe_unpickle import UnsafeCheckpointError
+    from mobilesam_web.engine.safe_unpickle import UnsafeCheckpointError
 
     marker = tmp_path / "pwned"
 
@@ -161,7 +161,7 @@ def test_refuses_code_execution(tmp_path):
 def test_refuses_unexpected_global(tmp_path, det_ckpt):
     """The real checkpoint with one allowed class renamed to one outside the list."""
     from mobilesam_web import ObjectAwareDetector
-    from mobilesam_web.safe_unpickle import UnsafeCheckpointError
+    from mobilesam_web.engine.safe_unpickle import UnsafeCheckpointError
 
     src = zipfile.ZipFile(det_ckpt)
     out = tmp_path / "tampered.pt"

@@ -36,7 +36,7 @@ def test_box_batches_equal_fixture_case_g(backend, onnx_predictor, sam_model, sa
 
 
 def test_full_resolution_masks_match_sam_postprocess(sam_model, sam_cases):
-    from mobilesam_web.upscale import mask_from_low_res
+    from mobilesam_web.data.upscale import mask_from_low_res
 
     low = torch.as_tensor(sam_cases["g_low_res_logits"])
     ref = (sam_model.postprocess_masks(low, (1024, 1023), (800, 799)) > 0).numpy()[:, 0]
@@ -104,7 +104,7 @@ def test_pipeline_coco_rle_and_filters(onnx_predictor, detector, det_image):  # 
 
 def test_prompt_guided_decoder_loads_strictly(tmp_path, sam_weights_path):
     from mobilesam_web import CheckpointError, build_mobile_sam, load_prompt_guided_decoder
-    from mobilesam_web.export import weights_key
+    from mobilesam_web.engine.onnx.cache import weights_key
 
     torch.manual_seed(5)
     other = build_mobile_sam()  # random weights standing in for the v2 decoder
@@ -130,7 +130,7 @@ def test_grid_bboxes_follow_sam_and_exports_contain_masks(sam_model, sam_image):
     """The SAM-compatible generator keeps SAM's record convention (w = last column - first);
     the COCO export measures each box on its mask, so the exported box contains it."""
     from mobilesam_web import SamAutomaticMaskGenerator
-    from mobilesam_web.masks import coco_annotations
+    from mobilesam_web.data.masks import coco_annotations
 
     records = SamAutomaticMaskGenerator(
         sam_model, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from mobilesam_web.boxes import inclusive_xyxy_to_xywh, mask_bbox, mask_bbox_xywh
-from mobilesam_web.masks import coco_annotations, mask_to_coco_rle, rle_counts, rle_to_mask
+from mobilesam_web.data.boxes import inclusive_xyxy_to_xywh, mask_bbox, mask_bbox_xywh
+from mobilesam_web.data.masks import coco_annotations
+from mobilesam_web.data.rle import mask_to_coco_rle, rle_counts, rle_to_mask
 from mobilesam_web.ui.exports import file_stem, records_from_masks, write_exports
 
 

@@ -281,9 +281,9 @@ def test_export_without_keep_in_browser_mode(app_url):
 
 def test_palette_and_upscaling_match_python(app_url):
     """One rule on both sides: the page's object colours and its mask up-scaling equal the
-    server's (mobilesam_web.masks.color_for, mobilesam_web.upscale.mask_from_low_res)."""
-    from mobilesam_web.masks import color_for
-    from mobilesam_web.upscale import mask_from_low_res
+    server's (mobilesam_web.data.masks.color_for, mobilesam_web.data.upscale.mask_from_low_res)."""
+    from mobilesam_web.data.masks import color_for
+    from mobilesam_web.data.upscale import mask_from_low_res
 
     rng = np.random.default_rng(0)
     cases = [((1024, 768), (801, 600)), ((683, 1024), (1365, 2048)), ((1024, 1024), (97, 97))]

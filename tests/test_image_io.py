@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from mobilesam_web.image_io import MAX_DECODE_BYTES, MAX_SIDE, ImageLoadError, decode_cost, load_image, read_image
+from mobilesam_web.data.image_io import MAX_DECODE_BYTES, MAX_SIDE, ImageLoadError, decode_cost, load_image, read_image
 
 from hostile_client import PeakRss
 

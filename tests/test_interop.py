@@ -20,7 +20,7 @@ PAD_POINT, PAD_LABEL = np.zeros((1, 2)), np.array([-1.0])
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, sam_weights_path, sam_model):
-    from mobilesam_web.export import export_all
+    from mobilesam_web.engine.onnx.export import export_all
 
     out = tmp_path_factory.mktemp("interop")
     return export_all(
@@ -30,7 +30,7 @@ def files(tmp_path_factory, sam_weights_path, sam_model):
 
 @pytest.fixture(scope="module")
 def sessions(files):
-    from mobilesam_web.export import ort_session
+    from mobilesam_web.engine.onnx.cache import ort_session
 
     return {name: ort_session(path) for name, path in files.items()}
 
@@ -341,7 +341,8 @@ def test_float_encoder_io(sessions):
 @pytest.mark.parametrize("shape", [(800, 799, 3), (1100, 900, 3), (512, 512, 3)])
 def test_unresized_image_is_refused(sessions, shape):
     """Without the resize the embedding would be silently padded or cropped: the graph refuses."""
-    from mobilesam_web.export import LONGEST_SIDE_CHECK, _quiet_run
+    from mobilesam_web.engine.onnx.cache import quiet_run_options
+    from mobilesam_web.engine.onnx.exporters import LONGEST_SIDE_CHECK
 
     with pytest.raises(Exception, match=LONGEST_SIDE_CHECK):
-        sessions["encoder_float"].run(None, {"input_image": np.zeros(shape, np.float32)}, _quiet_run())
+        sessions["encoder_float"].run(None, {"input_image": np.zeros(shape, np.float32)}, quiet_run_options())

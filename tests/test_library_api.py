@@ -24,7 +24,7 @@ def onnx_predictor(sam_weights_path, sam_image, tmp_path_factory):
 def fresh(onnx_predictor, sam_model):
     """New predictors (no image) for the generators, which set and reset images."""
     from mobilesam_web import SamPredictor
-    from mobilesam_web.onnx_predictor import OnnxSamPredictor
+    from mobilesam_web.engine.onnx.predictor import OnnxSamPredictor
 
     return {"torch": SamPredictor(sam_model), "onnx": OnnxSamPredictor(onnx_predictor.engine)}
 
@@ -44,7 +44,7 @@ def assert_same_outputs(a, b, masks_frac=1e-4):
 
 def test_sam_model_registry_drop_in(sam_weights_path, sam_model, sam_image, sam_cases):
     from mobilesam_web import SamPredictor, sam_model_registry
-    from mobilesam_web.modeling import Sam
+    from mobilesam_web.engine.modeling import Sam
 
     sam = sam_model_registry["vit_t"](checkpoint=str(sam_weights_path))
     assert isinstance(sam, Sam) and not sam.training
@@ -78,7 +78,7 @@ def test_both_predictors_implement_the_protocol(onnx_predictor, torch_predictor)
 
 
 def test_onnx_reset_and_set_torch_image(onnx_predictor, sam_image, sam_cases):
-    from mobilesam_web.onnx_predictor import OnnxSamPredictor
+    from mobilesam_web.engine.onnx.predictor import OnnxSamPredictor
 
     p = OnnxSamPredictor(onnx_predictor.engine)
     p.set_image(sam_image)
@@ -174,7 +174,7 @@ def test_generator_on_onnx_matches_official(fresh, sam_image, sam_cases, prefix,
 
 def test_point_grids_parameter(sam_model, sam_image):
     from mobilesam_web import SamAutomaticMaskGenerator
-    from mobilesam_web.grid import build_point_grid
+    from mobilesam_web.everything.grid import build_point_grid
 
     kw = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
     a = SamAutomaticMaskGenerator(sam_model, points_per_side=3, **kw).generate(sam_image)
@@ -195,7 +195,7 @@ def test_point_grids_parameter(sam_model, sam_image):
 
 
 def test_remove_small_regions_semantics():
-    from mobilesam_web.grid import remove_small_regions
+    from mobilesam_web.everything.grid import remove_small_regions
 
     m = np.zeros((20, 20), bool)
     m[2:12, 2:12] = True
@@ -226,7 +226,7 @@ def test_remove_small_regions_semantics():
 
 def test_min_mask_region_area_on_both_engines(fresh, sam_image):
     from mobilesam_web import SamAutomaticMaskGenerator
-    from mobilesam_web.grid import remove_small_regions
+    from mobilesam_web.everything.grid import remove_small_regions
 
     kw = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
     plain = SamAutomaticMaskGenerator(fresh["torch"], **kw).generate(sam_image)
@@ -250,7 +250,7 @@ def test_min_mask_region_area_on_both_engines(fresh, sam_image):
 
 def test_tied_scores_follow_torch_sort():
     """torchvision's NMS orders tied scores by torch's unstable sort; so does ours."""
-    from mobilesam_web.grid import sam_batched_nms
+    from mobilesam_web.everything.grid import sam_batched_nms
 
     rng = np.random.default_rng(0)
     n = 40

@@ -5,8 +5,8 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from mobilesam_web.boxes import masks_to_boxes, nms
-from mobilesam_web.masks import (
+from mobilesam_web.data.boxes import masks_to_boxes, nms
+from mobilesam_web.data.rle import (
     area_from_rle,
     decode_rle_string,
     encode_rle_string,
@@ -90,9 +90,9 @@ def test_nms_max_keep_is_a_prefix():
 def test_low_res_to_coco_rle_equals_the_dense_mask(monkeypatch, input_size, size, block_pixels):
     """The transposed, framed, block-by-block RLE equals pycocotools on the dense mask, with the
     same box and area, for masks that fill the frame, touch its edges or are dotted with holes."""
-    from mobilesam_web import upscale
-    from mobilesam_web.masks import low_res_to_coco_rle
-    from mobilesam_web.upscale import mask_from_low_res
+    from mobilesam_web.data import upscale
+    from mobilesam_web.data.rle import low_res_to_coco_rle
+    from mobilesam_web.data.upscale import mask_from_low_res
 
     monkeypatch.setattr(upscale, "CV_BLOCK_PIXELS", block_pixels)
     rng = np.random.default_rng(sum(size))

@@ -8,10 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mobilesam_web.masks import crop_to_coco_rle, rle_to_crop
-from mobilesam_web.ui import segment as seg
+from mobilesam_web.data.rle import crop_to_coco_rle, rle_to_crop
+from mobilesam_web.data.upscale import TAPS, mask_crop_from_low_res, mask_from_low_res
+from mobilesam_web.ui import segment_actions as actions
+from mobilesam_web.ui import segment_session as seg
+from mobilesam_web.ui import segment_view as segview
 from mobilesam_web.ui.budget import SessionBudget
-from mobilesam_web.upscale import TAPS, mask_crop_from_low_res, mask_from_low_res
+from mobilesam_web.ui.errors import UserError
 
 
 def peak_growth(fn):
@@ -104,12 +107,12 @@ def test_a_released_session_tells_its_visitor():
 def test_kept_objects_are_capped_and_their_masks_made_once():
     s = small_session(3, max_objects=3)
     s.result = seg.Result(s.objects[0].low_res[None], np.array([0.9], np.float32))
-    with pytest.raises(seg.UserError, match="at most 3 kept objects"):
-        seg.keep_object(s)
+    with pytest.raises(UserError, match="at most 3 kept objects"):
+        actions.keep_object(s)
     crops = s.object_crops()
     assert all(c is not None for c in crops)
     assert s.object_crops()[0] is crops[0]  # cached: a redraw makes no mask again
-    seg.render(s)
+    segview.render(s)
 
 
 def test_concurrent_events_of_one_session_apply_one_at_a_time(monkeypatch):
@@ -127,7 +130,7 @@ def test_concurrent_events_of_one_session_apply_one_at_a_time(monkeypatch):
         s.result = seg.Result(np.stack([s.image[:256, :256, 0].astype(np.float32) - 128] * 3), np.ones(3, np.float32))
         return s
 
-    ops = [segment_tab.session_op(op) for op in (set_result, seg.keep_object, seg.undo, seg.clear)]
+    ops = [segment_tab.session_op(op) for op in (set_result, actions.keep_object, actions.undo, actions.clear)]
 
     def run(op):
         try:

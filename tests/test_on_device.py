@@ -122,7 +122,7 @@ def test_image_never_leaves_the_page(app_url):
 
 def test_resize_embedding_and_masks_match_official(app_url, sam_cases, sam_image):
     """WASM in headless Chromium against the official code's outputs (parity fixture)."""
-    from mobilesam_web.transforms import ResizeLongestSide
+    from mobilesam_web.engine.transforms import ResizeLongestSide
 
     with browser() as b:
         page, _ = open_device_page(b, app_url, want={"f32": True, "rgb": True})
@@ -179,9 +179,9 @@ def transparent_png(tmp_path):
 def test_decoded_pixels_equal_the_servers(app_url, tmp_path, name, max_diff):
     """An image decoded by Chromium and by the server's reader (PIL), then resized: the bytes the
     encoder sees on this device and on the server."""
-    from mobilesam_web.image_io import read_image
+    from mobilesam_web.data.image_io import read_image
+    from mobilesam_web.engine.transforms import ResizeLongestSide
     from mobilesam_web.paths import examples_dir
-    from mobilesam_web.transforms import ResizeLongestSide
 
     path = examples_dir() / name if name.endswith(".jpg") else transparent_png(tmp_path)
     with browser() as b:

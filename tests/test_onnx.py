@@ -16,7 +16,7 @@ ONNX_INPUTS = ["point_coords", "point_labels", "mask_input", "has_mask_input", "
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, sam_weights_path, sam_model):
-    from mobilesam_web.export import export_all
+    from mobilesam_web.engine.onnx.export import export_all
 
     out = tmp_path_factory.mktemp("onnx")
     return export_all(sam_weights_path, out, quantize=True, model=sam_model)
@@ -24,14 +24,14 @@ def exported(tmp_path_factory, sam_weights_path, sam_model):
 
 @pytest.fixture(scope="session")
 def engine(exported):
-    from mobilesam_web.onnx_predictor import OnnxSam
+    from mobilesam_web.engine.onnx.engine import OnnxSam
 
     return OnnxSam(exported)
 
 
 @pytest.fixture(scope="session")
 def ort_predictor(engine, sam_image):
-    from mobilesam_web.onnx_predictor import OnnxSamPredictor
+    from mobilesam_web.engine.onnx.predictor import OnnxSamPredictor
 
     p = OnnxSamPredictor(engine)
     p.set_image(sam_image)
@@ -45,8 +45,8 @@ def onnx_feeds(cases, c):
 
 
 def test_metadata_and_checker(exported, sam_weights_path):
-    from mobilesam_web.checkpoints import file_sha256
-    from mobilesam_web.export import EXPORTER_VERSION
+    from mobilesam_web.engine.checkpoints import file_sha256
+    from mobilesam_web.engine.onnx.cache import EXPORTER_VERSION
 
     for name, path in exported.items():
         model = onnx.load(str(path))
@@ -65,7 +65,7 @@ def test_metadata_and_checker(exported, sam_weights_path):
 
 
 def test_sam_decoder_io_convention(exported):
-    from mobilesam_web.export import ort_session
+    from mobilesam_web.engine.onnx.cache import ort_session
 
     s = ort_session(exported["decoder"])
     assert [i.name for i in s.get_inputs()] == [
@@ -81,8 +81,8 @@ def test_sam_decoder_io_convention(exported):
 
 
 def test_encoder_graph_matches_official(exported, sam_image, sam_cases):
-    from mobilesam_web.export import ort_session
-    from mobilesam_web.transforms import ResizeLongestSide
+    from mobilesam_web.engine.onnx.cache import ort_session
+    from mobilesam_web.engine.transforms import ResizeLongestSide
 
     resized = ResizeLongestSide(1024).apply_image(sam_image)
     emb = ort_session(exported["encoder"]).run(None, {"image": resized})[0]
@@ -93,7 +93,7 @@ def test_encoder_graph_matches_official(exported, sam_image, sam_cases):
 
 @pytest.mark.parametrize("c", "abc")
 def test_sam_decoder_matches_official_onnx(exported, sam_cases, c):
-    from mobilesam_web.export import ort_session
+    from mobilesam_web.engine.onnx.cache import ort_session
 
     masks, iou, low = ort_session(exported["decoder"]).run(None, onnx_feeds(sam_cases, c))
     assert np.abs(iou - sam_cases[f"onnx_{c}_iou_predictions"]).max() <= 1e-5
@@ -110,7 +110,7 @@ def test_sam_decoder_matches_official_onnx(exported, sam_cases, c):
 
 @pytest.mark.parametrize("c,token", [("a", None), ("b", 0), ("c", None)])
 def test_single_mask_decoder_selects_like_sam(exported, sam_cases, c, token):
-    from mobilesam_web.export import ort_session
+    from mobilesam_web.engine.onnx.cache import ort_session
 
     masks, iou, low = ort_session(exported["decoder_single"]).run(None, onnx_feeds(sam_cases, c))
     all_iou = sam_cases[f"onnx_{c}_iou_predictions"][0]
@@ -149,7 +149,7 @@ def test_engine_batched_boxes(ort_predictor, sam_cases):
 
 
 def test_engine_validates_like_torch(engine):
-    from mobilesam_web.onnx_predictor import OnnxSamPredictor
+    from mobilesam_web.engine.onnx.predictor import OnnxSamPredictor
 
     p = OnnxSamPredictor(engine)
     with pytest.raises(RuntimeError, match="set_image"):
@@ -167,7 +167,7 @@ def test_int8_decoder_honest_bound(exported, sam_cases):
     """int8 dynamic quantization: smaller download, masks near fp32. Measured on the random
     fixture weights: mask IoU vs fp32 0.93-0.9998 and |iou_pred| diff < 0.05; the bound below
     catches a broken quantization (a wrong graph gives IoU near 0.5 or worse)."""
-    from mobilesam_web.export import ort_session
+    from mobilesam_web.engine.onnx.cache import ort_session
 
     for src in ("decoder", "decoder_single"):  # each SAM-convention decoder has its int8 twin
         q = f"{src}_int8"
@@ -184,7 +184,8 @@ def test_int8_decoder_honest_bound(exported, sam_cases):
 
 
 def test_export_cache_reuse_and_staleness(tmp_path, sam_weights_path, monkeypatch):
-    from mobilesam_web import export as export_mod
+    from mobilesam_web.engine.onnx import cache
+    from mobilesam_web.engine.onnx import export as export_mod
 
     calls = []
     real = export_mod.export_all
@@ -194,8 +195,8 @@ def test_export_cache_reuse_and_staleness(tmp_path, sam_weights_path, monkeypatc
         return real(*args, **kwargs)
 
     monkeypatch.setattr(export_mod, "export_all", counting)
-    first = export_mod.cached_exports(sam_weights_path, tmp_path, graphs=("decoder_lowres",))
-    again = export_mod.cached_exports(sam_weights_path, tmp_path, graphs=("decoder_lowres",))
+    first = cache.cached_exports(sam_weights_path, tmp_path, graphs=("decoder_lowres",))
+    again = cache.cached_exports(sam_weights_path, tmp_path, graphs=("decoder_lowres",))
     assert first == again and len(calls) == 1
     # A file whose metadata names another checkpoint is stale and gets re-exported.
     path = first["decoder_lowres"]
@@ -204,13 +205,14 @@ def test_export_cache_reuse_and_staleness(tmp_path, sam_weights_path, monkeypatc
         if p.key == "source_checkpoint_sha256":
             p.value = "0" * 64
     onnx.save(model, str(path))
-    export_mod.cached_exports(sam_weights_path, tmp_path, graphs=("decoder_lowres",))
+    cache.cached_exports(sam_weights_path, tmp_path, graphs=("decoder_lowres",))
     assert len(calls) == 2
-    assert path.parent.name.endswith(f"-v{export_mod.EXPORTER_VERSION}")
+    assert path.parent.name.endswith(f"-v{cache.EXPORTER_VERSION}")
 
 
 def test_embedding_cache_skips_encoder(exported, sam_image):
-    from mobilesam_web.onnx_predictor import OnnxSam, OnnxSamPredictor
+    from mobilesam_web.engine.onnx.engine import OnnxSam
+    from mobilesam_web.engine.onnx.predictor import OnnxSamPredictor
 
     eng = OnnxSam(exported, embedding_cache_bytes=6 << 20)  # room for one embedding (4 MiB)
     runs = []
@@ -236,7 +238,7 @@ def test_embedding_cache_skips_encoder(exported, sam_image):
 
 def test_load_predictor_backends(sam_weights_path, tmp_path):
     from mobilesam_web import SamPredictor, load_predictor
-    from mobilesam_web.onnx_predictor import OnnxSamPredictor
+    from mobilesam_web.engine.onnx.predictor import OnnxSamPredictor
 
     assert isinstance(load_predictor(sam_weights_path, backend="torch"), SamPredictor)
     p = load_predictor(sam_weights_path, cache_dir=tmp_path)
@@ -276,8 +278,8 @@ def test_cli_export(tmp_path, sam_weights_path):
 def test_browser_decoders_agree(exported, sam_cases, kind, max_logit_diff):
     """Float16-stored weights (exact here: the fixture weights are float16 values) and the
     hover decoder's tanh GELU (measured: <= 1.5e-3 in logits, mask IoU >= 0.9996)."""
-    from mobilesam_web.export import ort_session
-    from mobilesam_web.upscale import mask_from_low_res
+    from mobilesam_web.data.upscale import mask_from_low_res
+    from mobilesam_web.engine.onnx.cache import ort_session
 
     assert exported[kind].stat().st_size < 0.55 * exported["decoder_lowres"].stat().st_size
     ref, ours = ort_session(exported["decoder_lowres"]), ort_session(exported[kind])

@@ -22,7 +22,7 @@ GRAPHS = ("decoder_lowres", "decoder_boxes")
 @pytest.fixture(scope="module")
 def cache_template(tmp_path_factory, sam_weights_path):
     """One export of two small graphs, copied for each test (export is the slow part)."""
-    from mobilesam_web.export import cached_exports
+    from mobilesam_web.engine.onnx.cache import cached_exports
 
     root = tmp_path_factory.mktemp("onnx-template")
     cached_exports(sam_weights_path, root, GRAPHS)
@@ -37,7 +37,8 @@ def cache(cache_template, tmp_path):
 
 
 def _lookup(sam_weights_path, root, graphs=GRAPHS):
-    from mobilesam_web import export as export_mod
+    from mobilesam_web.engine.onnx import cache
+    from mobilesam_web.engine.onnx import export as export_mod
 
     lines = []
     calls = []
@@ -49,14 +50,14 @@ def _lookup(sam_weights_path, root, graphs=GRAPHS):
 
     export_mod.export_all = counting
     try:
-        paths = export_mod.cached_exports(sam_weights_path, root, graphs, log=lines.append)
+        paths = cache.cached_exports(sam_weights_path, root, graphs, log=lines.append)
     finally:
         export_mod.export_all = real
     return paths, calls, lines
 
 
 def test_manifest_records_each_graphs_sha256(cache, sam_weights_path):
-    from mobilesam_web.checkpoints import file_sha256
+    from mobilesam_web.engine.checkpoints import file_sha256
 
     paths, calls, _ = _lookup(sam_weights_path, cache)
     assert calls == []  # reused
@@ -76,7 +77,7 @@ def test_same_size_overwrite_is_detected_and_reexported(cache, sam_weights_path)
     paths, calls, lines = _lookup(sam_weights_path, cache)
     assert calls == [["decoder_lowres"]]
     assert any("sha256 does not match" in line for line in lines), lines
-    from mobilesam_web.checkpoints import file_sha256
+    from mobilesam_web.engine.checkpoints import file_sha256
 
     manifest = json.loads((p.parent / "manifest.json").read_text())
     assert manifest["sha256"]["decoder_lowres"] == file_sha256(p)
@@ -105,8 +106,8 @@ def test_stale_temp_folders_removed(cache, sam_weights_path):
 def test_graph_refused_by_onnxruntime_is_reexported(cache, sam_weights_path):
     """A file whose manifest hash matches but that ORT can't load (e.g. written by a broken
     exporter) is discarded and re-exported when the engine loads, instead of a traceback."""
-    from mobilesam_web import onnx_predictor
-    from mobilesam_web.checkpoints import file_sha256
+    from mobilesam_web.engine.checkpoints import file_sha256
+    from mobilesam_web.engine.onnx import predictor as onnx_predictor
 
     paths, _, _ = _lookup(sam_weights_path, cache)
     p = paths["decoder_boxes"]
@@ -116,10 +117,10 @@ def test_graph_refused_by_onnxruntime_is_reexported(cache, sam_weights_path):
     manifest["sha256"]["decoder_boxes"] = file_sha256(p)
     manifest_path.write_text(json.dumps(manifest))
     # the metadata check can't read it either: make that check pass to reach ONNX Runtime
-    from mobilesam_web import export as export_mod
+    from mobilesam_web.engine.onnx import cache
 
-    real_problem = export_mod._cache_problem
-    export_mod._cache_problem = lambda folder, name, m, sha: (
+    real_problem = cache._cache_problem
+    cache._cache_problem = lambda folder, name, m, sha: (
         None
         if name == "decoder_boxes" and p.is_file() and p.stat().st_size < 100
         else real_problem(folder, name, m, sha)
@@ -129,7 +130,7 @@ def test_graph_refused_by_onnxruntime_is_reexported(cache, sam_weights_path):
         onnx_predictor._ENGINES.clear()
         engine = onnx_predictor.load_onnx_engine(sam_weights_path, cache, threads=1, log=lines.append)
     finally:
-        export_mod._cache_problem = real_problem
+        cache._cache_problem = real_problem
         onnx_predictor._ENGINES.clear()
     assert any("ONNX Runtime refused" in line for line in lines), lines
     assert p.stat().st_size > 100_000
@@ -215,7 +216,7 @@ def test_upload_rule_holds_in_every_start_mode(mode, sam_weights_path, tmp_path)
 
 
 def test_float_image_with_infinity_keeps_its_range():
-    from mobilesam_web.image_io import load_image
+    from mobilesam_web.data.image_io import load_image
 
     arr = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
     arr[0, 0], arr[0, 1], arr[0, 2] = np.inf, -np.inf, np.nan
@@ -239,7 +240,7 @@ row = b"\\x00" + b"\\x12\\x34" * (w // 2) + b"\\xff\\xff" * (w // 2)
 z = zlib.compressobj(9)
 data = (b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 0, 0, 0, 0))
         + chunk(b"IDAT", b"".join(z.compress(row) for _ in range(h)) + z.flush()) + chunk(b"IEND", b""))
-from mobilesam_web.image_io import read_image
+from mobilesam_web.data.image_io import read_image
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 out = read_image(data)
 growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before

@@ -24,7 +24,7 @@ def streaming(ctx, n):
 @user_errors
 def failing(ctx, kind):
     if kind == "user":
-        from mobilesam_web.ui.segment import UserError
+        from mobilesam_web.ui.segment_session import UserError
 
         raise UserError("you can fix this")
     raise RuntimeError("a bug")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mobilesam_web import SamPredictor
-from mobilesam_web.detector import CONF_RANGE, NMS_IOU_RANGE, postprocess
+from mobilesam_web.everything.detector import CONF_RANGE, NMS_IOU_RANGE, postprocess
 from mobilesam_web.ui.params import (
     parse_box,
     parse_detector_conf,
@@ -18,7 +18,7 @@ from mobilesam_web.ui.params import (
     parse_labels,
     parse_points,
 )
-from mobilesam_web.ui.segment import UserError
+from mobilesam_web.ui.segment_session import UserError
 
 from conftest import OBJECTAWARE_FIXTURE, REPO_ROOT, require
 

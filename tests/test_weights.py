@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mobilesam_web import CheckpointError, WeightsUnavailableError, build_mobile_sam
-from mobilesam_web.checkpoints import REGISTRY, resolve_checkpoint
-from mobilesam_web.weights import load_into
+from mobilesam_web.engine.checkpoints import REGISTRY, resolve_checkpoint
+from mobilesam_web.engine.weights import load_into
 
 from conftest import REPO_ROOT
 
@@ -78,7 +78,7 @@ def test_offline_message_is_actionable(tmp_path, name):
     env = {k: v for k, v in os.environ.items() if k not in (spec.env_var,)}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(REPO_ROOT))
     code = (
-        "from mobilesam_web.checkpoints import resolve_checkpoint, WeightsUnavailableError\n"
+        "from mobilesam_web.engine.checkpoints import resolve_checkpoint, WeightsUnavailableError\n"
         f"try:\n    resolve_checkpoint({name!r})\n"
         "except WeightsUnavailableError as e:\n    print('MSG:' + str(e))\n"
     )
@@ -111,7 +111,7 @@ def test_unreachable_hub_is_tried_once_then_fails_clearly(monkeypatch, tmp_path)
     import huggingface_hub
     from huggingface_hub import constants
 
-    from mobilesam_web import checkpoints
+    from mobilesam_web.engine import checkpoints
 
     calls, probes = [], []
     real = huggingface_hub.hf_hub_download

@@ -10,9 +10,10 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from ..image_io import ImageLoadError, LoadedImage, read_image
-from ..masks import coco_annotations, low_res_to_coco_rle, mask_to_coco_rle
-from .everything_tab import run_everything
+from ..data.image_io import ImageLoadError, LoadedImage, read_image
+from ..data.masks import coco_annotations
+from ..data.rle import low_res_to_coco_rle, mask_to_coco_rle
+from .everything_run import run_everything
 from .params import (
     parse_bool,
     parse_box,
@@ -22,7 +23,7 @@ from .params import (
     parse_labels,
     parse_points,
 )
-from .segment import UserError
+from .segment_session import UserError
 from .sessions import is_uploaded
 
 DETECTOR_CONF = 0.4  # /everything's defaults: the detector's confidence threshold,

@@ -14,7 +14,7 @@ from .api_routes import build_api
 from .budget import SessionBudget
 from .context import AppContext
 from .errors import UserFacingError, quiet_input_errors, user_errors  # noqa: F401 (part of this module's interface)
-from .everything_ui import build_everything_tab
+from .everything_tab import build_everything_tab
 from .segment_tab import MODES, WIDGET_JS, build_segment_tab  # noqa: F401
 from .services import AppConfig, Services, load_services
 from .sessions import enforce_upload_rule, start_session_pruning

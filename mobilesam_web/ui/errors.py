@@ -18,8 +18,11 @@ import gradio as gr
 from gradio.exceptions import ComponentProcessingError
 from pydantic import ValidationError
 
-from ..image_io import ImageLoadError
-from .segment import UserError
+from ..data.image_io import ImageLoadError
+
+
+class UserError(ValueError):
+    """A problem the user can fix; the UI shows the message as gr.Error."""
 
 log = logging.getLogger("mobilesam_web")
 

@@ -25,8 +25,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..boxes import inclusive_xyxy_to_xywh
-from ..masks import MaskLike, as_crop, coco_annotations, cutout_png, mask_png
+from ..data.boxes import inclusive_xyxy_to_xywh
+from ..data.masks import MaskLike, as_crop, coco_annotations, cutout_png, mask_png
 
 STEM_CHARS = 24  # long enough to recognise the image, short enough to show in full
 SEPARATE_FILES = 10  # up to this many objects, each mask is its own download; beyond, one zip

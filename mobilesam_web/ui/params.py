@@ -11,8 +11,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..detector import CONF_RANGE, IMGSZ_STRIDE, NMS_IOU_RANGE, Range
-from .segment import UserError
+from ..everything.detector import CONF_RANGE, IMGSZ_STRIDE, NMS_IOU_RANGE, Range
+from .segment_session import UserError
 
 
 def shown(value: Any, limit: int = 60) -> str:

@@ -19,7 +19,8 @@ from typing import Callable, Optional
 
 import gradio as gr
 
-from . import segment as seg
+from . import segment_actions as actions
+from . import segment_session as seg
 from .api import client_file, load_user_image, read_upload
 from .budget import EVICTED
 from .context import AppContext, bind, require_model
@@ -129,7 +130,7 @@ def on_upload(ctx: AppContext, path, refine_on, progress=gr.Progress()):
 @one_at_a_time
 def on_browser_keep(ctx: AppContext, s, refine_on, evt: gr.EventData):
     """The widget's 'keep': {low_res_f16, score, points, box} of the mask to keep."""
-    s = seg.keep_browser_object(_need_image(s), event_fields(evt, MASK_FIELDS))
+    s = actions.keep_browser_object(_need_image(s), event_fields(evt, MASK_FIELDS))
     return (s,) + view(ctx, s) + (browser_view(ctx, s, refine_on),)
 
 
@@ -140,8 +141,8 @@ def on_browser_export(ctx: AppContext, s, evt: gr.EventData):
     or {} when there is none. Exports the kept objects plus that mask."""
     s = _need_image(s)
     data = event_fields(evt, MASK_FIELDS)
-    current = seg.browser_object(s, data) if data.get("low_res_f16") is not None else None
-    masks, scores = seg.export_masks(s, current)
+    current = actions.browser_object(s, data) if data.get("low_res_f16") is not None else None
+    masks, scores = actions.export_masks(s, current)
     return _downloads(write_exports(s.image, records_from_masks(masks, scores), s.name, size=s.user_size))
 
 
@@ -150,7 +151,7 @@ def on_browser_export(ctx: AppContext, s, evt: gr.EventData):
 def on_export(ctx: AppContext, s):
     """Server mode's Export button: the kept objects plus the current mask, if any."""
     s = _need_image(s)
-    masks, scores = seg.export_masks(s)
+    masks, scores = actions.export_masks(s)
     return _downloads(write_exports(s.image, records_from_masks(masks, scores), s.name, size=s.user_size))
 
 
@@ -201,7 +202,7 @@ def on_click(ctx: AppContext, s, mode_label, refine, evt: gr.SelectData):
         x, y = float(evt.index[0]) / s.display_scale, float(evt.index[1]) / s.display_scale
     except (TypeError, ValueError, IndexError, KeyError, OverflowError):
         raise UserFacingError("The click position is not a number.") from None
-    s = seg.add_click(ctx.services, s, x, y, MODES.get(mode_label, "add"), parse_bool("refine", refine, True))
+    s = actions.add_click(ctx.services, s, x, y, MODES.get(mode_label, "add"), parse_bool("refine", refine, True))
     return (s,) + view(ctx, s)
 
 
@@ -211,7 +212,7 @@ def on_pick(ctx: AppContext, s, evt: gr.SelectData):
     s = _need_image(s)
     if not isinstance(evt.index, int) or isinstance(evt.index, bool):
         raise UserFacingError("There is no such candidate mask.")
-    s = seg.select_candidate(s, evt.index)
+    s = actions.select_candidate(s, evt.index)
     return (s,) + view(ctx, s)
 
 
@@ -229,7 +230,7 @@ def session_op(op: Callable[[seg.SegmentSession], seg.SegmentSession]) -> Callab
 
 
 undo, clear, keep_object, remove_object = (
-    session_op(op) for op in (seg.undo, seg.clear, seg.keep_object, seg.remove_object)
+    session_op(op) for op in (actions.undo, actions.clear, actions.keep_object, actions.remove_object)
 )
 
 

@@ -1,5 +1,6 @@
-"""What the segment tab shows for a session: the status line, the kept-objects table, the
-server-drawn canvas, and the value of the in-browser widget."""
+"""What the segment tab shows for a session: the server-drawn canvas (image, kept objects, the
+current mask and prompts), candidate thumbnails, the status line, the kept-objects table, and the
+value of the in-browser widget."""
 
 import base64
 from typing import Any, Dict, List, Optional, Tuple
@@ -7,8 +8,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..masks import color_for
-from . import segment as seg
+from ..data.masks import color_for, crop_resized
+from ..data.upscale import MaskCrop
+from . import segment_session as seg
 from .context import AppContext
 
 NO_IMAGE = "Upload an image to start, or click an example."
@@ -70,7 +72,7 @@ def view(ctx: AppContext, s: Optional[seg.SegmentSession]) -> Tuple[Any, list, s
     """(canvas, candidate thumbnails, status, kept objects) for the server-drawn view."""
     if s is None:
         return None, [], status_markdown(ctx, s), []
-    return seg.render(s), seg.candidate_thumbnails(s), status_markdown(ctx, s), objects_table(s)
+    return render(s), candidate_thumbnails(s), status_markdown(ctx, s), objects_table(s)
 
 
 def data_url(image: np.ndarray, ext: str = ".jpg") -> str:
@@ -111,8 +113,95 @@ def browser_view(ctx: AppContext, s: Optional[seg.SegmentSession], refine_on: bo
         "input_size": list(s.input_size),
         "embedding": f"/msw/embedding/{s.browser_token}",
         "objects_count": len(s.objects),
-        "objects": data_url(seg.objects_layer(s), ".png") if s.objects else None,
+        "objects": data_url(objects_layer(s), ".png") if s.objects else None,
         "refine": bool(refine_on),
         "max_points": int(ctx.config.max_points),
         "status": status_text(ctx, s),
     }
+
+
+def _display_layer(session: seg.SegmentSession, crop: Optional[MaskCrop], dh: int, dw: int) -> Optional[MaskCrop]:
+    return None if crop is None else crop_resized(crop, (dh, dw))
+
+
+def render(session: seg.SegmentSession) -> np.ndarray:
+    """The canvas: kept objects in their colours, the current mask highlighted, prompt markers.
+    Drawn at display size (clicks are mapped back with `display_scale`), mask by mask within
+    each mask's box."""
+    s = session.display_scale
+    h, w = session.size
+    dw, dh = max(1, round(w * s)), max(1, round(h * s))
+    img = session.image if s == 1.0 else cv2.resize(session.image, (dw, dh), interpolation=cv2.INTER_AREA)
+    canvas = img.copy()
+    layers = [(m, color_for(i), 0.45, 2) for i, m in enumerate(session.object_crops())]
+    layers.append((session.current_crop(), color_for(len(session.objects)), 0.55, 3))
+    for crop, color, alpha, width in layers:
+        crop = _display_layer(session, crop, dh, dw)
+        if crop is None:
+            continue
+        x0, y0, x1, y1 = crop.bounds
+        region = canvas[y0 : y1 + 1, x0 : x1 + 1]
+        blend = region[crop.crop].astype(np.float32) * (1 - alpha) + color.astype(np.float32) * alpha
+        region[crop.crop] = blend.clip(0, 255).astype(np.uint8)
+        contours, _ = cv2.findContours(
+            crop.crop.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0)
+        )
+        cv2.drawContours(canvas, contours, -1, (255, 255, 255), width)
+    r = max(4, round(min(dw, dh) / 90))
+    p = session.prompts
+    if p.box is not None:
+        x0, y0, x1, y1 = [round(v * s) for v in p.box]
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), (255, 215, 0), max(2, r // 2))
+    if p.corner is not None:
+        cx, cy = round(p.corner[0] * s), round(p.corner[1] * s)
+        cv2.drawMarker(canvas, (cx, cy), (255, 215, 0), cv2.MARKER_CROSS, 3 * r, max(2, r // 2))
+    for x, y, label in p.points:
+        c = (round(x * s), round(y * s))
+        color = (40, 200, 80) if label == 1 else (230, 50, 50)
+        cv2.circle(canvas, c, r, color, -1)
+        cv2.circle(canvas, c, r, (255, 255, 255), max(1, r // 3))
+        cv2.line(canvas, (c[0] - r // 2, c[1]), (c[0] + r // 2, c[1]), (255, 255, 255), max(1, r // 4))
+        if label == 1:
+            cv2.line(canvas, (c[0], c[1] - r // 2), (c[0], c[1] + r // 2), (255, 255, 255), max(1, r // 4))
+    return canvas
+
+
+def candidate_thumbnails(session: seg.SegmentSession, side: int = 256) -> List[Tuple[np.ndarray, str]]:
+    """Each candidate mask over a small copy of the image, captioned with its predicted IoU."""
+    if session.result is None:
+        return []
+    h, w = session.size
+    s = min(1.0, side / max(h, w))
+    small = cv2.resize(session.image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    out = []
+    color = color_for(len(session.objects)).astype(np.float32)
+    for i, (low, score) in enumerate(zip(session.result.low_res, session.result.scores)):
+        t = small.astype(np.float32)
+        crop = session.mask(low)
+        crop = None if crop is None else crop_resized(crop, small.shape[:2])
+        if crop is not None:
+            x0, y0, x1, y1 = crop.bounds
+            region = t[y0 : y1 + 1, x0 : x1 + 1]
+            region[crop.crop] = region[crop.crop] * 0.4 + color * 0.6
+        mark = "✓ " if i == session.result.selected else ""
+        out.append((t.astype(np.uint8), f"{mark}mask {i + 1} · IoU {score:.3f}"))
+    return out
+
+
+def objects_layer(session: seg.SegmentSession) -> np.ndarray:
+    """RGBA layer of the kept objects at display size (for the in-browser canvas)."""
+    s = session.display_scale
+    h, w = session.size
+    dw, dh = max(1, round(w * s)), max(1, round(h * s))
+    layer = np.zeros((dh, dw, 4), np.uint8)
+    for i, m in enumerate(session.object_crops()):
+        crop = _display_layer(session, m, dh, dw)
+        if crop is None:
+            continue
+        x0, y0, x1, y1 = crop.bounds
+        layer[y0 : y1 + 1, x0 : x1 + 1][crop.crop] = (*color_for(i), 115)
+        contours, _ = cv2.findContours(
+            crop.crop.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0)
+        )
+        cv2.drawContours(layer, contours, -1, (255, 255, 255, 255), 2)
+    return layer

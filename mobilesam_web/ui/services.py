@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..checkpoints import CheckpointError, WeightsUnavailableError, resolve_checkpoint
+from ..engine.checkpoints import CheckpointError, WeightsUnavailableError, resolve_checkpoint
 
 
 @dataclass
@@ -93,8 +93,8 @@ class Services:
 
     def new_predictor(self, for_everything: bool = False):
         """A fresh per-request predictor over the shared engine."""
-        from ..onnx_predictor import OnnxSamPredictor
-        from ..predictor import SamPredictor
+        from ..engine.onnx.predictor import OnnxSamPredictor
+        from ..engine.predictor import SamPredictor
 
         if self.engine is not None:
             engine = self.everything_engine if (for_everything and self.everything_engine) else self.engine
@@ -104,7 +104,7 @@ class Services:
 
     def get_detector(self):
         """The object-aware detector, loaded on first use (it is large)."""
-        from ..detector import ObjectAwareDetector
+        from ..everything.detector import ObjectAwareDetector
 
         with self._lock:
             if self.detector is None and self.detector_error is None:
@@ -124,14 +124,14 @@ class Services:
 def load_services(config: AppConfig, log=print) -> Services:
     """Load MobileSAM (and export ONNX on first use). Never raises for missing weights: the
     error is kept and shown by the UI and the API."""
-    from ..build import load_mobile_sam, load_prompt_guided_decoder
+    from ..engine.build import load_mobile_sam, load_prompt_guided_decoder
 
     s = Services(config)
     try:
         path = resolve_checkpoint("mobile_sam", config.checkpoint)
         s.torch_model = load_mobile_sam(path)
         if config.backend == "onnxruntime":
-            from ..onnx_predictor import load_onnx_engine
+            from ..engine.onnx.predictor import load_onnx_engine
 
             s.engine = load_onnx_engine(path, config.onnx_cache_dir, config.threads, log=log, app=True)
             s.engine.warm_up()
@@ -139,7 +139,7 @@ def load_services(config: AppConfig, log=print) -> Services:
             raise ValueError(f"unknown backend {config.backend!r} (use onnxruntime or torch)")
         if config.decoder_checkpoint:
             if s.engine is not None:
-                from ..onnx_predictor import load_onnx_engine
+                from ..engine.onnx.predictor import load_onnx_engine
 
                 s.everything_engine = load_onnx_engine(
                     path, config.onnx_cache_dir, config.threads, decoder_checkpoint=config.decoder_checkpoint, log=log

@@ -151,7 +151,7 @@ def msw_app(services, store: EmbeddingStore):
     from fastapi.responses import JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
 
-    from ..masks import palette_spec
+    from ..data.masks import palette_spec
     from .examples import EXAMPLES, EXAMPLES_DIR
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)

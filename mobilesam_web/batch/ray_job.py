@@ -1,10 +1,10 @@
-"""The batch job (mobilesam_web.batch) on Ray Data: image paths -> `map_batches` over an actor
+"""The batch job (mobilesam_web.batch.job) on Ray Data: image paths -> `map_batches` over an actor
 pool (each actor: one `Segmenter`, i.e. one ONNX Runtime engine with `threads` intra-op
 threads plus the detector) -> per-image results streamed back to the driver, which writes them
 into OUT_DIR (workers need no access to it) and merges them exactly as the local run does.
 
-    from mobilesam_web.batch import SegmentJob
-    from mobilesam_web.batch_ray import run_ray
+    from mobilesam_web.batch.job import SegmentJob
+    from mobilesam_web.batch.ray_job import run_ray
     run_ray(SegmentJob("photos/", "out/"), address="auto", threads=4)
 
 Workers read the images from their paths: INPUT must be visible to every node under the same
@@ -27,7 +27,7 @@ import numpy as np
 import ray  # noqa: F401  (ImportError here is how the CLI knows Ray is missing)
 import ray.data  # noqa: F401
 
-from .batch import ImageItem, JobError, Segmenter, SegmentJob, build_items, run_job
+from .job import ImageItem, JobError, Segmenter, SegmentJob, build_items, run_job
 
 DEFAULT_THREADS = 2
 DEFAULT_ACTOR_MEMORY_MB = 3000

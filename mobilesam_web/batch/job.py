@@ -1,8 +1,8 @@
 """Batch segmentation of a folder (or a list) of images into one COCO file, resumable.
 
-    from mobilesam_web.batch import SegmentJob, run_local
+    from mobilesam_web.batch.job import SegmentJob, run_local
     job = SegmentJob("photos/", "out/", mode="everything")
-    exit_code = run_local(job)          # or mobilesam_web.batch_ray.run_ray(job, address=None)
+    exit_code = run_local(job)          # or mobilesam_web.batch.ray_job.run_ray(job, address=None)
 
 Layout of OUT_DIR:
     job.json                    the options the results were made with (a rerun must match them)
@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from .image_io import MAX_PIXELS, MAX_SIDE, ImageLoadError, read_image
+from ..data.image_io import MAX_PIXELS, MAX_SIDE, ImageLoadError, read_image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".tif", ".tiff", ".bmp")
 MODES = ("everything", "boxes", "grid")
@@ -206,7 +206,7 @@ class Segmenter:
     def __init__(self, job: SegmentJob, log: Callable[[str], None] = lambda s: None) -> None:
         import torch
 
-        from .checkpoints import resolve_checkpoint
+        from ..engine.checkpoints import resolve_checkpoint
 
         self.job = job
         if job.threads:
@@ -214,9 +214,9 @@ class Segmenter:
         ckpt = resolve_checkpoint("mobile_sam", job.checkpoint)
         self.detector = self.generator = None
         if job.mode == "grid":  # the grid generator works on torch tensors (SAM's reference algorithm)
-            from .build import load_mobile_sam, load_prompt_guided_decoder
-            from .grid import SamAutomaticMaskGenerator
-            from .predictor import SamPredictor
+            from ..engine.build import load_mobile_sam, load_prompt_guided_decoder
+            from ..engine.predictor import SamPredictor
+            from ..everything.grid import SamAutomaticMaskGenerator
 
             model = load_mobile_sam(ckpt)
             if job.decoder_checkpoint:
@@ -230,7 +230,7 @@ class Segmenter:
                 output_mode="binary_mask",
             )
         else:
-            from .onnx_predictor import OnnxSamPredictor, load_onnx_engine
+            from ..engine.onnx.predictor import OnnxSamPredictor, load_onnx_engine
 
             engine = load_onnx_engine(
                 ckpt, job.onnx_cache, job.threads, decoder_checkpoint=job.decoder_checkpoint, log=log
@@ -238,8 +238,8 @@ class Segmenter:
             engine.cache.max_bytes = 0  # every image is new: keep no embeddings around
             self.predictor = OnnxSamPredictor(engine)
             if job.mode == "everything":
-                from .detector import ObjectAwareDetector
-                from .everything import SegmentEverything
+                from ..everything.detector import ObjectAwareDetector
+                from ..everything.pipeline import SegmentEverything
 
                 self.detector = ObjectAwareDetector.from_checkpoint(
                     resolve_checkpoint("object_aware", job.detector_checkpoint)
@@ -285,7 +285,7 @@ class Segmenter:
         if job.mode == "grid":
             import cv2
 
-            from .masks import mask_to_coco_rle
+            from ..data.rle import mask_to_coco_rle
 
             records = self.generator.generate(image)
             for r in records:  # one full-size mask at a time, kept as RLE
@@ -296,10 +296,10 @@ class Segmenter:
                 r["segmentation"] = mask_to_coco_rle(m)
             return records
         # boxes: each prompt box -> one mask (multimask_output=False), in the image's own pixels
-        from .boxes import inclusive_xyxy_to_xywh
-        from .everything import _low_res_stability
-        from .masks import crop_to_coco_rle
-        from .upscale import MaskCrop, mask_crop_from_low_res
+        from ..data.boxes import inclusive_xyxy_to_xywh
+        from ..data.rle import crop_to_coco_rle
+        from ..data.upscale import MaskCrop, mask_crop_from_low_res
+        from ..everything.pipeline import _low_res_stability
 
         prompts = item.boxes or []
         if not prompts:
@@ -328,7 +328,7 @@ class Segmenter:
         return records
 
     def _package(self, loaded, item: ImageItem, records) -> Tuple[Dict[str, Any], Dict[str, bytes]]:
-        from .masks import coco_annotations
+        from ..data.masks import coco_annotations
 
         _, _, (oh, ow) = loaded
         coco = coco_annotations(records, (oh, ow), item.file_name)
@@ -373,7 +373,7 @@ def _peak_rss_mb() -> float:
 def _png_files(key: str, segs, size) -> Dict[str, bytes]:
     import cv2
 
-    from .masks import as_crop, mask_png
+    from ..data.masks import as_crop, mask_png
 
     labels = np.zeros(size, np.uint16)
     files = {}

@@ -17,12 +17,12 @@ import cv2
 import numpy as np
 import torch
 
-from .boxes import nms
-from .checkpoints import CheckpointError, PathLike, file_sha256
-from .modeling.yolo import YOLOv8
-from .safe_unpickle import load_ultralytics_checkpoint, named_tensors
-from .validation import check_image
-from .weights import load_into
+from ..data.boxes import nms
+from ..data.validation import check_image
+from ..engine.checkpoints import CheckpointError, PathLike, file_sha256
+from ..engine.modeling.yolo import YOLOv8
+from ..engine.safe_unpickle import load_ultralytics_checkpoint, named_tensors
+from ..engine.weights import load_into
 
 LETTERBOX_VALUE = 114
 BORDER_PX = 20
@@ -199,7 +199,7 @@ class ObjectAwareDetector:
         self, cache_dir: Optional[PathLike] = None, threads: Optional[int] = None
     ) -> "ObjectAwareDetector":
         """Switch inference to ONNX Runtime (exported once into the cache, keyed by checkpoint hash)."""
-        from .export import DEFAULT_CACHE_DIR, EXPORTER_VERSION, ort_session
+        from ..engine.onnx.cache import DEFAULT_CACHE_DIR, EXPORTER_VERSION, ort_session
 
         with self._lock:
             if self._onnx is None:

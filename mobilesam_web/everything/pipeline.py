@@ -11,12 +11,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .boxes import inclusive_xyxy_to_xywh
+from ..data.boxes import inclusive_xyxy_to_xywh
+from ..data.rle import low_res_to_coco_rle
+from ..data.upscale import mask_crop_from_low_res
+from ..data.validation import check_image
+from ..engine.interface import Predictor
 from .detector import ObjectAwareDetector
-from .masks import low_res_to_coco_rle
-from .predictor import Predictor
-from .upscale import mask_crop_from_low_res
-from .validation import check_image
 
 BOX_DECODER_BYTES = 40 << 20  # activations per box in one decoder batch (measured ~35 MB)
 OUTPUT_MODES = ("binary_mask", "coco_rle", "crop")

@@ -1,11 +1,13 @@
 """Image and coordinate transforms for SAM's longest-side-1024 frame, and YOLO's letterbox."""
 
 from copy import deepcopy
-from typing import Tuple
+from typing import TYPE_CHECKING, Tuple
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:  # the torch methods get tensors; the numpy ones (the ONNX engine's) need no torch
+    import torch
 
 
 def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> Tuple[int, int]:
@@ -44,13 +46,13 @@ class ResizeLongestSide:
         """(..., 4) xyxy -> (N, 4) in the resized frame."""
         return self.apply_coords(boxes.reshape(-1, 2, 2), original_size).reshape(-1, 4)
 
-    def apply_coords_torch(self, coords: torch.Tensor, original_size: Tuple[int, ...]) -> torch.Tensor:
+    def apply_coords_torch(self, coords: "torch.Tensor", original_size: Tuple[int, ...]) -> "torch.Tensor":
         old_h, old_w = original_size
         new_h, new_w = get_preprocess_shape(old_h, old_w, self.target_length)
-        coords = coords.clone().to(torch.float)
+        coords = coords.clone().float()
         coords[..., 0] = coords[..., 0] * (new_w / old_w)
         coords[..., 1] = coords[..., 1] * (new_h / old_h)
         return coords
 
-    def apply_boxes_torch(self, boxes: torch.Tensor, original_size: Tuple[int, ...]) -> torch.Tensor:
+    def apply_boxes_torch(self, boxes: "torch.Tensor", original_size: Tuple[int, ...]) -> "torch.Tensor":
         return self.apply_coords_torch(boxes.reshape(-1, 2, 2), original_size).reshape(-1, 4)

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fast_decoder import FastMaskDecoder
-from .modeling import Sam
+from ..fast_decoder import FastMaskDecoder
+from ..modeling import Sam
 
 
 class EncoderGraph(nn.Module):

@@ -31,23 +31,20 @@ Pillow's limits stay as they are.
 import contextlib
 import io
 import os
-import struct
 import warnings
-import zlib
-from typing import BinaryIO, Callable, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import BinaryIO, Callable, Iterator, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from .decode_cost import TILE_PIXELS, Size, frame_cost, reduction
+from .png_metadata import without_oversized_metadata
 
 MAX_PIXELS = int(os.environ.get("MOBILESAM_MAX_PIXELS", 100_000_000))  # refuse beyond (e.g. 10000 x 10000)
 MAX_SIDE = int(os.environ.get("MOBILESAM_MAX_IMAGE_SIDE", 2048))  # downscale beyond
 MAX_DECODE_BYTES = int(float(os.environ.get("MOBILESAM_MAX_DECODE_MB", 512)) * 2**20)  # refuse beyond
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "TIFF", "BMP")
 HIGH_BIT_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-TILE_PIXELS = 1 << 20  # frames are converted and reduced this many pixels at a time
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_METADATA = (b"tEXt", b"zTXt", b"iTXt", b"iCCP")
-METADATA_BYTES = 8 << 20  # inflated PNG text/ICC kept per image at most (Pillow allows 64 MB)
 
 # EXIF orientation -> the transpose that shows the image upright (EXIF 2.32, tag 0x0112)
 _ORIENTATION = {
@@ -60,7 +57,6 @@ _ORIENTATION = {
     8: Image.Transpose.ROTATE_90,
 }
 
-Size = Tuple[int, int]
 Source = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
 
 
@@ -75,144 +71,13 @@ class LoadedImage(NamedTuple):
 
 
 # ------------------------------------------------------------------ PNG metadata left out
-class _Without(io.RawIOBase):
-    """A read-only, seekable view of a seekable file with some byte ranges cut out."""
-
-    def __init__(self, fp: BinaryIO, cuts: List[Tuple[int, int]]) -> None:
-        super().__init__()
-        self._fp = fp
-        self._parts: List[Tuple[int, int, int]] = []  # (start in the view, start in fp, length)
-        end = fp.seek(0, io.SEEK_END)
-        view = real = 0
-        for start, stop in sorted(cuts) + [(end, end)]:
-            if start > real:
-                self._parts.append((view, real, start - real))
-                view += start - real
-            real = max(real, stop)
-        self._size, self._pos = view, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._pos = max(0, (0, self._pos, self._size)[whence] + offset)
-        return self._pos
-
-    def readinto(self, buffer) -> int:
-        out = memoryview(buffer).cast("B")
-        done = 0
-        for view, real, length in self._parts:
-            skip = self._pos - view
-            if done == len(out) or not 0 <= skip < length:
-                continue
-            self._fp.seek(real + skip)
-            got = self._fp.readinto(out[done : done + min(length - skip, len(out) - done)])
-            done += got
-            self._pos += got
-        return done
-
-
-def _png_chunks(fp: BinaryIO) -> Iterator[Tuple[bytes, int, int]]:
-    """(type, offset of the chunk, length of its data) for each chunk, reading headers only."""
-    pos = len(PNG_SIGNATURE)
-    while True:
-        fp.seek(pos)
-        head = fp.read(8)
-        if len(head) < 8:
-            return
-        length, ctype = struct.unpack(">I4s", head)
-        yield ctype, pos, length
-        if ctype == b"IEND":
-            return
-        pos += 12 + length
-
-
-def _compressed_at(ctype: bytes, head: bytes) -> Optional[int]:
-    """Where the zlib data starts in a chunk beginning with `head`: -1 when the chunk is
-    uncompressed text, None when it is malformed or compressed with an unknown method."""
-    if ctype == b"tEXt":
-        return -1
-    key_end = head.find(b"\0")
-    if key_end < 0 or len(head) < key_end + 3:
-        return None
-    if ctype in (b"zTXt", b"iCCP"):
-        return key_end + 2 if head[key_end + 1] == 0 else None
-    compressed, method = head[key_end + 1], head[key_end + 2]  # iTXt
-    lang_end = head.find(b"\0", key_end + 3)
-    text_at = head.find(b"\0", lang_end + 1) + 1 if lang_end >= 0 else 0
-    if text_at <= 0:
-        return None
-    if not compressed:
-        return -1
-    return text_at if method == 0 else None
-
-
-def _inflated_size(fp: BinaryIO, length: int, limit: int) -> Optional[int]:
-    """Size of the zlib stream of `length` bytes at fp's position once inflated; None beyond
-    `limit` or when it is corrupt. Reads and inflates in blocks: memory stays below `limit`."""
-    inflater, size = zlib.decompressobj(), 0
-    try:
-        while length > 0 and size <= limit:
-            data = fp.read(min(length, 1 << 16))
-            if not data:
-                break
-            length -= len(data)
-            while data and size <= limit:
-                size += len(inflater.decompress(data, limit + 1 - size))
-                data = inflater.unconsumed_tail
-    except zlib.error:
-        return None
-    return size if size <= limit else None
-
-
-def _metadata_size(fp: BinaryIO, ctype: bytes, offset: int, length: int) -> Optional[int]:
-    """Bytes Pillow would keep for this text/ICC chunk, or None where Pillow would refuse the
-    image for it (inflating beyond MAX_TEXT_CHUNK, unknown compression)."""
-    limit = PngImagePlugin.MAX_TEXT_CHUNK
-    fp.seek(offset + 8)
-    head = fp.read(min(length, 4096))
-    start = _compressed_at(ctype, head)
-    if start is None:
-        return None
-    if start < 0:
-        return length
-    fp.seek(offset + 8 + start)
-    return _inflated_size(fp, length - start, limit)
-
-
-def _without_oversized_metadata(fp: BinaryIO) -> BinaryIO:
-    """`fp`, or for a PNG with text/ICC chunks that Pillow would refuse or that exceed
-    METADATA_BYTES together, a view of it without those chunks."""
-    fp.seek(0)
-    if fp.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
-        fp.seek(0)
-        return fp
-    cuts, kept = [], 0
-    for ctype, offset, length in _png_chunks(fp):
-        if ctype in PNG_METADATA:
-            size = _metadata_size(fp, ctype, offset, length)
-            if size is None or kept + size > METADATA_BYTES:
-                cuts.append((offset, offset + 12 + length))
-            else:
-                kept += size
-    fp.seek(0)
-    return _Without(fp, cuts) if cuts else fp
-
-
-# ------------------------------------------------------------------------ opening
 @contextlib.contextmanager
 def _encoded(source: Union[str, os.PathLike, bytes]) -> Iterator[BinaryIO]:
     """The encoded image as a seekable binary file."""
     if isinstance(source, (bytes, bytearray)):
         if len(source) == 0:
             raise ImageLoadError("the file is empty (0 bytes)")
-        yield _without_oversized_metadata(io.BytesIO(source))
+        yield without_oversized_metadata(io.BytesIO(source))
         return
     path = os.fspath(source)
     if not os.path.isfile(path):
@@ -220,7 +85,7 @@ def _encoded(source: Union[str, os.PathLike, bytes]) -> Iterator[BinaryIO]:
     if os.path.getsize(path) == 0:
         raise ImageLoadError("the file is empty (0 bytes)")
     with open(path, "rb") as fp:
-        yield _without_oversized_metadata(fp)
+        yield without_oversized_metadata(fp)
 
 
 def _identify(fp: BinaryIO) -> Image.Image:
@@ -250,112 +115,6 @@ def _target(size: Size, max_side: int) -> Optional[Size]:
 
 
 # ------------------------------------------------------------------- decoding cost
-def _storage_bytes(mode: str) -> int:
-    """Bytes per pixel of Pillow's in-memory frame in `mode`."""
-    if mode in ("1", "L", "P"):
-        return 1
-    return 2 if mode.startswith("I;16") else 4
-
-
-def _length(fp: BinaryIO) -> int:
-    pos = fp.tell()
-    end = fp.seek(0, io.SEEK_END)
-    fp.seek(pos)
-    return end
-
-
-def _first_scan_components(fp: BinaryIO) -> int:
-    """Components in a JPEG's first scan (its SOS header); 0 when it cannot be found."""
-    pos = fp.tell()
-    try:
-        fp.seek(2)
-        while True:
-            head = fp.read(4)
-            if len(head) < 4 or head[0] != 0xFF:
-                return 0
-            if head[1] == 0xFF:  # a fill byte: the marker starts at the next one
-                fp.seek(-3, io.SEEK_CUR)
-                continue
-            if head[1] == 0x01 or 0xD0 <= head[1] <= 0xD7:  # TEM, RSTn: no length
-                fp.seek(-2, io.SEEK_CUR)
-                continue
-            if head[1] == 0xDA:
-                count = fp.read(1)
-                return count[0] if count else 0
-            fp.seek(struct.unpack(">H", head[2:])[0] - 2, io.SEEK_CUR)
-    finally:
-        fp.seek(pos)
-
-
-def _jpeg_coefficient_bytes(img: Image.Image, fp: BinaryIO, size: Size) -> int:
-    """The whole-image DCT coefficients libjpeg keeps for a progressive or multi-scan JPEG
-    (2 bytes per sample, per component at its sampling); 0 for a single-scan one."""
-    layers = getattr(img, "layer", None) or [(0, 1, 1, 0)] * 3
-    if not img.info.get("progressive") and _first_scan_components(fp) >= len(layers):
-        return 0
-    h_max, v_max = max(c[1] for c in layers) or 1, max(c[2] for c in layers) or 1
-    total = 0
-    for _, h_samp, v_samp, _ in layers:  # Pillow's `layer`: (id, H, V, table)
-        h_samp, v_samp = max(1, h_samp), max(1, v_samp)
-        blocks_w = -(-size[0] * h_samp // (h_max * 8))
-        blocks_h = -(-size[1] * v_samp // (v_max * 8))
-        total += -(-blocks_w // h_samp) * h_samp * -(-blocks_h // v_samp) * v_samp * 128
-    return total
-
-
-def _tiff_buffer_bytes(img: Image.Image) -> int:
-    """libtiff's buffer for one strip or tile as Pillow decodes it (at most 4 bytes a pixel)."""
-    w, h = img.size
-    try:
-        tags = img.tag_v2
-        if 322 in tags and 323 in tags:
-            pixels = int(tags[322]) * int(tags[323])
-        else:
-            pixels = w * min(h, int(tags.get(278, h)))
-        bits = tags.get(258, 8)
-        bits = sum(bits) if isinstance(bits, tuple) else int(bits) * int(tags.get(277, 1))
-    except Exception:  # odd tags: assume a whole-image strip
-        return w * h * 4
-    return pixels * max(4, -(-bits // 8))
-
-
-def _frame_bytes(img: Image.Image, fp: BinaryIO, header_size: Size) -> int:
-    """What the decoder holds while decoding `img` (after any JPEG draft)."""
-    w, h = img.size
-    frame = w * h * _storage_bytes(img.mode)
-    if img.format == "WEBP":  # libwebp's 2 RGBA canvases + the bytes handed over + Pillow's frame
-        return 4 * w * h * 4 + _length(fp)
-    if img.format in ("JPEG", "MPO"):
-        return frame + _jpeg_coefficient_bytes(img, fp, header_size)
-    if img.format == "TIFF":  # Pillow hands libtiff the whole file when it has no descriptor
-        return frame + _tiff_buffer_bytes(img) + _length(fp)
-    if img.format == "BMP" and img.info.get("compression") in (1, 2):  # RLE: built in Python first
-        return frame + 3 * w * h
-    if img.format == "PNG" and getattr(img, "n_frames", 1) > 1:  # APNG: a disposal frame and its crop
-        return 3 * frame
-    return frame
-
-
-def _reduction(size: Size, target: Optional[Size]) -> Tuple[int, int]:
-    """Box-reduce factors that bring `size` to between 1 and 2 times `target` per axis."""
-    if target is None:
-        return 1, 1
-    return max(1, size[0] // target[0]), max(1, size[1] // target[1])
-
-
-def _cost(img: Image.Image, fp: BinaryIO, header_size: Size, target: Optional[Size]) -> int:
-    """Peak memory (bytes) read_image needs for `img`, from its header: the larger of
-    decoding + reducing (frame, reduced copy, a tile's temporaries) and finishing (the reduced
-    copy, its premultiplied copy, the resize's two passes, then RGB and array copies)."""
-    frame = _frame_bytes(img, fp, header_size)
-    fx, fy = _reduction(img.size, target)
-    rw, rh = -(-img.size[0] // fx), -(-img.size[1] // fy)
-    tw, th = target or (rw, rh)
-    reducing = frame + 4 * rw * rh + 32 * TILE_PIXELS
-    finishing = frame * (fx == fy == 1) + 4 * (2 * rw * rh + tw * rh + tw * th)
-    return max(reducing, finishing, 16 * tw * th)
-
-
 def decode_cost(source: Union[str, os.PathLike, bytes], max_side: int = MAX_SIDE) -> int:
     """read_image's peak memory for this file, in bytes, estimated from its header alone."""
     with _encoded(source) as fp:
@@ -364,11 +123,11 @@ def decode_cost(source: Union[str, os.PathLike, bytes], max_side: int = MAX_SIDE
         target = _target(header_size, max_side)
         if target is not None and img.format in ("JPEG", "MPO"):
             img.draft(None, target)
-        return _cost(img, fp, header_size, target)
+        return frame_cost(img, fp, header_size, target)
 
 
 def _check_cost(img: Image.Image, fp: BinaryIO, header_size: Size, target: Optional[Size], budget: int) -> None:
-    cost = _cost(img, fp, header_size, target)
+    cost = frame_cost(img, fp, header_size, target)
     if cost <= budget:
         return
     if img.format == "WEBP":
@@ -447,7 +206,7 @@ def _reduced(
     that the image's `content` (its extent in img's pixels) covers in the result. The same
     pixels as Pillow's resize(target, reducing_gap=1.0), which reduces first too."""
     mode = _working_mode(img)
-    fx, fy = factors = _reduction(img.size, target)
+    fx, fy = factors = reduction(img.size, target)
     box = (0, 0, content[0] / fx, content[1] / fy)
     if mode == img.mode and factors == (1, 1):
         return img, box

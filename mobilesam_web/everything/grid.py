@@ -12,11 +12,13 @@ from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Tup
 import numpy as np
 import torch
 
-from .boxes import masks_to_boxes, nms, xyxy_to_xywh
-from .masks import area_from_rle, coco_rle, masks_to_rle, rle_to_mask, stability_score
-from .modeling import Sam
-from .predictor import Predictor, SamPredictor
-from .validation import check_image
+from ..data.boxes import masks_to_boxes, nms, xyxy_to_xywh
+from ..data.masks import stability_score
+from ..data.rle import area_from_rle, coco_rle, masks_to_rle, rle_to_mask
+from ..data.validation import check_image
+from ..engine.interface import Predictor
+from ..engine.modeling import Sam
+from ..engine.predictor import SamPredictor
 
 
 def build_point_grid(n_per_side: int) -> np.ndarray:
