@@ -190,7 +190,8 @@ def export_site(argv: Optional[Sequence[str]] = None) -> int:
 
 def segment(argv: Optional[Sequence[str]] = None) -> int:
     """Segment a folder (or a list) of images into OUT_DIR/annotations.json; resumable."""
-    from .batch.job import MODES, JobError, SegmentJob, run_local
+    from .batch.job import MODES, JobError, SegmentJob
+    from .batch.run import run_local
     from .engine.checkpoints import CheckpointError, WeightsUnavailableError
 
     ap = argparse.ArgumentParser(

@@ -329,7 +329,7 @@ def test_bad_input_and_ray_missing(tmp_path, capsys):
 def test_progress_bar_on_a_terminal_and_log_lines_otherwise():
     import io
 
-    from mobilesam_web.batch.job import Progress
+    from mobilesam_web.batch.run import Progress
 
     ok = {"file_name": "a.png", "annotations": [{}, {}]}
     bad = {"file_name": "b.png", "error": "the file is empty (0 bytes)"}

@@ -30,7 +30,8 @@ def ray_run(folder, dist, opts) -> int:
 
 
 def test_ray_run_equals_local_run(tmp_path):
-    from mobilesam_web.batch.job import SegmentJob, run_local
+    from mobilesam_web.batch.job import SegmentJob
+    from mobilesam_web.batch.run import run_local
 
     folder = make_folder(tmp_path / "in", n_extra=1)
     cache = tmp_path / "onnx"

@@ -27,7 +27,9 @@ import numpy as np
 import ray  # noqa: F401  (ImportError here is how the CLI knows Ray is missing)
 import ray.data  # noqa: F401
 
-from .job import ImageItem, JobError, Segmenter, SegmentJob, build_items, run_job
+from .job import ImageItem, JobError, SegmentJob, build_items
+from .run import run_job
+from .segmenter import Segmenter
 
 DEFAULT_THREADS = 2
 DEFAULT_ACTOR_MEMORY_MB = 3000
