@@ -36,8 +36,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return {"serve": serve, "export": export, "segment": segment, "export-site": export_site}[command](argv)
 
 
-def serve(argv: Optional[Sequence[str]] = None) -> int:
-    """Start the web app (the default command)."""
+def serve_parser() -> argparse.ArgumentParser:
+    """The web app's options."""
     ap = argparse.ArgumentParser(prog="mobilesam-web [serve]", description="MobileSAM / MobileSAMv2 web app")
     ap.add_argument(
         "--checkpoint", help="official-format mobile_sam.pt (default: $MOBILESAM_CHECKPOINT, else the Hugging Face Hub)"
@@ -84,7 +84,12 @@ def serve(argv: Optional[Sequence[str]] = None) -> int:
         default=int(os.environ.get("MOBILESAM_CONCURRENCY", "2")),
         help="requests computed at once (default 2: one per core of a free Space)",
     )
-    args = ap.parse_args(argv)
+    return ap
+
+
+def serve(argv: Optional[Sequence[str]] = None) -> int:
+    """Start the web app (the default command)."""
+    args = serve_parser().parse_args(argv)
     from .ui import create_app
     from .ui.services import AppConfig
 
@@ -188,11 +193,9 @@ def export_site(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def segment(argv: Optional[Sequence[str]] = None) -> int:
-    """Segment a folder (or a list) of images into OUT_DIR/annotations.json; resumable."""
-    from .batch.job import MODES, JobError, SegmentJob
-    from .batch.run import run_local
-    from .engine.checkpoints import CheckpointError, WeightsUnavailableError
+def segment_parser() -> argparse.ArgumentParser:
+    """The batch command's options."""
+    from .batch.job import MODES
 
     ap = argparse.ArgumentParser(
         prog="mobilesam-web segment",
@@ -259,51 +262,73 @@ def segment(argv: Optional[Sequence[str]] = None) -> int:
         "--actor-memory-mb", type=int, default=None, help="Ray: memory reserved per actor (default 3000 MB; see README)"
     )
     ap.add_argument("--no-progress", action="store_true", help="plain log lines even on a terminal")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def segment(argv: Optional[Sequence[str]] = None) -> int:
+    """Segment a folder (or a list) of images into OUT_DIR/annotations.json; resumable."""
+    from .batch.job import JobError
+    from .engine.checkpoints import CheckpointError, WeightsUnavailableError
+
+    args = segment_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        job = SegmentJob(
-            args.input,
-            args.out,
-            mode=args.mode,
-            prompts=args.prompts,
-            checkpoint=args.checkpoint,
-            detector_checkpoint=args.detector_checkpoint,
-            decoder_checkpoint=args.decoder_checkpoint,
-            conf=args.conf,
-            iou=args.iou,
-            imgsz=args.imgsz,
-            max_det=args.max_det,
-            points_per_side=args.points_per_side,
-            pred_iou_thresh=args.pred_iou_thresh,
-            stability_score_thresh=args.stability_thresh,
-            png=args.png,
-            embeddings=args.embeddings,
-            overwrite=args.overwrite,
-            threads=args.threads,
-            onnx_cache=args.onnx_cache,
-            progress=False if args.no_progress else None,
-        )
-        if args.max_image_side:
-            job.max_side = args.max_image_side
+        job = job_from_args(args)
         if args.ray is None:
+            from .batch.run import run_local
+
             return run_local(job, log=lambda s: print(s, flush=True))
-        try:
-            from .batch.ray_job import run_ray
-        except ImportError as exc:
-            print(
-                f"error: --ray needs Ray Data ({exc}). Install it with:  pip install 'mobilesam-web[ray]'  "
-                "(or pip install -r requirements-ray.txt)",
-                file=sys.stderr,
-            )
-            return 2
-        return run_ray(
-            job,
-            address=None if args.ray == "local" else args.ray,
-            actors=args.actors,
-            actor_memory_mb=args.actor_memory_mb,
-            log=lambda s: print(s, flush=True),
-        )
+        return _run_on_ray(job, args)
     except (JobError, WeightsUnavailableError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def job_from_args(args: argparse.Namespace):
+    """The SegmentJob the command line describes."""
+    from .batch.job import SegmentJob
+
+    job = SegmentJob(
+        args.input,
+        args.out,
+        mode=args.mode,
+        prompts=args.prompts,
+        checkpoint=args.checkpoint,
+        detector_checkpoint=args.detector_checkpoint,
+        decoder_checkpoint=args.decoder_checkpoint,
+        conf=args.conf,
+        iou=args.iou,
+        imgsz=args.imgsz,
+        max_det=args.max_det,
+        points_per_side=args.points_per_side,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_thresh,
+        png=args.png,
+        embeddings=args.embeddings,
+        overwrite=args.overwrite,
+        threads=args.threads,
+        onnx_cache=args.onnx_cache,
+        progress=False if args.no_progress else None,
+    )
+    if args.max_image_side:
+        job.max_side = args.max_image_side
+    return job
+
+
+def _run_on_ray(job, args: argparse.Namespace) -> int:
+    try:
+        from .batch.ray_job import run_ray
+    except ImportError as exc:
+        print(
+            f"error: --ray needs Ray Data ({exc}). Install it with:  pip install 'mobilesam-web[ray]'  "
+            "(or pip install -r requirements-ray.txt)",
+            file=sys.stderr,
+        )
+        return 2
+    return run_ray(
+        job,
+        address=None if args.ray == "local" else args.ray,
+        actors=args.actors,
+        actor_memory_mb=args.actor_memory_mb,
+        log=lambda s: print(s, flush=True),
+    )

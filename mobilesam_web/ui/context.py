@@ -5,6 +5,7 @@ one into the Gradio callback of `*inputs`. Nothing is attached to the Blocks obj
 """
 
 import inspect
+import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -26,6 +27,10 @@ class AppContext:
     browser_available: bool
     budget: SessionBudget = field(default_factory=lambda: SessionBudget(2 << 30))  # every session's bytes
     blocks: Any = None  # the app's Blocks, set once built: whether a visitor's page is still there
+
+    def starts_in_browser(self) -> bool:
+        """Whether a new visitor's page shows the in-browser widget (else the server canvas)."""
+        return self.browser_available and os.environ.get("MOBILESAM_BROWSER_DECODING", "1") != "0"
 
 
 def bind(fn: Callable[..., Any], ctx: AppContext) -> Callable[..., Any]:

@@ -24,6 +24,7 @@ from ..data.image_io import ImageLoadError
 class UserError(ValueError):
     """A problem the user can fix; the UI shows the message as gr.Error."""
 
+
 log = logging.getLogger("mobilesam_web")
 
 

@@ -15,7 +15,8 @@ import functools
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, Optional
+from types import SimpleNamespace
+from typing import Any, Callable, Dict, Optional
 
 import gradio as gr
 
@@ -235,109 +236,151 @@ undo, clear, keep_object, remove_object = (
 
 
 # --------------------------------------------------------------------------------- layout
-def starts_in_browser(ctx: AppContext) -> bool:
-    """Whether a new visitor's page shows the in-browser widget (else the server canvas)."""
-    return ctx.browser_available and os.environ.get("MOBILESAM_BROWSER_DECODING", "1") != "0"
-
-
 def build_segment_tab(ctx: AppContext) -> SegmentTab:
     """The tab's components and events (call inside `gr.Tab`)."""
-    config = ctx.config
-    start_in_browser = starts_in_browser(ctx)
-    state = gr.State(None, time_to_live=config.session_ttl)
+    start_in_browser = ctx.starts_in_browser()
+    state = gr.State(None, time_to_live=ctx.config.session_ttl)
     with gr.Row(elem_id="msw-seg-row"):
         with gr.Column(scale=1, min_width=260, elem_id="msw-controls"):
-            # gr.File, not gr.Image: our loader gives the clear errors for bad files
-            # (corrupt, huge, 16-bit, CMYK, EXIF-rotated...), Gradio's preprocessing would not.
-            upload = gr.File(
-                label="Image (PNG, JPEG, WebP, GIF, TIFF...)",
-                type="filepath",
-                file_types=["image"],
-                height=140,
-                elem_id="msw-upload",
-            )
-            examples_slot = gr.Column(min_width=0)  # filled below, after the upload's event
-            use_browser = gr.Checkbox(
-                start_in_browser,
-                label="Decode in the browser (no server round-trip; hover to preview)",
-                interactive=ctx.browser_available,
-                elem_id="msw-browser-toggle",
-            )
-            mode = gr.Radio(
-                list(MODES), value="Add (+)", label="Click adds", elem_id="msw-mode", visible=not start_in_browser
-            )
-            refine = gr.Checkbox(True, label="Refine with the previous mask", elem_id="msw-refine")
-            with gr.Row():
-                undo_btn = gr.Button("Undo", size="sm", visible=not start_in_browser, elem_id="msw-undo")
-                clear_btn = gr.Button("Clear", size="sm", visible=not start_in_browser, elem_id="msw-clear")
-            keep_btn = gr.Button("Keep object", variant="primary", visible=not start_in_browser, elem_id="msw-keep")
-            remove_btn = gr.Button("Remove last kept object", size="sm", elem_id="msw-remove")
-            export_btn = gr.Button(
-                "Export masks (COCO JSON, PNG masks, cut-outs)", visible=not start_in_browser, elem_id="msw-export"
-            )
-            files = gr.File(label="Downloads", file_count="multiple", visible=False, elem_id="msw-files")
+            controls = _controls(ctx, start_in_browser)
         with gr.Column(scale=3, elem_id="msw-main"):
-            widget = gr.HTML(
-                None,
-                html_template="<div class='msw-host'></div>",
-                js_on_load=WIDGET_JS,
-                label="Image: click to segment (decoded in your browser)",
-                elem_id="msw-widget",
-                visible=start_in_browser,
-                container=False,
-            )
-            canvas = gr.Image(
-                label="Click to segment",
-                interactive=False,
-                elem_id="msw-canvas",
-                format="jpeg",
-                buttons=["download", "fullscreen"],
-                visible=not start_in_browser,
-            )
-            info = gr.Markdown(status_markdown(ctx, None), elem_id="msw-status")
-            candidates = gr.Gallery(
-                label="Candidate masks (click to choose)",
-                columns=3,
-                height=180,
-                allow_preview=False,
-                elem_id="msw-candidates",
-                format="jpeg",
-                visible=not start_in_browser,
-            )
-            objects = gr.Dataframe(
-                headers=["#", "colour", "area (px)", "IoU", "points", "box"],
-                datatype=["number", "html", "number", "number", "number", "bool"],
-                label="Kept objects",
-                interactive=False,
-                elem_id="msw-objects",
-            )
+            shown = _main_column(ctx, start_in_browser)
+    c = SimpleNamespace(state=state, **controls, **shown)
+    _wire(ctx, c)
+    return SegmentTab(state=state, upload=c.upload, widget=c.widget, info=c.info, files=c.files)
 
-    outs = [state, canvas, candidates, info, objects]
+
+def _controls(ctx: AppContext, start_in_browser: bool) -> Dict[str, Any]:
+    """The left column: upload, examples, modes and the actions (server-mode ones hidden when
+    the page starts with the in-browser widget, which has its own)."""
+    # gr.File, not gr.Image: our loader gives the clear errors for bad files
+    # (corrupt, huge, 16-bit, CMYK, EXIF-rotated...), Gradio's preprocessing would not.
+    upload = gr.File(
+        label="Image (PNG, JPEG, WebP, GIF, TIFF...)",
+        type="filepath",
+        file_types=["image"],
+        height=140,
+        elem_id="msw-upload",
+    )
+    examples_slot = gr.Column(min_width=0)  # filled below, after the upload's event
+    use_browser = gr.Checkbox(
+        start_in_browser,
+        label="Decode in the browser (no server round-trip; hover to preview)",
+        interactive=ctx.browser_available,
+        elem_id="msw-browser-toggle",
+    )
+    mode = gr.Radio(list(MODES), value="Add (+)", label="Click adds", elem_id="msw-mode", visible=not start_in_browser)
+    refine = gr.Checkbox(True, label="Refine with the previous mask", elem_id="msw-refine")
+    with gr.Row():
+        undo_btn = gr.Button("Undo", size="sm", visible=not start_in_browser, elem_id="msw-undo")
+        clear_btn = gr.Button("Clear", size="sm", visible=not start_in_browser, elem_id="msw-clear")
+    keep_btn = gr.Button("Keep object", variant="primary", visible=not start_in_browser, elem_id="msw-keep")
+    remove_btn = gr.Button("Remove last kept object", size="sm", elem_id="msw-remove")
+    export_btn = gr.Button(
+        "Export masks (COCO JSON, PNG masks, cut-outs)", visible=not start_in_browser, elem_id="msw-export"
+    )
+    files = gr.File(label="Downloads", file_count="multiple", visible=False, elem_id="msw-files")
+    return dict(
+        upload=upload,
+        examples_slot=examples_slot,
+        use_browser=use_browser,
+        mode=mode,
+        refine=refine,
+        undo_btn=undo_btn,
+        clear_btn=clear_btn,
+        keep_btn=keep_btn,
+        remove_btn=remove_btn,
+        export_btn=export_btn,
+        files=files,
+    )
+
+
+def _main_column(ctx: AppContext, start_in_browser: bool) -> Dict[str, Any]:
+    """The image (the in-browser widget or the server canvas), status, candidates, kept objects."""
+    widget = gr.HTML(
+        None,
+        html_template="<div class='msw-host'></div>",
+        js_on_load=WIDGET_JS,
+        label="Image: click to segment (decoded in your browser)",
+        elem_id="msw-widget",
+        visible=start_in_browser,
+        container=False,
+    )
+    canvas = gr.Image(
+        label="Click to segment",
+        interactive=False,
+        elem_id="msw-canvas",
+        format="jpeg",
+        buttons=["download", "fullscreen"],
+        visible=not start_in_browser,
+    )
+    info = gr.Markdown(status_markdown(ctx, None), elem_id="msw-status")
+    candidates = gr.Gallery(
+        label="Candidate masks (click to choose)",
+        columns=3,
+        height=180,
+        allow_preview=False,
+        elem_id="msw-candidates",
+        format="jpeg",
+        visible=not start_in_browser,
+    )
+    objects = gr.Dataframe(
+        headers=["#", "colour", "area (px)", "IoU", "points", "box"],
+        datatype=["number", "html", "number", "number", "number", "bool"],
+        label="Kept objects",
+        interactive=False,
+        elem_id="msw-objects",
+    )
+    return dict(widget=widget, canvas=canvas, info=info, candidates=candidates, objects=objects)
+
+
+def _wire(ctx: AppContext, c: SimpleNamespace) -> None:
+    """Every event of the tab."""
+    outs = [c.state, c.canvas, c.candidates, c.info, c.objects]
     private = dict(api_visibility="private")
     quiet = dict(private, show_progress="hidden")  # quick actions: the result is the feedback
     # one progress indicator per action: on whichever of canvas / widget is shown
-    upload.change(
-        bind(on_upload, ctx), [upload, refine], outs + [widget, files], show_progress_on=[canvas, widget], **private
+    c.upload.change(
+        bind(on_upload, ctx),
+        [c.upload, c.refine],
+        outs + [c.widget, c.files],
+        show_progress_on=[c.canvas, c.widget],
+        **private,
     )
     # Created after the upload's event, which stays the app's first (fn_index 0: clients and
     # tests address it so); an example click loads its file into `upload`, whose change runs.
-    with examples_slot:
-        add_examples(upload, elem_id="msw-examples")
-    widget.keep(bind(on_browser_keep, ctx), [state, refine], outs + [widget], **quiet)
-    widget.export(bind(on_browser_export, ctx), [state], files, **quiet)
-    mode_outs = [widget, canvas, use_browser, mode, undo_btn, clear_btn, keep_btn, candidates, export_btn, info]
-    widget.fallback(bind(on_fallback, ctx), [state, refine], mode_outs, **quiet)
-    use_browser.input(bind(on_toggle_browser, ctx), [state, use_browser, refine], mode_outs, **quiet)
-    refine.change(bind(on_refine_change, ctx), [state, use_browser, refine], widget, **quiet)
-    canvas.select(
-        bind(on_click, ctx), [state, mode, refine], outs, show_progress="minimal", show_progress_on=[canvas], **private
+    with c.examples_slot:
+        add_examples(c.upload, elem_id="msw-examples")
+    c.widget.keep(bind(on_browser_keep, ctx), [c.state, c.refine], outs + [c.widget], **quiet)
+    c.widget.export(bind(on_browser_export, ctx), [c.state], c.files, **quiet)
+    mode_outs = [
+        c.widget,
+        c.canvas,
+        c.use_browser,
+        c.mode,
+        c.undo_btn,
+        c.clear_btn,
+        c.keep_btn,
+        c.candidates,
+        c.export_btn,
+        c.info,
+    ]
+    c.widget.fallback(bind(on_fallback, ctx), [c.state, c.refine], mode_outs, **quiet)
+    c.use_browser.input(bind(on_toggle_browser, ctx), [c.state, c.use_browser, c.refine], mode_outs, **quiet)
+    c.refine.change(bind(on_refine_change, ctx), [c.state, c.use_browser, c.refine], c.widget, **quiet)
+    c.canvas.select(
+        bind(on_click, ctx),
+        [c.state, c.mode, c.refine],
+        outs,
+        show_progress="minimal",
+        show_progress_on=[c.canvas],
+        **private,
     )
-    candidates.select(bind(on_pick, ctx), state, outs, **quiet)
-    undo_btn.click(bind(undo, ctx), state, outs, **quiet)
-    clear_btn.click(bind(clear, ctx), state, outs, **quiet)
-    keep_btn.click(bind(keep_object, ctx), state, outs, **quiet)
-    remove_btn.click(bind(remove_object, ctx), state, outs, **quiet).then(
-        bind(on_widget_refresh, ctx), [state, use_browser, refine], widget, **quiet
+    c.candidates.select(bind(on_pick, ctx), c.state, outs, **quiet)
+    c.undo_btn.click(bind(undo, ctx), c.state, outs, **quiet)
+    c.clear_btn.click(bind(clear, ctx), c.state, outs, **quiet)
+    c.keep_btn.click(bind(keep_object, ctx), c.state, outs, **quiet)
+    c.remove_btn.click(bind(remove_object, ctx), c.state, outs, **quiet).then(
+        bind(on_widget_refresh, ctx), [c.state, c.use_browser, c.refine], c.widget, **quiet
     )
-    export_btn.click(bind(on_export, ctx), state, files, **quiet)
-    return SegmentTab(state=state, upload=upload, widget=widget, info=info, files=files)
+    c.export_btn.click(bind(on_export, ctx), c.state, c.files, **quiet)

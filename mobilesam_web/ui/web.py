@@ -145,102 +145,122 @@ def isolation_middleware():
     return CrossOriginIsolation
 
 
+class BrowserAssets:
+    """What the page downloads (the decoder graphs, the encoder, onnxruntime-web), each gzipped
+    once, and the page's /msw/config.json describing them."""
+
+    def __init__(self, services) -> None:
+        self.services = services
+        self.packed = CompressedFiles()
+        paths = services.engine.paths if services.engine is not None else {}
+        self.decoders = {g: paths.get(g) for g in BROWSER_GRAPHS}
+        lowres = self.decoders["decoder_lowres"]
+        self.tag = Path(lowres).parent.name if lowres else None
+        self.ort_local = ORT_LOCAL.joinpath(ORT_BUNDLES["wasm"]["main"]).is_file()
+        big = [Path(p) for p in self.decoders.values() if p]
+        if self.ort_local:
+            big += [ORT_LOCAL / f for files in ORT_BUNDLES.values() for f in files.values()]
+        # Compress now (about 3 s on 2 cores), not when the first visitor asks for the sizes.
+        threading.Thread(target=lambda: [self.packed.gzipped(p) for p in big], daemon=True, name="msw-gzip").start()
+
+    def send(self, path: Path, request, cache: str):
+        """The file, gzipped when the browser accepts it; Content-Length is what goes over the wire."""
+        from fastapi.responses import Response
+
+        headers = {"Cache-Control": cache, "Vary": "Accept-Encoding"}
+        media = MEDIA_TYPES.get(path.suffix, "application/octet-stream")
+        if "gzip" in request.headers.get("accept-encoding", "").lower():
+            headers["Content-Encoding"] = "gzip"
+            headers["X-Uncompressed-Length"] = str(path.stat().st_size)
+            return Response(self.packed.gzipped(path), media_type=media, headers=headers)
+        return Response(path.read_bytes(), media_type=media, headers=headers)
+
+    def sizes(self, path: Path) -> Dict[str, Optional[int]]:
+        # transfer_bytes: null until the gzip copy exists (made at start-up, in the background);
+        # the page then shows the bytes it measured itself
+        return {"bytes": path.stat().st_size, "transfer_bytes": self.packed.size_if_ready(path)}
+
+    def describe(self, graph: str) -> Optional[Dict[str, Any]]:
+        p = self.decoders.get(graph)
+        if not p:
+            return None
+        return {
+            "url": f"/msw/models/{graph}.onnx?v={self.tag}",
+            "version": self.tag,
+            "graph": graph,
+            **self.sizes(Path(p)),
+        }
+
+    def ort(self) -> Dict[str, Any]:
+        bundles = {}
+        for name, files in ORT_BUNDLES.items():
+            bundles[name] = dict(files)
+            if self.ort_local:
+                bundles[name]["bytes"] = sum(ORT_LOCAL.joinpath(f).stat().st_size for f in files.values())
+                parts = [self.sizes(ORT_LOCAL / f)["transfer_bytes"] for f in files.values()]
+                bundles[name]["transfer_bytes"] = None if None in parts else sum(parts)
+        return {
+            "version": ORT_VERSION,
+            "local": self.ort_local,
+            "base": f"/msw/ort/{ORT_VERSION}/" if self.ort_local else ORT_CDN,
+            "sri": ORT_SRI,
+            "bundles": bundles,
+        }
+
+    def config(self) -> Dict[str, Any]:
+        from ..data.masks import palette_spec
+        from .examples import EXAMPLES, EXAMPLES_DIR
+
+        return {
+            "ort": self.ort(),
+            # decoder_lowres for clicks (exact parity with the server); decoder_web stores the
+            # weights as float16 (half the download; mask IoU >= 0.999 against it, measured).
+            "decoder": self.describe("decoder_lowres"),
+            "decoder_web": self.describe("decoder_web"),
+            # hover previews, loaded on the first hover: tanh GELU (WASM's erf is slow), float16
+            # weights; ~1.5e-3 in logits
+            "decoder_fast": self.describe("decoder_fast"),
+            # on-device mode: the same encoder.onnx as the server's (float32: exact embeddings)
+            "encoder": self.describe("encoder"),
+            "examples": [
+                {"name": name, "label": label, "url": f"/msw/examples/{name}"}
+                for name, label in EXAMPLES
+                if (EXAMPLES_DIR / name).is_file()
+            ],
+            "max_pixels": int(self.services.config.max_pixels),
+            "palette": palette_spec(),
+            "max_points": int(self.services.config.max_points),
+            "cross_origin_isolated_by_server": cross_origin_isolation_enabled(),
+        }
+
+
 def msw_app(services, store: EmbeddingStore):
     """The /msw routes as a FastAPI app of their own (mounted at /msw in every start mode)."""
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
 
-    from ..data.masks import palette_spec
     from .examples import EXAMPLES, EXAMPLES_DIR
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    packed = CompressedFiles()
-    paths = services.engine.paths if services.engine is not None else {}
-    decoders = {g: paths.get(g) for g in BROWSER_GRAPHS}
-    tag = Path(decoders["decoder_lowres"]).parent.name if decoders["decoder_lowres"] else None
-    ort_local = ORT_LOCAL.joinpath(ORT_BUNDLES["wasm"]["main"]).is_file()
-    big = [Path(p) for p in decoders.values() if p]
-    if ort_local:
-        big += [ORT_LOCAL / f for files in ORT_BUNDLES.values() for f in files.values()]
-    # Compress now (about 3 s on 2 cores), not when the first visitor asks for the sizes.
-    threading.Thread(target=lambda: [packed.gzipped(p) for p in big], daemon=True, name="msw-gzip").start()
-
-    def send(path: Path, request: Request, cache: str):
-        """The file, gzipped when the browser accepts it; Content-Length is what goes over the wire."""
-        headers = {"Cache-Control": cache, "Vary": "Accept-Encoding"}
-        media = MEDIA_TYPES.get(path.suffix, "application/octet-stream")
-        if "gzip" in request.headers.get("accept-encoding", "").lower():
-            headers["Content-Encoding"] = "gzip"
-            headers["X-Uncompressed-Length"] = str(path.stat().st_size)
-            return Response(packed.gzipped(path), media_type=media, headers=headers)
-        return Response(path.read_bytes(), media_type=media, headers=headers)
-
-    def sizes(path: Path) -> Dict[str, Optional[int]]:
-        # transfer_bytes: null until the gzip copy exists (made at start-up, in the background);
-        # the page then shows the bytes it measured itself
-        return {"bytes": path.stat().st_size, "transfer_bytes": packed.size_if_ready(path)}
-
-    def describe(graph):
-        p = decoders.get(graph)
-        return (
-            {"url": f"/msw/models/{graph}.onnx?v={tag}", "version": tag, "graph": graph, **sizes(Path(p))}
-            if p
-            else None
-        )
+    assets = BrowserAssets(services)
 
     @app.get("/config.json")
     def config():
-        bundles = {}
-        for name, files in ORT_BUNDLES.items():
-            bundles[name] = dict(files)
-            if ort_local:
-                bundles[name]["bytes"] = sum(ORT_LOCAL.joinpath(f).stat().st_size for f in files.values())
-                parts = [sizes(ORT_LOCAL / f)["transfer_bytes"] for f in files.values()]
-                bundles[name]["transfer_bytes"] = None if None in parts else sum(parts)
-        return JSONResponse(
-            {
-                "ort": {
-                    "version": ORT_VERSION,
-                    "local": ort_local,
-                    "base": f"/msw/ort/{ORT_VERSION}/" if ort_local else ORT_CDN,
-                    "sri": ORT_SRI,
-                    "bundles": bundles,
-                },
-                # decoder_lowres for clicks (exact parity with the server); decoder_web stores the
-                # weights as float16 (half the download; mask IoU >= 0.999 against it, measured).
-                "decoder": describe("decoder_lowres"),
-                "decoder_web": describe("decoder_web"),
-                # hover previews, loaded on the first hover: tanh GELU (WASM's erf is slow), float16
-                # weights; ~1.5e-3 in logits
-                "decoder_fast": describe("decoder_fast"),
-                # on-device mode: the same encoder.onnx as the server's (float32: exact embeddings)
-                "encoder": describe("encoder"),
-                "examples": [
-                    {"name": name, "label": label, "url": f"/msw/examples/{name}"}
-                    for name, label in EXAMPLES
-                    if (EXAMPLES_DIR / name).is_file()
-                ],
-                "max_pixels": int(services.config.max_pixels),
-                "palette": palette_spec(),
-                "max_points": int(services.config.max_points),
-                "cross_origin_isolated_by_server": cross_origin_isolation_enabled(),
-            },
-            headers={"Cache-Control": "no-cache"},
-        )
+        return JSONResponse(assets.config(), headers={"Cache-Control": "no-cache"})
 
     @app.get("/ort/{version}/{name}")
     def ort_file(version: str, name: str, request: Request):
         path = ORT_LOCAL / name
         if version != ORT_VERSION or not re.fullmatch(r"ort[A-Za-z0-9_.-]*\.(mjs|wasm)", name) or not path.is_file():
             raise HTTPException(404, "no such onnxruntime-web file")
-        return send(path, request, IMMUTABLE)
+        return assets.send(path, request, IMMUTABLE)
 
     @app.get("/models/{graph}.onnx")
     def decoder(graph: str, request: Request):
-        if not decoders.get(graph):
+        if not assets.decoders.get(graph):
             raise HTTPException(404, "the in-browser decoder needs the onnxruntime backend and model weights")
-        return send(Path(decoders[graph]), request, IMMUTABLE)
+        return assets.send(Path(assets.decoders[graph]), request, IMMUTABLE)
 
     @app.get("/examples/{name}")
     def example(name: str):
@@ -311,9 +331,7 @@ def launch_with_share_link(demo, context, host: str, port: int) -> None:
 
 def page_head(context) -> str:
     """Extra <head> markup: the on-device mode's early switch, where the widget is shown."""
-    from .segment_tab import starts_in_browser
-
-    return DEVICE_MODE_HEAD if starts_in_browser(context) else ""
+    return DEVICE_MODE_HEAD if context.starts_in_browser() else ""
 
 
 def max_upload_bytes(config) -> int:
