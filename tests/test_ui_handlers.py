@@ -190,8 +190,10 @@ import zipfile  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from mobilesam_web.ui import everything_tab as everything_ui  # noqa: E402
-from mobilesam_web.ui import segment_tab  # noqa: E402
+from mobilesam_web.ui import (
+    everything_tab,  # noqa: E402
+    segment_tab,  # noqa: E402
+)
 from mobilesam_web.ui.context import AppContext  # noqa: E402
 from mobilesam_web.ui.web import EmbeddingStore  # noqa: E402
 
@@ -359,7 +361,7 @@ def test_widget_js_registers_every_event():
 # ----------------------------------------------------------------------------- everything tab
 def everything(ctx, path, seg_session=None):
     t = time.perf_counter()
-    out = everything_ui.on_everything(ctx, path, 0.4, 0.9, 1024, 0, 0, False, seg_session, progress=no_progress)
+    out = everything_tab.on_everything(ctx, path, 0.4, 0.9, 1024, 0, 0, False, seg_session, progress=no_progress)
     return out, time.perf_counter() - t
 
 
@@ -376,7 +378,7 @@ def test_everything_reports_the_wall_time_and_exports_every_object(ctx, uploaded
         time.sleep(1.0)
         return slow(*args, **kwargs)
 
-    monkeypatch.setattr(everything_ui, "write_exports", slow_exports)
+    monkeypatch.setattr(everything_tab, "write_exports", slow_exports)
     (shown, md, files, run, grid_btn, grid_out, grid_md), waited = everything(
         ctx, uploaded(OBJECTAWARE_FIXTURE / "image.png", "street.png")
     )
@@ -408,36 +410,36 @@ def test_everything_uses_the_segment_tab_image(ctx, uploaded):
     s = upload(ctx, uploaded(OBJECTAWARE_FIXTURE / "image.png", "street.png"))[0]
     (shown, md, files, run, *_), _ = everything(ctx, None, s)
     assert run.name == "street.png" and run.objects > 0 and "coco_street.json" in str(files["value"])
-    out = everything_ui.on_everything_from_segment(ctx, 0.4, 0.9, 1024, 0, 0, False, s, progress=no_progress)
+    out = everything_tab.on_everything_from_segment(ctx, 0.4, 0.9, 1024, 0, 0, False, s, progress=no_progress)
     assert len(out) == 8 and out[-1] is None  # clears this tab's own upload
     with pytest.raises(gr.Error, match="Upload an image first"):
         everything(ctx, None, None)
     with pytest.raises(gr.Error, match="Segment anything tab first"):
-        everything_ui.on_everything_from_segment(ctx, 0.4, 0.9, 1024, 0, 0, False, None, progress=no_progress)
+        everything_tab.on_everything_from_segment(ctx, 0.4, 0.9, 1024, 0, 0, False, None, progress=no_progress)
 
 
 def test_grid_comparison_reuses_the_run_and_reports_progress(ctx, monkeypatch):
     from PIL import Image
 
-    monkeypatch.setattr(everything_ui, "GRID_SIDE", 4)
+    monkeypatch.setattr(everything_tab, "GRID_SIDE", 4)
     img = np.array(Image.open(OBJECTAWARE_FIXTURE / "image.png").convert("RGB"))[:300, :400]
-    run = everything_ui.EverythingRun(image=img, output_size=(300, 400), name="x.png", objects=7, seconds=2.0)
-    monkeypatch.setattr(everything_ui, "run_everything", lambda *a, **k: pytest.fail("the run is not repeated"))
-    steps = list(everything_ui.on_grid(ctx, run, progress=no_progress))
+    run = everything_tab.EverythingRun(image=img, output_size=(300, 400), name="x.png", objects=7, seconds=2.0)
+    monkeypatch.setattr(everything_tab, "run_everything", lambda *a, **k: pytest.fail("the run is not repeated"))
+    steps = list(everything_tab.on_grid(ctx, run, progress=no_progress))
     assert "encoding" in steps[0][0] and steps[0][3]["visible"] is True  # Cancel shown while it runs
     assert any("/16 points" in s[0] for s in steps[1:-1])
     md, grid_out, grid_btn, cancel = steps[-1]
     assert "Grid 4×4" in md and "objects in" in md and grid_out["visible"] is True
     assert grid_out["value"].shape == img.shape and grid_btn["interactive"] is True and cancel["visible"] is False
     with pytest.raises(gr.Error, match="Run Segment everything first"):
-        next(everything_ui.on_grid(ctx, None, progress=no_progress))
+        next(everything_tab.on_grid(ctx, None, progress=no_progress))
 
 
 def test_grid_cancel_stops_the_work(ctx, monkeypatch):
     """Gradio cancels a generator handler by not resuming it (and closing it): no batch runs after."""
-    monkeypatch.setattr(everything_ui, "GRID_SIDE", 8)
+    monkeypatch.setattr(everything_tab, "GRID_SIDE", 8)
     batches, closed = [], []
-    real = everything_ui.grid_steps
+    real = everything_tab.grid_steps
 
     def counting_steps(*args, **kwargs):
         inner = real(*args, **kwargs)
@@ -448,15 +450,15 @@ def test_grid_cancel_stops_the_work(ctx, monkeypatch):
         finally:
             closed.append(True)
 
-    monkeypatch.setattr(everything_ui, "grid_steps", counting_steps)
+    monkeypatch.setattr(everything_tab, "grid_steps", counting_steps)
     img = np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)
-    run = everything_ui.EverythingRun(image=img, output_size=(200, 300), name="x.png", objects=1, seconds=1.0)
-    gen = everything_ui.on_grid(ctx, run, progress=no_progress)
+    run = everything_tab.EverythingRun(image=img, output_size=(200, 300), name="x.png", objects=1, seconds=1.0)
+    gen = everything_tab.on_grid(ctx, run, progress=no_progress)
     next(gen), next(gen), next(gen)
     assert len(batches) == 2
     gen.close()
     assert closed == [True] and len(batches) == 2  # stopped after the batch in progress, of 4
-    assert everything_ui.on_grid_cancel(ctx)[1]["interactive"] is True
+    assert everything_tab.on_grid_cancel(ctx)[1]["interactive"] is True
 
 
 def test_a_session_released_by_the_budget_comes_back_by_itself(ctx, uploaded):

@@ -1,5 +1,5 @@
 """The Gradio app: the segment-anything tab, the everything tab and the API endpoints,
-assembled over one typed `AppContext` (segment_tab.py, everything_ui.py, api_routes.py).
+assembled over one typed `AppContext` (segment_tab.py, everything_tab.py, api_routes.py).
 
 Per-user data (image, embedding, prompts, kept objects) lives in `gr.State`; the engines in
 `Services` are shared and read-only, so two users never see each other's image or clicks.

@@ -1,5 +1,5 @@
 """The everything tab's computations, without Gradio: MobileSAMv2 box prompts, SAM's grid
-baseline for comparison, and the overlay of the results (the tab itself: everything_ui.py)."""
+baseline for comparison, and the overlay of the results (the tab itself: everything_tab.py)."""
 
 from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
 

@@ -1,6 +1,6 @@
 """The app's shared, read-only engines (loaded once per process) and their load errors.
 
-Nothing here holds a user's data: per-user state lives in `gr.State` (see segment.py).
+Nothing here holds a user's data: per-user state lives in `gr.State` (see segment_session.py).
 """
 
 import os

@@ -101,5 +101,3 @@ def export_all(
         return final
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-

@@ -5,7 +5,7 @@
   (`encoder_float.onnx`, samexporter's `--use-preprocess` I/O). Normalisation and padding are
   inside the graph; the resize stays outside because the official resize is PIL's antialiased
   bilinear on uint8, which ONNX Resize does not reproduce bit for bit. (The exporter adds a
-  check that fails on an image whose longest side is not 1024, see `export.py`.)
+  check that fails on an image whose longest side is not 1024, see `exporters.py`.)
 - `SamOnnxDecoder`: SAM's ONNX decoder convention (SAM web demo, AnyLabeling, samexporter).
 - `LowResDecoder`: the same inputs, low-res outputs only (the engine upsamples what it needs).
 - `BoxBatchDecoder`: N boxes -> N single masks (segment-everything), image work done once.

@@ -11,13 +11,11 @@ from ...data.validation import check_image, check_prompts
 from ..checkpoints import PathLike, resolve_checkpoint
 from ..interface import ImageState
 from ..transforms import get_preprocess_shape
-from .engine import IMG_SIZE, MASK_THRESHOLD, OnnxSam, sam_prompt, upscale_logits
 from .cache import APP_GRAPHS, ENGINE_GRAPHS, cached_exports, discard_cached, ort_session
+from .engine import IMG_SIZE, MASK_THRESHOLD, OnnxSam, sam_prompt, upscale_logits
 
 if TYPE_CHECKING:
     import torch
-
-
 
 
 class OnnxSamPredictor(ImageState):
