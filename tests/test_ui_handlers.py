@@ -190,10 +190,7 @@ import zipfile  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from mobilesam_web.ui import (
-    everything_tab,  # noqa: E402
-    segment_tab,  # noqa: E402
-)
+from mobilesam_web.ui import everything_tab, segment_tab  # noqa: E402
 from mobilesam_web.ui.context import AppContext  # noqa: E402
 from mobilesam_web.ui.web import EmbeddingStore  # noqa: E402
 
