@@ -1,6 +1,6 @@
 // Pure helpers shared by the page and the decoder worker (no DOM here): onnxruntime-web loading
 // (local copy, else the pinned CDN with subresource integrity), the model cache, float16
-// embeddings, SAM's exact mask up-scaling, mask painting and the object colours.
+// embeddings (and base64), SAM's exact mask up-scaling, mask painting and the object colours.
 
 const MODEL_CACHE = "mobilesam-web-models-v1";
 
@@ -84,6 +84,12 @@ export function toHalf(v) {
   if (e >= 31) return sign | 0x7c00;                        // overflow: infinity
   const r = (m >> 13) + ((m >> 12) & 1);                    // round half up on the mantissa
   return r === 0x400 ? sign | ((e + 1) << 10) : sign | (e << 10) | r;
+}
+
+export function b64(bytes) {   // base64 of a Uint8Array (in pieces: apply() takes a bounded argument list)
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  return btoa(s);
 }
 
 // SAM's post-processing per axis, the same rule as mobilesam_web/upscale.py (a test pins the two):

@@ -1,0 +1,130 @@
+// Clicks: the click worker (the exact decoder, loaded at once) and the prompts' edits that it
+// decodes. The latest prompts win: clicks made during a decode coalesce into one decode after it.
+// Prompts given before the decoder and the embedding are ready wait (queued) for feed().
+import { WorkerClient } from "./msw_worker_client.js";
+import { COMMITTED_ALPHA, WHITE } from "./msw_draw.js";
+import { commitPrompts, decoderRequest, fullRequest, requestSummary, resetPrompts, undoPrompts } from "./msw_prompts.js";
+
+// The decoder request for these prompts of the current image (the tests read its summary).
+export function requestFor(S, debug, points, box, prev, paint) {
+  const req = decoderRequest({ view: S.view, token: S.token, points, box, prev, refine: S.refine, paint });
+  debug.lastRequest = requestSummary(req);
+  return req;
+}
+
+// hover: msw_hover.js (its worker gets the embedding too)
+export class Clicks {
+  constructor({ S, prompts, debug, draw, status, hover }) {
+    Object.assign(this, { S, prompts, debug, draw, status, hover });
+    this.worker = null;
+    this.state = { dirty: false };   // the prompts changed during a decode
+    this.ready = new Promise((ok, fail) => { this.loaded = { ok, fail }; });   // the decoder has loaded (msw_start.js)
+    this.ready.catch(() => {});
+    debug.decodeFull = async (points, box) => {
+      const r = await this.worker.call(fullRequest({ view: S.view, token: S.token, points, box }));
+      return { iou: r.iou, masks: r.masks };
+    };
+    debug.decodeTimed = async (x, y, fast) => {   // one decode (worker round trip included), for benchmarks
+      const w = fast ? hover.worker : this.worker, t0 = performance.now();
+      const r = await w.call(requestFor(S, debug, [[x, y, 1]], null, null, this.paint()));
+      return { ms: r.ms, roundTripMs: performance.now() - t0 };
+    };
+  }
+
+  load(cfg, prefer) {   // the worker and its decoder; download progress on the status line
+    const S = this.S;
+    this.worker = new WorkerClient((got, total, what) => {
+      if (what === "encoder") S.encLoad = { got, total }; else S.load = { got, total };
+      this.status.render();
+    });
+    return this.worker.call({ type: "init", cfg, model: cfg.decoder, prefer, threads: cfg.threads });
+  }
+
+  async feed() {   // give the current embedding to every ready worker
+    const { S, hover } = this;
+    if (!S.f16) return;
+    const token = S.token;
+    if (S.decoder === "ready" && this.worker.token !== token) await this.worker.setEmbedding(token, S.f16);
+    if (S.hover === "ready" && hover.worker.token !== token) await hover.worker.setEmbedding(token, S.f16);
+    if (S.token !== token) return;
+    S.image = "ready";
+    this.debug.imageReady = S.decoder === "ready";
+    this.status.render();
+    if (S.decoder === "ready") this.run();   // prompts given while loading
+  }
+
+  canDecode() { const S = this.S; return S.decoder === "ready" && this.worker.token === S.token && S.image === "ready"; }
+  paint() { return this.draw.paintSpec(COMMITTED_ALPHA, WHITE, false); }
+
+  async run() {   // decodes the latest prompts; clicks made meanwhile coalesce
+    const { S, prompts, debug, draw, status, state } = this;
+    state.dirty = true;
+    if (S.busy) return;
+    let resent = false;
+    S.busy = true;
+    draw.setBusy(true);
+    try {
+      while (state.dirty) {
+        state.dirty = false;
+        const st = prompts.st;
+        if (!this.canDecode()) { st.queued = st.points.length > 0 || !!st.box; break; }
+        st.queued = false;
+        const mine = prompts.version, { points, box } = st;
+        if (!points.length && !box) { st.result = null; continue; }
+        draw.scene.preview = null;
+        status.render();
+        const t0 = performance.now();
+        debug.events.push("click-start");
+        const res = await this.worker.call(requestFor(S, debug, points, box, st.result, this.paint()));
+        debug.events.push("click-done");
+        if (res.stale) {   // the worker holds another image's embedding: give it this one, once
+          this.worker.token = null;
+          if (resent || !S.f16) { status.say("this image's embedding is gone: open or upload it again"); break; }
+          resent = true;
+          await this.worker.setEmbedding(S.token, S.f16);
+          state.dirty = true;
+          continue;
+        }
+        if (prompts.version === mine) prompts.st.result = res;   // else undo/clear/another click came meanwhile
+        S.lastMs = res.ms;
+        debug.clicks.push({ decodeMs: res.ms, totalMs: performance.now() - t0 });
+        draw.redraw();
+      }
+    } catch (err) {
+      status.say(`decoding failed: ${err.message || err}`);
+    } finally {
+      S.busy = false;
+      draw.setBusy(false);
+      draw.redraw();
+    }
+  }
+
+  // ------------------------------------------------------------------ the prompts' edits
+  commit(points, box) {
+    const { S, draw, status } = this;
+    if (!S.view) return;
+    if (!commitPrompts(this.prompts, points, box, S.maxPoints)) {
+      status.say(`at most ${S.maxPoints} points per object: keep or clear this one first`, 5000);
+      return;
+    }
+    draw.scene.preview = null; status.say("");
+    draw.redraw();
+    this.run();
+  }
+  undo() { undoPrompts(this.prompts); this.draw.scene.preview = null; this.draw.redraw(); }
+  clear() { resetPrompts(this.prompts); this.draw.scene.preview = null; this.status.say(""); this.draw.redraw(); }
+
+  async pick(i) {   // another candidate of an ambiguous point
+    const r = this.prompts.st.result;
+    if (!r || i >= r.low.length) return;
+    r.selected = i;
+    this.draw.redraw();
+    if (!r.paints[i]) {   // candidates other than the best are painted when first chosen
+      const res = await this.worker.call({ type: "paint", low: r.low[i], paint: this.paint() });
+      r.paints[i] = res.rgba;
+    }
+    if (this.prompts.st.result === r) this.draw.redraw();
+  }
+
+  dispose() { if (this.worker) this.worker.terminate(); }
+}
