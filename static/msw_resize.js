@@ -1,7 +1,7 @@
 // SAM's image pre-processing resize, reproduced byte for byte in plain JS (no DOM: works in a
 // module Web Worker).
 //
-// ResizeLongestSide.apply_image (mobilesam_web/transforms.py) scales the image so that its long
+// ResizeLongestSide.apply_image (mobilesam_web/engine/transforms.py) scales the image so that its long
 // side is 1024 with Pillow's Image.resize(..., Image.BILINEAR) on the uint8 RGB image. The
 // encoder's embedding depends on these exact bytes: torch's or ONNX's bilinear interpolation
 // differs from Pillow on ~500k values of SAM's parity fixture. This module re-implements the

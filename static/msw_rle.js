@@ -1,4 +1,4 @@
-// COCO's mask numbers, as the server computes them (mobilesam_web/masks.py, boxes.py): a
+// COCO's mask numbers, as the server computes them (mobilesam_web/data/rle.py, masks.py, boxes.py): a
 // mask's tight box and area, and its RLE (pycocotools' compressed strings). Pure: no DOM.
 // A mask is width*height values, row-major, nonzero = object.
 

@@ -92,7 +92,7 @@ export function b64(bytes) {   // base64 of a Uint8Array (in pieces: apply() tak
   return btoa(s);
 }
 
-// SAM's post-processing per axis, the same rule as mobilesam_web/upscale.py (a test pins the two):
+// SAM's post-processing per axis, the same rule as mobilesam_web/data/upscale.py (a test pins the two):
 // bilinear (half-pixel centres) 256 -> 1024, crop to the resized size, bilinear -> out.
 // Composed, each output index has <= 4 (index, weight) taps.
 function bilinearTaps(outSize, inSize) {
@@ -165,7 +165,7 @@ export function paintMask(mask, h, w, color, alpha, edge) {
   return d;
 }
 
-// Python's colorsys.hsv_to_rgb, then uint8 truncation as numpy does (mobilesam_web.masks.color_for).
+// Python's colorsys.hsv_to_rgb, then uint8 truncation as numpy does (mobilesam_web.data.masks.color_for).
 function hsvToRgb(h, s, v) {
   if (s === 0) return [v, v, v];
   let i = Math.trunc(h * 6.0);
@@ -174,7 +174,7 @@ function hsvToRgb(h, s, v) {
   return [[v, t, p], [q, v, p], [p, v, t], [p, q, v], [t, p, v], [v, p, q]][i];
 }
 
-// spec: /msw/config.json's "palette" (from mobilesam_web.masks.palette_spec).
+// spec: /msw/config.json's "palette" (from mobilesam_web.data.masks.palette_spec).
 export function colorFor(spec, i) {
   if (i < spec.base.length) return spec.base[i];
   return hsvToRgb((i * spec.hue_step) % 1.0, spec.saturation, spec.value).map((c) => Math.trunc(c * 255) & 255);
