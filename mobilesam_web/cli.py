@@ -6,6 +6,7 @@
                                                                          batch segmentation -> COCO
     mobilesam-web export-site OUT_DIR [--checkpoint PATH]                a static site that segments
                                                                          in the browser (no server)
+    mobilesam-web eval GT.json PRED.json [--max-dets 10 100 1000]        class-agnostic mask AR@K
 
 Every `serve` option also has an environment variable (for a Space): MOBILESAM_CHECKPOINT,
 MOBILESAMV2_DETECTOR, MOBILESAMV2_DECODER, MOBILESAM_BACKEND, MOBILESAM_MAX_IMAGE_SIDE,
@@ -24,6 +25,7 @@ COMMANDS = {
     "export": "ONNX export",
     "segment": "batch segmentation of a folder into COCO",
     "export-site": "a static site that runs segment-anything in the visitor's browser",
+    "eval": "class-agnostic mask average recall (AR@K) of predictions against COCO/LVIS ground truth",
 }
 
 
@@ -33,7 +35,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(__doc__.strip())
         return 0
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "serve"
-    return {"serve": serve, "export": export, "segment": segment, "export-site": export_site}[command](argv)
+    commands = {"serve": serve, "export": export, "segment": segment, "export-site": export_site, "eval": evaluate}
+    return commands[command](argv)
+
+
+def evaluate(argv: Optional[Sequence[str]] = None) -> int:
+    """Mask AR@K of PRED.json (one of our COCO files, or a list of results) against GT.json."""
+    import json
+
+    from .evaluate import MAX_DETS, evaluate_files, format_table
+
+    ap = argparse.ArgumentParser(
+        prog="mobilesam-web eval",
+        description="class-agnostic mask average recall AR@K (IoU 0.50:0.95, by object size), as "
+        "MobileSAMv2's object-proposal table and pycocotools' COCOeval(useCats=0, iouType='segm') measure it",
+    )
+    ap.add_argument("gt", metavar="GT.json", help="ground truth: COCO or LVIS format (polygons or RLE)")
+    ap.add_argument("pred", metavar="PRED.json", help="our COCO output (segment/everything/grid) or a list of results")
+    ap.add_argument("--max-dets", type=int, nargs="+", default=list(MAX_DETS), help="K values (default 10 100 1000)")
+    ap.add_argument(
+        "--score-key", default=None, help="the predictions' ranking field (default: score, else predicted_iou)"
+    )
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = ap.parse_args(argv)
+    try:
+        result = evaluate_files(args.gt, args.pred, tuple(sorted(args.max_dets)), args.score_key)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: cannot evaluate: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result) if args.json else format_table(result))
+    return 0
 
 
 def serve_parser() -> argparse.ArgumentParser:
