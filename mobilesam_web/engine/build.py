@@ -1,12 +1,15 @@
-"""Building MobileSAM from a checkpoint, and segment-anything's `sam_model_registry`."""
+"""Building the model from a checkpoint, recognised from its contents (MobileSAM's TinyViT or SAM's
+ViT-B/L/H), and segment-anything's `sam_model_registry`."""
 
 from typing import Callable, Dict, Mapping, Optional, Union
 
 import torch
 
-from .checkpoints import PathLike, resolve_checkpoint
-from .modeling import Sam
+from .checkpoints import CheckpointError, PathLike, resolve_checkpoint
+from .modeling import Sam, build_sam_vit
 from .modeling import build_sam_vit_t as _random_vit_t
+from .modeling.image_encoder_vit import VIT_CONFIGS
+from .modeling.sam import reset_pixel_stats
 from .weights import load_into, load_state_dict_file
 
 
@@ -28,9 +31,55 @@ def build_mobile_sam(checkpoint: Optional[Union[PathLike, Mapping[str, torch.Ten
     return model.eval()
 
 
+ACCEPTED = (
+    "MobileSAM's mobile_sam.pt (TinyViT, 'vit_t')",
+    "SAM's sam_vit_b_01ec64.pth / sam_vit_l_0b3195.pth / sam_vit_h_4b8939.pth (the whole model)",
+)
+
+
+def model_type_of(state_dict: Mapping[str, torch.Tensor], what: str = "the checkpoint") -> str:
+    """ "vit_t", "vit_b", "vit_l" or "vit_h", from a whole-model state dict's own keys and shapes."""
+    patch = state_dict.get("image_encoder.patch_embed.proj.weight")
+    if "image_encoder.patch_embed.seq.0.c.weight" in state_dict:
+        return "vit_t"
+    if patch is not None and "image_encoder.pos_embed" in state_dict:
+        depth = len({k.split(".")[2] for k in state_dict if k.startswith("image_encoder.blocks.")})
+        for name, (embed_dim, blocks, _, _) in VIT_CONFIGS.items():
+            if tuple(patch.shape) == (embed_dim, 3, 16, 16) and depth == blocks:
+                return name
+        found = f"a ViT encoder of width {patch.shape[0]} and {depth} blocks"
+    else:
+        prefixes = sorted({k.split(".")[0] for k in state_dict})[:6]
+        found = f"keys under {', '.join(prefixes) or 'nothing'}"
+    raise CheckpointError(
+        f"{what} is not a model this package builds: it holds {found}. Accepted: " + "; ".join(ACCEPTED)
+    )
+
+
+def build_sam(checkpoint: Optional[Union[PathLike, Mapping[str, torch.Tensor]]]) -> Sam:
+    """The model a whole-model checkpoint holds (MobileSAM, or SAM ViT-B/L/H), in eval mode
+    (None: MobileSAM with random weights). A ViT is built on the meta device and takes the
+    checkpoint's tensors: never two copies."""
+    if checkpoint is None:
+        return build_mobile_sam(None)
+    if isinstance(checkpoint, Mapping):
+        sd, what = checkpoint, "state_dict"
+    else:
+        path = resolve_checkpoint("mobile_sam") if str(checkpoint) == "mobile_sam" else checkpoint
+        sd, what = load_state_dict_file(path), str(path)
+    model_type = model_type_of(sd, what)
+    if model_type == "vit_t":
+        return build_mobile_sam(sd)
+    with torch.device("meta"):
+        model = build_sam_vit(model_type)
+    load_into(model, sd, what, assign=True)
+    return reset_pixel_stats(model).eval()
+
+
 def load_mobile_sam(checkpoint: Optional[PathLike] = None) -> Sam:
-    """MobileSAM with real weights: `checkpoint` path, else env var, else the Hub."""
-    return build_mobile_sam(resolve_checkpoint("mobile_sam", checkpoint))
+    """The model with real weights: `checkpoint` path (MobileSAM or SAM ViT-B/L/H, recognised),
+    else env var, else MobileSAM from the Hub."""
+    return build_sam(resolve_checkpoint("mobile_sam", checkpoint))
 
 
 def load_prompt_guided_decoder(model: Sam, path: PathLike) -> Sam:
@@ -50,14 +99,10 @@ def load_prompt_guided_decoder(model: Sam, path: PathLike) -> Sam:
 
 
 class _ModelRegistry(Dict[str, Callable[..., Sam]]):
-    """A dict of builders whose missing keys say what is available (SAM's ViT-H/L/B are other
-    models, not in this package)."""
+    """A dict of builders whose missing keys say what is available."""
 
     def __missing__(self, key: str) -> Callable[..., Sam]:
-        raise KeyError(
-            f"unknown model type {key!r}: this package builds MobileSAM only "
-            f"({', '.join(sorted(self))}); SAM's vit_h / vit_l / vit_b are in segment-anything"
-        )
+        raise KeyError(f"unknown model type {key!r}: this package builds {', '.join(sorted(self))}")
 
 
 def build_sam_vit_t(checkpoint: Optional[Union[PathLike, Mapping[str, torch.Tensor]]] = None) -> Sam:
@@ -66,7 +111,30 @@ def build_sam_vit_t(checkpoint: Optional[Union[PathLike, Mapping[str, torch.Tens
     return build_mobile_sam(checkpoint)
 
 
-# Drop-in for `mobile_sam.sam_model_registry`: `sam_model_registry["vit_t"](checkpoint=path)`
+def _vit_builder(model_type: str) -> Callable[..., Sam]:
+    def build(checkpoint: Optional[Union[PathLike, Mapping[str, torch.Tensor]]] = None) -> Sam:
+        if checkpoint is None:  # random weights, as segment-anything's builders give
+            return build_sam_vit(model_type).eval()
+        model = build_sam(checkpoint)
+        found = model_type_of(model.state_dict())
+        if found != model_type:
+            raise CheckpointError(f"{checkpoint} holds a {found} model, not {model_type}")
+        return model
+
+    build.__name__ = f"build_sam_{model_type}"
+    build.__doc__ = (
+        f"SAM {model_type} (segment-anything's builder): `checkpoint`, a path or state_dict; None: random weights."
+    )
+    return build
+
+
+# Drop-in for `mobile_sam.sam_model_registry` / segment-anything's: `sam_model_registry["vit_t"](checkpoint=path)`
 # returns the torch model, ready for `SamPredictor(sam)` and `SamAutomaticMaskGenerator(sam)`.
-# "default" is MobileSAM too (in segment-anything it is ViT-H, which this package does not have).
-sam_model_registry = _ModelRegistry(default=build_sam_vit_t, vit_t=build_sam_vit_t)
+# "default" is MobileSAM (in segment-anything it is ViT-H, here under "vit_h").
+sam_model_registry = _ModelRegistry(
+    default=build_sam_vit_t,
+    vit_t=build_sam_vit_t,
+    vit_b=_vit_builder("vit_b"),
+    vit_l=_vit_builder("vit_l"),
+    vit_h=_vit_builder("vit_h"),
+)

@@ -40,10 +40,12 @@ def load_state_dict_file(path: PathLike) -> Dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def load_into(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
+def load_into(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str, assign: bool = False) -> None:
     """Strict load with an error that names missing, unexpected and mis-shaped keys.
 
     Floating tensors (fp16 in the fixtures and some mirrors) are cast to the module's dtype.
+    assign: the checkpoint's tensors become the module's (for a module built on the meta
+    device: a large model is never held twice).
     """
     own = module.state_dict()
     missing = sorted(set(own) - set(state_dict))
@@ -70,4 +72,4 @@ def load_into(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], w
         k: (v.to(own[k].dtype) if v.is_floating_point() and own[k].is_floating_point() else v)
         for k, v in state_dict.items()
     }
-    module.load_state_dict(converted, strict=True)
+    module.load_state_dict(converted, strict=True, assign=assign)

@@ -145,6 +145,9 @@ def isolation_middleware():
     return CrossOriginIsolation
 
 
+BROWSER_ENCODER_MAX_BYTES = 64 << 20  # larger encoders (SAM's ViTs) are not offered to browsers
+
+
 class BrowserAssets:
     """What the page downloads (the decoder graphs, the encoder, onnxruntime-web), each gzipped
     once, and the page's /msw/config.json describing them."""
@@ -191,6 +194,10 @@ class BrowserAssets:
             **self.sizes(Path(p)),
         }
 
+    def browser_can_encode(self) -> bool:
+        p = self.decoders.get("encoder")
+        return bool(p) and Path(p).stat().st_size <= BROWSER_ENCODER_MAX_BYTES
+
     def ort(self) -> Dict[str, Any]:
         bundles = {}
         for name, files in ORT_BUNDLES.items():
@@ -220,8 +227,9 @@ class BrowserAssets:
             # hover previews, loaded on the first hover: tanh GELU (WASM's erf is slow), float16
             # weights; ~1.5e-3 in logits
             "decoder_fast": self.describe("decoder_fast"),
-            # on-device mode: the same encoder.onnx as the server's (float32: exact embeddings)
-            "encoder": self.describe("encoder"),
+            # on-device mode: the same encoder.onnx as the server's (float32: exact embeddings),
+            # offered only where a browser can hold it (TinyViT: 28 MB; SAM's ViT-B: 360 MB is not)
+            "encoder": self.describe("encoder") if self.browser_can_encode() else None,
             "examples": [
                 {"name": name, "label": label, "url": f"/msw/examples/{name}"}
                 for name, label in EXAMPLES

@@ -1,4 +1,5 @@
-"""The whole MobileSAM model: TinyViT encoder + SAM prompt encoder + SAM mask decoder."""
+"""The whole model: an image encoder (MobileSAM's TinyViT, or SAM's ViT-B/L/H) + SAM's prompt
+encoder + SAM's mask decoder."""
 
 from typing import Tuple
 
@@ -6,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .image_encoder_vit import VIT_CONFIGS, ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .tiny_vit import TinyViT
@@ -52,10 +54,28 @@ class Sam(nn.Module):
         return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
 
 
-def build_sam_vit_t() -> Sam:
-    """MobileSAM ("vit_t") with random weights."""
+def _sam(image_encoder: nn.Module) -> Sam:
     return Sam(
-        image_encoder=TinyViT(img_size=1024),
+        image_encoder=image_encoder,
         prompt_encoder=PromptEncoder(256, (64, 64), (1024, 1024), 16),
         mask_decoder=MaskDecoder(256, TwoWayTransformer(depth=2, embedding_dim=256, num_heads=8, mlp_dim=2048)),
     )
+
+
+def build_sam_vit_t() -> Sam:
+    """MobileSAM ("vit_t") with random weights."""
+    return _sam(TinyViT(img_size=1024))
+
+
+def build_sam_vit(model_type: str) -> Sam:
+    """SAM with its ViT encoder, "vit_b", "vit_l" or "vit_h", with random weights (build it under
+    `torch.device("meta")` to load a checkpoint without holding the model twice)."""
+    embed_dim, depth, num_heads, global_attn = VIT_CONFIGS[model_type]
+    return _sam(ImageEncoderViT(embed_dim, depth, num_heads, global_attn))
+
+
+def reset_pixel_stats(model: Sam) -> Sam:
+    """The non-persistent normalisation buffers, made again (after loading into a meta model)."""
+    model.pixel_mean = torch.tensor(PIXEL_MEAN).view(-1, 1, 1)
+    model.pixel_std = torch.tensor(PIXEL_STD).view(-1, 1, 1)
+    return model

@@ -31,7 +31,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
-from ..build import build_mobile_sam
+from ..build import build_sam
 from ..checkpoints import PathLike, file_sha256
 from ..modeling import Sam
 from .cache import EXPORTER_VERSION, write_manifest
@@ -73,7 +73,7 @@ def export_all(
     out_dir.mkdir(parents=True, exist_ok=True)
     sha = weights_sha or (file_sha256(checkpoint) if checkpoint is not None else "random-weights")
     if model is None:
-        model = build_mobile_sam(checkpoint)
+        model = build_sam(checkpoint)
     meta = {
         "source_checkpoint_sha256": sha,
         "exporter": "mobilesam-web",

@@ -1,0 +1,98 @@
+"""SAM's ViT encoders: ViT-B reproduces the official code (tests/fixtures/sam_vit_b_parity.npz,
+made by scripts/make_vit_fixture.py with the official MobileSAM repository's segment-anything
+builders) on both backends; ViT-H has the official state dict's names and shapes; checkpoints are
+recognised from their contents."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mobilesam_web import CheckpointError, load_predictor, sam_model_registry
+from mobilesam_web.engine.build import build_sam, model_type_of
+from mobilesam_web.engine.modeling import build_sam_vit
+
+from conftest import MOBILESAM_FIXTURE, REPO_ROOT
+
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+from make_vit_fixture import CASES  # noqa: E402
+from seeded_weights import seeded_state_dict  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return np.load(FIXTURES / "sam_vit_b_parity.npz")
+
+
+@pytest.fixture(scope="module")
+def vit_b_checkpoint(tmp_path_factory, golden):
+    """The official-format sam_vit_b checkpoint of the fixture's seeded weights (made again here)."""
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in build_sam_vit("vit_b").state_dict().items()}
+    path = tmp_path_factory.mktemp("vit_b") / "sam_vit_b_seeded.pth"
+    torch.save(seeded_state_dict(shapes, int(golden["seed"])), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def image():
+    return np.array(Image.open(MOBILESAM_FIXTURE / "image.png").convert("RGB"))
+
+
+def relative_l2(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def check_against_official(pred, golden, image):
+    pred.set_image(image)
+    emb = np.asarray(pred.get_image_embedding())
+    assert relative_l2(emb[0, ::8, ::4, ::4], golden["embedding_sample"]) <= 1e-5
+    assert abs(np.linalg.norm(emb) - float(golden["embedding_l2"])) <= 1e-5 * float(golden["embedding_l2"])
+    for name, (pts, labels, box, multi) in CASES.items():
+        masks, iou, low = pred.predict(
+            None if pts is None else np.array(pts),
+            None if labels is None else np.array(labels),
+            None if box is None else np.array(box),
+            multimask_output=multi,
+        )
+        np.testing.assert_allclose(iou, golden[f"{name}_iou"], atol=1e-4, err_msg=name)
+        ref = np.unpackbits(golden[f"{name}_masks"], axis=-1)[..., : masks.shape[-1]].astype(bool)
+        assert ref.shape == masks.shape
+        assert (masks != ref).mean() <= 1e-4, (name, int((masks != ref).sum()))
+        assert relative_l2(low[:, ::8, ::8], golden[f"{name}_low_sample"]) <= 1e-4, name
+
+
+def test_vit_b_torch_equals_the_official_code(vit_b_checkpoint, golden, image):
+    check_against_official(load_predictor(vit_b_checkpoint, backend="torch"), golden, image)
+
+
+def test_vit_b_onnx_equals_the_official_code(vit_b_checkpoint, golden, image, tmp_path):
+    pred = load_predictor(vit_b_checkpoint, cache_dir=tmp_path / "onnx", threads=2)
+    check_against_official(pred, golden, image)
+
+
+def test_vit_h_has_the_official_names_and_shapes():
+    ref = json.loads((FIXTURES / "sam_vit_h_keys.json").read_text())
+    with torch.device("meta"):
+        ours = {k: list(v.shape) for k, v in sam_model_registry["vit_h"]().state_dict().items()}
+    assert ours == ref
+    assert model_type_of({k: torch.empty(v, device="meta") for k, v in ref.items()}) == "vit_h"
+
+
+def test_checkpoints_are_recognised_from_their_contents(vit_b_checkpoint, sam_weights_path, tmp_path):
+    assert type(build_sam(vit_b_checkpoint).image_encoder).__name__ == "ImageEncoderViT"
+    assert type(build_sam(sam_weights_path).image_encoder).__name__ == "TinyViT"
+    assert type(sam_model_registry["vit_b"](checkpoint=vit_b_checkpoint).image_encoder).__name__ == "ImageEncoderViT"
+    with pytest.raises(CheckpointError, match="holds a vit_b model, not vit_l"):
+        sam_model_registry["vit_l"](checkpoint=vit_b_checkpoint)
+    odd = tmp_path / "odd.pth"
+    torch.save({"backbone.stem.weight": torch.zeros(8, 3, 3, 3)}, odd)
+    with pytest.raises(CheckpointError, match=r"keys under backbone.*Accepted: MobileSAM.*sam_vit_b_01ec64"):
+        build_sam(odd)
+    with pytest.raises(KeyError, match="vit_b, vit_h, vit_l, vit_t"):
+        sam_model_registry["efficientvit_l2"]
