@@ -84,7 +84,7 @@ def test_nms_max_keep_is_a_prefix():
         ((768, 1024), (3000, 4000), 1 << 19),  # a 12 MP photo: transposed rows in several blocks
         ((1024, 683), (1500, 1000), 3000),  # blocks of two rows: every block edge is a run edge
         ((1024, 1024), (333, 333), 1 << 19),  # one block
-        ((16, 1024), (40, 2560), 2560),  # a wide strip, one row per block
+        ((16, 1024), (40, 2560), 40),  # a wide strip: one (transposed) row per block
     ],
 )
 def test_low_res_to_coco_rle_equals_the_dense_mask(monkeypatch, input_size, size, block_pixels):
