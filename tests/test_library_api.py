@@ -52,8 +52,8 @@ def test_sam_model_registry_drop_in(sam_weights_path, sam_model, sam_image, sam_
         assert torch.equal(sam.state_dict()[k], v), k
     assert sam_model_registry["default"] is sam_model_registry["vit_t"]
     assert isinstance(sam_model_registry["vit_t"](), Sam)  # no checkpoint: random weights, as upstream
-    with pytest.raises(KeyError, match="vit_t"):
-        sam_model_registry["vit_h"]
+    with pytest.raises(KeyError, match="vit_b, vit_h, vit_l, vit_t"):
+        sam_model_registry["vit_x"]
     predictor = SamPredictor(sam)
     predictor.set_image(sam_image)
     assert np.abs(predictor.get_image_embedding().numpy() - sam_cases["embedding"]).max() <= 1e-4
