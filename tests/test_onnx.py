@@ -184,7 +184,7 @@ def test_int8_decoder_honest_bound(exported, sam_cases):
 
 
 def test_export_cache_reuse_and_staleness(tmp_path, sam_weights_path, monkeypatch):
-    from mobilesam_web.engine.onnx import cache
+    from mobilesam_web.engine.onnx import cache as onnx_cache
     from mobilesam_web.engine.onnx import export as export_mod
 
     calls = []
@@ -195,8 +195,8 @@ def test_export_cache_reuse_and_staleness(tmp_path, sam_weights_path, monkeypatc
         return real(*args, **kwargs)
 
     monkeypatch.setattr(export_mod, "export_all", counting)
-    first = cache.cached_exports(sam_weights_path, tmp_path, graphs=("decoder_lowres",))
-    again = cache.cached_exports(sam_weights_path, tmp_path, graphs=("decoder_lowres",))
+    first = onnx_cache.cached_exports(sam_weights_path, tmp_path, graphs=("decoder_lowres",))
+    again = onnx_cache.cached_exports(sam_weights_path, tmp_path, graphs=("decoder_lowres",))
     assert first == again and len(calls) == 1
     # A file whose metadata names another checkpoint is stale and gets re-exported.
     path = first["decoder_lowres"]
@@ -205,9 +205,9 @@ def test_export_cache_reuse_and_staleness(tmp_path, sam_weights_path, monkeypatc
         if p.key == "source_checkpoint_sha256":
             p.value = "0" * 64
     onnx.save(model, str(path))
-    cache.cached_exports(sam_weights_path, tmp_path, graphs=("decoder_lowres",))
+    onnx_cache.cached_exports(sam_weights_path, tmp_path, graphs=("decoder_lowres",))
     assert len(calls) == 2
-    assert path.parent.name.endswith(f"-v{cache.EXPORTER_VERSION}")
+    assert path.parent.name.endswith(f"-v{onnx_cache.EXPORTER_VERSION}")
 
 
 def test_embedding_cache_skips_encoder(exported, sam_image):

@@ -37,7 +37,7 @@ def cache(cache_template, tmp_path):
 
 
 def _lookup(sam_weights_path, root, graphs=GRAPHS):
-    from mobilesam_web.engine.onnx import cache
+    from mobilesam_web.engine.onnx import cache as onnx_cache
     from mobilesam_web.engine.onnx import export as export_mod
 
     lines = []
@@ -50,7 +50,7 @@ def _lookup(sam_weights_path, root, graphs=GRAPHS):
 
     export_mod.export_all = counting
     try:
-        paths = cache.cached_exports(sam_weights_path, root, graphs, log=lines.append)
+        paths = onnx_cache.cached_exports(sam_weights_path, root, graphs, log=lines.append)
     finally:
         export_mod.export_all = real
     return paths, calls, lines
@@ -117,10 +117,10 @@ def test_graph_refused_by_onnxruntime_is_reexported(cache, sam_weights_path):
     manifest["sha256"]["decoder_boxes"] = file_sha256(p)
     manifest_path.write_text(json.dumps(manifest))
     # the metadata check can't read it either: make that check pass to reach ONNX Runtime
-    from mobilesam_web.engine.onnx import cache
+    from mobilesam_web.engine.onnx import cache as onnx_cache
 
-    real_problem = cache._cache_problem
-    cache._cache_problem = lambda folder, name, m, sha: (
+    real_problem = onnx_cache._cache_problem
+    onnx_cache._cache_problem = lambda folder, name, m, sha: (
         None
         if name == "decoder_boxes" and p.is_file() and p.stat().st_size < 100
         else real_problem(folder, name, m, sha)
@@ -130,7 +130,7 @@ def test_graph_refused_by_onnxruntime_is_reexported(cache, sam_weights_path):
         onnx_predictor._ENGINES.clear()
         engine = onnx_predictor.load_onnx_engine(sam_weights_path, cache, threads=1, log=lines.append)
     finally:
-        cache._cache_problem = real_problem
+        onnx_cache._cache_problem = real_problem
         onnx_predictor._ENGINES.clear()
     assert any("ONNX Runtime refused" in line for line in lines), lines
     assert p.stat().st_size > 100_000

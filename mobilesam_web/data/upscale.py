@@ -167,7 +167,9 @@ def _blocks(low: np.ndarray, rt: AxisTaps, ct: AxisTaps, rows, cols, resized_w: 
         for rs, re_, cs, block in _dense_blocks(low, rt, ct, rows, cols):
             yield rs, re_, cs, np.pad(block, ((0, 0), (1, 1))) if framed else block
         return
-    step = max(1, min(r1 - r0, CV_BLOCK_PIXELS // w))
+    # rows per block: a cache-sized block, and never more than BLOCK rows (the dense row taps
+    # are rows x 256 floats: a 1 x 400000 image would otherwise take 400 MB of them)
+    step = max(1, min(BLOCK, r1 - r0, CV_BLOCK_PIXELS // w))
     logits, positive = np.empty((step, w), np.float32), np.zeros((step, c1 - c0 + 2), bool)
     inner = positive[:, 1:-1]
     # the low-res columns that reach the resized image (and two more, so that the edge
