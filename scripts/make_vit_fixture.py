@@ -80,6 +80,17 @@ def official(repo: str):
     return mobile_sam
 
 
+def predict_case(pred, name: str):
+    """The predictor's (masks, iou, low-res logits) for CASES[name] (here and in the tests)."""
+    pts, labels, box, multi = CASES[name]
+    return pred.predict(
+        None if pts is None else np.array(pts),
+        None if labels is None else np.array(labels),
+        None if box is None else np.array(box),
+        multimask_output=multi,
+    )
+
+
 def main(repo: str, image_path: str) -> None:
     from PIL import Image
 
@@ -99,13 +110,8 @@ def main(repo: str, image_path: str) -> None:
         "embedding_l2": np.array(np.linalg.norm(emb)),
         "embedding_mean": np.array(emb.mean()),
     }
-    for name, (pts, labels, box, multi) in CASES.items():
-        masks, iou, low = pred.predict(
-            None if pts is None else np.array(pts),
-            None if labels is None else np.array(labels),
-            None if box is None else np.array(box),
-            multimask_output=multi,
-        )
+    for name in CASES:
+        masks, iou, low = predict_case(pred, name)
         out[f"{name}_iou"] = iou
         out[f"{name}_low_sample"] = low[:, ::8, ::8]
         out[f"{name}_masks"] = np.packbits(masks, axis=-1)  # (n, H, ceil(W / 8)) bits

@@ -172,3 +172,13 @@ def serve_folder(folder, headers=(), blobs=None):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def blank_page(folder, blobs):
+    """A Chromium page at `folder`'s /__blank.html (give it in `blobs`), for importing the
+    folder's ES modules in `page.evaluate` and testing them alone."""
+    with serve_folder(folder, blobs=blobs) as url, browser() as b:
+        page = b.new_page()
+        page.goto(url + "__blank.html")
+        yield page

@@ -9,7 +9,7 @@ from PIL import Image
 from mobilesam_web.engine.transforms import ResizeLongestSide, get_preprocess_shape
 
 from conftest import MOBILESAM_FIXTURE, REPO_ROOT, require
-from server_utils import browser, serve_folder
+from server_utils import blank_page
 
 STATIC = REPO_ROOT / "static"
 BLOBS: dict[str, bytes] = {"/__blank.html": b"<!doctype html><title>resize</title>"}
@@ -26,9 +26,7 @@ RESIZE_JS = """async ([name, w, h, ow, oh]) => {
 
 @pytest.fixture(scope="module")
 def page():
-    with serve_folder(STATIC, blobs=BLOBS) as url, browser() as b:
-        pg = b.new_page()
-        pg.goto(url + "__blank.html")
+    with blank_page(STATIC, BLOBS) as pg:
         yield pg
 
 

@@ -4,7 +4,7 @@ decoder request) and static/msw_status.js (the status line's text for a state)."
 import pytest
 
 from conftest import REPO_ROOT
-from server_utils import browser, serve_folder
+from server_utils import blank_page
 
 STATIC = REPO_ROOT / "static"
 BLOBS = {"/__blank.html": b"<!doctype html><title>modules</title>"}
@@ -15,9 +15,7 @@ VIEW = {"width": 2000, "height": 1000, "input_size": [512, 1024]}
 
 @pytest.fixture(scope="module")
 def page():
-    with serve_folder(STATIC, blobs=BLOBS) as url, browser() as b:
-        pg = b.new_page()
-        pg.goto(url + "__blank.html")
+    with blank_page(STATIC, BLOBS) as pg:
         yield pg
 
 

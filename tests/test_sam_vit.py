@@ -19,7 +19,7 @@ from conftest import MOBILESAM_FIXTURE, REPO_ROOT
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from make_vit_fixture import CASES  # noqa: E402
+from make_vit_fixture import CASES, predict_case  # noqa: E402
 from seeded_weights import seeded_state_dict  # noqa: E402
 
 
@@ -53,13 +53,8 @@ def check_against_official(pred, golden, image):
     emb = np.asarray(pred.get_image_embedding())
     assert relative_l2(emb[0, ::8, ::4, ::4], golden["embedding_sample"]) <= 1e-5
     assert abs(np.linalg.norm(emb) - float(golden["embedding_l2"])) <= 1e-5 * float(golden["embedding_l2"])
-    for name, (pts, labels, box, multi) in CASES.items():
-        masks, iou, low = pred.predict(
-            None if pts is None else np.array(pts),
-            None if labels is None else np.array(labels),
-            None if box is None else np.array(box),
-            multimask_output=multi,
-        )
+    for name in CASES:
+        masks, iou, low = predict_case(pred, name)
         np.testing.assert_allclose(iou, golden[f"{name}_iou"], atol=1e-4, err_msg=name)
         ref = np.unpackbits(golden[f"{name}_masks"], axis=-1)[..., : masks.shape[-1]].astype(bool)
         assert ref.shape == masks.shape
