@@ -51,15 +51,19 @@ def load_predictor(checkpoint=None, backend: str = "onnxruntime", **kwargs):
     backend="onnxruntime" (default): exported graphs in ONNX Runtime, exported on first use into
     the `onnx/` cache (keyed by checkpoint sha256 + exporter version); kwargs: cache_dir,
     threads, providers. backend="torch": the PyTorch `SamPredictor`.
-    checkpoint: a path, else $MOBILESAM_CHECKPOINT, else the Hugging Face Hub.
+    checkpoint: a path (MobileSAM, SAM ViT-B/L/H, EfficientViT-SAM L0/L1/L2, or MobileSAMv2's
+    encoder-only files, recognised from their contents), else $MOBILESAM_CHECKPOINT, else the Hub.
+    decoder_checkpoint (both backends): MobileSAMv2's Prompt_guided_Mask_Decoder.pt, replacing the
+    checkpoint's own prompt encoder and mask decoder (required for an encoder-only checkpoint).
     """
     if backend == "torch":
+        decoder = kwargs.pop("decoder_checkpoint", None)
         if kwargs:
             raise TypeError(f"unexpected arguments for the torch backend: {sorted(kwargs)}")
         from .engine.build import load_mobile_sam
         from .engine.predictor import SamPredictor
 
-        return SamPredictor(load_mobile_sam(checkpoint))
+        return SamPredictor(load_mobile_sam(checkpoint, decoder))
     if backend in ("onnxruntime", "onnx", "ort"):
         from .engine.onnx.predictor import OnnxSamPredictor, load_onnx_engine
 

@@ -32,8 +32,8 @@ CASES = {  # name -> point_coords, point_labels, box, multimask_output (pixels o
 }
 
 
-def official(repo: str):
-    """The official package, importable without timm (only its TinyViT needs timm's helpers)."""
+def install_stubs() -> None:
+    """Stand-ins for timm and torchvision, so the official code imports beside our torch."""
     if "timm" not in sys.modules:
         layers = types.ModuleType("timm.models.layers")
         layers.DropPath = torch.nn.Identity
@@ -74,6 +74,11 @@ def official(repo: str):
                 "torchvision.ops.boxes": boxes,
             }
         )
+
+
+def official(repo: str):
+    """The official package, importable without timm (only its TinyViT needs timm's helpers)."""
+    install_stubs()
     sys.path.insert(0, repo)
     import mobile_sam
 

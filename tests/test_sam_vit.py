@@ -4,7 +4,6 @@ builders) on both backends; ViT-H has the official state dict's names and shapes
 recognised from their contents."""
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -15,12 +14,8 @@ from mobilesam_web import CheckpointError, load_predictor, sam_model_registry
 from mobilesam_web.engine.build import build_sam, model_type_of
 from mobilesam_web.engine.modeling import build_sam_vit
 
-from conftest import MOBILESAM_FIXTURE, REPO_ROOT
-
-FIXTURES = REPO_ROOT / "tests" / "fixtures"
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from make_vit_fixture import CASES, predict_case  # noqa: E402
-from seeded_weights import seeded_state_dict  # noqa: E402
+from conftest import MOBILESAM_FIXTURE
+from parity_checks import FIXTURES, check_against_official, seeded_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -41,25 +36,6 @@ def vit_b_checkpoint(tmp_path_factory, golden):
 @pytest.fixture(scope="module")
 def image():
     return np.array(Image.open(MOBILESAM_FIXTURE / "image.png").convert("RGB"))
-
-
-def relative_l2(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
-
-def check_against_official(pred, golden, image):
-    pred.set_image(image)
-    emb = np.asarray(pred.get_image_embedding())
-    assert relative_l2(emb[0, ::8, ::4, ::4], golden["embedding_sample"]) <= 1e-5
-    assert abs(np.linalg.norm(emb) - float(golden["embedding_l2"])) <= 1e-5 * float(golden["embedding_l2"])
-    for name in CASES:
-        masks, iou, low = predict_case(pred, name)
-        np.testing.assert_allclose(iou, golden[f"{name}_iou"], atol=1e-4, err_msg=name)
-        ref = np.unpackbits(golden[f"{name}_masks"], axis=-1)[..., : masks.shape[-1]].astype(bool)
-        assert ref.shape == masks.shape
-        assert (masks != ref).mean() <= 1e-4, (name, int((masks != ref).sum()))
-        assert relative_l2(low[:, ::8, ::8], golden[f"{name}_low_sample"]) <= 1e-4, name
 
 
 def test_vit_b_torch_equals_the_official_code(vit_b_checkpoint, golden, image):
@@ -89,5 +65,5 @@ def test_checkpoints_are_recognised_from_their_contents(vit_b_checkpoint, sam_we
     torch.save({"backbone.stem.weight": torch.zeros(8, 3, 3, 3)}, odd)
     with pytest.raises(CheckpointError, match=r"keys under backbone.*Accepted: MobileSAM.*sam_vit_b_01ec64"):
         build_sam(odd)
-    with pytest.raises(KeyError, match="vit_b, vit_h, vit_l, vit_t"):
-        sam_model_registry["efficientvit_l2"]
+    with pytest.raises(KeyError, match="efficientvit_l0, efficientvit_l1, efficientvit_l2, vit_b, vit_h, vit_l, vit_t"):
+        sam_model_registry["efficientvit_l3"]

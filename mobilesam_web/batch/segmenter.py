@@ -28,14 +28,11 @@ class Segmenter:
         ckpt = resolve_checkpoint("mobile_sam", job.checkpoint)
         self.detector = self.generator = None
         if job.mode == "grid":  # the grid generator works on torch tensors (SAM's reference algorithm)
-            from ..engine.build import load_mobile_sam, load_prompt_guided_decoder
+            from ..engine.build import load_mobile_sam
             from ..engine.predictor import SamPredictor
             from ..everything.grid import SamAutomaticMaskGenerator
 
-            model = load_mobile_sam(ckpt)
-            if job.decoder_checkpoint:
-                model = load_prompt_guided_decoder(model, job.decoder_checkpoint)
-            self.predictor = SamPredictor(model)
+            self.predictor = SamPredictor(load_mobile_sam(ckpt, job.decoder_checkpoint))
             self.generator = SamAutomaticMaskGenerator(
                 self.predictor,
                 points_per_side=job.points_per_side,

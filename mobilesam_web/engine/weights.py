@@ -31,10 +31,13 @@ def load_weights_only(path: PathLike):
 
 
 def load_state_dict_file(path: PathLike) -> Dict[str, torch.Tensor]:
-    """Load a flat tensor state_dict with `torch.load(weights_only=True)` (no code execution)."""
+    """Load a flat tensor state_dict with `torch.load(weights_only=True)` (no code execution);
+    one wrapping level {"model": sd} or {"state_dict": sd} (training checkpoints) is unwrapped."""
     obj = load_weights_only(path)
-    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
-        obj = obj["model"]
+    for wrapper in ("model", "state_dict"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+            obj = obj[wrapper]
+            break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} does not hold a flat state_dict of tensors")
     return dict(obj)

@@ -1,5 +1,5 @@
-"""The whole model: an image encoder (MobileSAM's TinyViT, or SAM's ViT-B/L/H) + SAM's prompt
-encoder + SAM's mask decoder."""
+"""The whole model: an image encoder (MobileSAM's TinyViT, SAM's ViT-B/L/H or EfficientViT-SAM's
+L0/L1/L2) + SAM's prompt encoder + SAM's mask decoder."""
 
 from typing import Tuple
 
@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .image_encoder_efficientvit import EFFICIENTVIT_CONFIGS, EfficientViTSamImageEncoder
 from .image_encoder_vit import VIT_CONFIGS, ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
@@ -62,20 +63,46 @@ def _sam(image_encoder: nn.Module) -> Sam:
     )
 
 
+# Every image encoder this package builds, by segment-anything-style model type, and its name for people.
+MODEL_NAMES = {
+    "vit_t": "MobileSAM (TinyViT)",
+    "vit_b": "SAM ViT-B",
+    "vit_l": "SAM ViT-L",
+    "vit_h": "SAM ViT-H",
+    "efficientvit_l0": "EfficientViT-SAM-L0",
+    "efficientvit_l1": "EfficientViT-SAM-L1",
+    "efficientvit_l2": "EfficientViT-SAM-L2",
+}
+
+
+def build_image_encoder(model_type: str) -> nn.Module:
+    """The image encoder of `model_type` (a MODEL_NAMES key), random weights; `.model_type` says which.
+    Build a ViT or EfficientViT under `torch.device("meta")` to load a checkpoint without holding
+    it twice (TinyViT has computed buffers: build it on the CPU)."""
+    if model_type == "vit_t":
+        encoder = TinyViT(img_size=1024)
+    elif model_type in VIT_CONFIGS:
+        embed_dim, depth, num_heads, global_attn = VIT_CONFIGS[model_type]
+        encoder = ImageEncoderViT(embed_dim, depth, num_heads, global_attn)
+    elif model_type in EFFICIENTVIT_CONFIGS:
+        encoder = EfficientViTSamImageEncoder(model_type)
+    else:
+        raise KeyError(f"unknown model type {model_type!r}: this package builds {', '.join(MODEL_NAMES)}")
+    encoder.model_type = model_type
+    return encoder
+
+
+def build_sam_model(model_type: str, image_encoder: nn.Module = None) -> Sam:
+    """SAM around `image_encoder` (default: a new one of `model_type`); prompt encoder and mask
+    decoder are always built on the CPU, so a meta-device encoder leaves them usable."""
+    return _sam(image_encoder if image_encoder is not None else build_image_encoder(model_type))
+
+
 def build_sam_vit_t() -> Sam:
     """MobileSAM ("vit_t") with random weights."""
-    return _sam(TinyViT(img_size=1024))
+    return build_sam_model("vit_t")
 
 
 def build_sam_vit(model_type: str) -> Sam:
-    """SAM with its ViT encoder, "vit_b", "vit_l" or "vit_h", with random weights (build it under
-    `torch.device("meta")` to load a checkpoint without holding the model twice)."""
-    embed_dim, depth, num_heads, global_attn = VIT_CONFIGS[model_type]
-    return _sam(ImageEncoderViT(embed_dim, depth, num_heads, global_attn))
-
-
-def reset_pixel_stats(model: Sam) -> Sam:
-    """The non-persistent normalisation buffers, made again (after loading into a meta model)."""
-    model.pixel_mean = torch.tensor(PIXEL_MEAN).view(-1, 1, 1)
-    model.pixel_std = torch.tensor(PIXEL_STD).view(-1, 1, 1)
-    return model
+    """SAM with its ViT encoder, "vit_b", "vit_l" or "vit_h", with random weights."""
+    return build_sam_model(model_type)

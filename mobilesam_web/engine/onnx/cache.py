@@ -194,7 +194,7 @@ def discard_cached(path: PathLike, log: Callable[[str], None] = lambda s: None, 
 def _export_missing(checkpoint, decoder_checkpoint, folder: Path, missing, sha: str, log) -> Dict[str, Path]:
     """Export the graphs the cache lacks (this is where torch is needed)."""
     try:
-        from ..build import build_sam, load_prompt_guided_decoder
+        from ..build import build_sam
         from .export import export_all
     except ImportError as exc:
         raise RuntimeError(
@@ -202,7 +202,5 @@ def _export_missing(checkpoint, decoder_checkpoint, folder: Path, missing, sha: 
             f"({exc}). Install torch, or point MOBILESAM_ONNX_CACHE (cache_dir) at a cache that holds them."
         ) from exc
     log(f"exporting ONNX graphs {missing} to {folder}")
-    model = None
-    if decoder_checkpoint is not None:
-        model = load_prompt_guided_decoder(build_sam(checkpoint), decoder_checkpoint)
+    model = build_sam(checkpoint, decoder_checkpoint)
     return export_all(checkpoint, folder, missing, log=log, model=model, weights_sha=sha)
