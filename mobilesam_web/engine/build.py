@@ -47,6 +47,7 @@ ENCODER = "image_encoder."
 class EncoderOnlyError(CheckpointError):
     """An encoder-only checkpoint was given without a decoder checkpoint."""
 
+
 DECODER_PARTS = ("prompt_encoder.", "mask_decoder.")
 
 
