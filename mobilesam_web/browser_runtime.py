@@ -4,6 +4,7 @@ Used by the app's /msw routes and by `export-site` (which must not need Gradio).
 
 import base64
 import hashlib
+from typing import Optional
 
 from .paths import static_dir
 
@@ -34,3 +35,19 @@ ORT_BUNDLES = {
 def sri(data: bytes) -> str:
     """The subresource-integrity string (sha384) of some bytes."""
     return "sha384-" + base64.b64encode(hashlib.sha384(data).digest()).decode()
+
+
+# On-device mode ships the server's float32 encoder to the browser: TinyViT's 28 MB is fine; SAM's
+# ViTs (360 MB to 2.5 GB) and EfficientViT-SAM (120 to 250 MB) are more than a page should ask a
+# visitor to download and hold in a tab.
+BROWSER_ENCODER_MAX_BYTES = 64 << 20
+
+
+def browser_encoder_refusal(encoder_bytes: int, model_name: str) -> Optional[str]:
+    """None when a browser can be given this encoder; else why not, in words for people."""
+    if encoder_bytes <= BROWSER_ENCODER_MAX_BYTES:
+        return None
+    return (
+        f"{model_name}'s encoder is {encoder_bytes / 1e6:.0f} MB, more than a browser tab is asked to "
+        f"download and hold (at most {BROWSER_ENCODER_MAX_BYTES / 2**20:.0f} MB; MobileSAM's is 28 MB)"
+    )

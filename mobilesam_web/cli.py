@@ -67,18 +67,36 @@ def evaluate(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def add_model_arguments(ap: argparse.ArgumentParser, decoder_help: str) -> None:
+    """--model, --checkpoint and --decoder-checkpoint, the same for every command."""
+    from .engine.checkpoints import MODELS
+
+    ap.add_argument(
+        "--model",
+        choices=list(MODELS),
+        default=None,
+        help="which model, downloaded from the Hugging Face Hub when no --checkpoint is given "
+        "(default: mobile_sam; README 'Models' lists where each comes from)",
+    )
+    ap.add_argument(
+        "--checkpoint",
+        help="a checkpoint file, recognised from its contents: mobile_sam.pt, SAM's sam_vit_{b,l,h}_*.pth, "
+        "EfficientViT-SAM's efficientvit_sam_l{0,1,2}.pt, MobileSAMv2's sam_vit_h.pt / l2.pt "
+        "(default: $MOBILESAM_CHECKPOINT, else --model from the Hub)",
+    )
+    ap.add_argument("--decoder-checkpoint", help=decoder_help)
+
+
 def serve_parser() -> argparse.ArgumentParser:
     """The web app's options."""
     ap = argparse.ArgumentParser(prog="mobilesam-web [serve]", description="MobileSAM / MobileSAMv2 web app")
-    ap.add_argument(
-        "--checkpoint", help="official-format mobile_sam.pt (default: $MOBILESAM_CHECKPOINT, else the Hugging Face Hub)"
+    add_model_arguments(
+        ap,
+        "MobileSAMv2's Prompt_guided_Mask_Decoder.pt for the everything tab (and for clicks with an encoder-only "
+        "checkpoint; default: the checkpoint's own decoder)",
     )
     ap.add_argument(
         "--detector-checkpoint", help="MobileSAMv2 ObjectAwareModel.pt (default: $MOBILESAMV2_DETECTOR, else the Hub)"
-    )
-    ap.add_argument(
-        "--decoder-checkpoint",
-        help="MobileSAMv2 Prompt_guided_Mask_Decoder.pt for the everything tab (default: MobileSAM's own decoder)",
     )
     ap.add_argument("--backend", choices=["onnxruntime", "torch"], default=None)
     ap.add_argument(
@@ -130,6 +148,7 @@ def serve(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", "5")
     config = AppConfig.from_env(
         checkpoint=args.checkpoint,
+        model=args.model,
         detector_checkpoint=args.detector_checkpoint,
         decoder_checkpoint=args.decoder_checkpoint,
         backend=args.backend,
@@ -158,20 +177,20 @@ def serve(argv: Optional[Sequence[str]] = None) -> int:
 
 def export(argv: Optional[Sequence[str]] = None) -> int:
     """Export MobileSAM to ONNX, checked against the torch model."""
-    from .engine.checkpoints import CheckpointError, WeightsUnavailableError, resolve_checkpoint
+    from .engine.checkpoints import CheckpointError, WeightsUnavailableError, resolve_model
     from .engine.onnx.export import EXPORTERS, export_all
 
     ex = argparse.ArgumentParser(
-        prog="mobilesam-web export", description="export MobileSAM to ONNX (checked against the torch model)"
+        prog="mobilesam-web export", description="export a model to ONNX (checked against the torch model)"
     )
-    ex.add_argument("--checkpoint", help="official-format mobile_sam.pt (default: env var, then the Hub)")
+    add_model_arguments(ex, "MobileSAMv2's Prompt_guided_Mask_Decoder.pt, exported instead of the checkpoint's decoder")
     ex.add_argument("--out", default="onnx", help="output folder (default: onnx/)")
     ex.add_argument("--graphs", nargs="+", choices=sorted(EXPORTERS), default=sorted(EXPORTERS))
     ex.add_argument("--quantize", action="store_true", help="also write decoder_int8.onnx and decoder_single_int8.onnx")
     ex.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-torch check")
     args = ex.parse_args(argv)
     try:
-        ckpt = resolve_checkpoint("mobile_sam", args.checkpoint)
+        ckpt, decoder = resolve_model(args.model, args.checkpoint, args.decoder_checkpoint)
         paths = export_all(
             ckpt,
             args.out,
@@ -179,6 +198,7 @@ def export(argv: Optional[Sequence[str]] = None) -> int:
             quantize=args.quantize,
             verify=not args.no_verify,
             log=lambda s: print(s, flush=True),
+            decoder_checkpoint=decoder,
         )
     except (WeightsUnavailableError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -201,7 +221,7 @@ def export_site(argv: Optional[Sequence[str]] = None) -> int:
         "visitor's browser (open an image, click, export); host it on any static file host",
     )
     ap.add_argument("out", metavar="OUT_DIR", help="output folder (created)")
-    ap.add_argument("--checkpoint", help="mobile_sam.pt (default: $MOBILESAM_CHECKPOINT, else the Hub)")
+    add_model_arguments(ap, "MobileSAMv2's Prompt_guided_Mask_Decoder.pt (needed by an encoder-only checkpoint)")
     ap.add_argument(
         "--no-webgpu",
         action="store_true",
@@ -212,7 +232,13 @@ def export_site(argv: Optional[Sequence[str]] = None) -> int:
     args = ap.parse_args(argv)
     try:
         out = write_site(
-            args.out, args.checkpoint, log=lambda s: print(s, flush=True), webgpu=not args.no_webgpu, force=args.force
+            args.out,
+            args.checkpoint,
+            log=lambda s: print(s, flush=True),
+            webgpu=not args.no_webgpu,
+            force=args.force,
+            model=args.model,
+            decoder_checkpoint=args.decoder_checkpoint,
         )
     except (WeightsUnavailableError, CheckpointError, SiteError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -248,9 +274,12 @@ def segment_parser() -> argparse.ArgumentParser:
         metavar="PROMPTS.json",
         help="boxes mode: a COCO file (ids and categories kept) or {file_name: [[x1,y1,x2,y2], ...]}",
     )
-    ap.add_argument("--checkpoint", help="mobile_sam.pt (default: $MOBILESAM_CHECKPOINT, else the Hub)")
+    add_model_arguments(
+        ap,
+        "MobileSAMv2's Prompt_guided_Mask_Decoder.pt (default: the checkpoint's own decoder; --model mobilesamv2_*: "
+        "the Hub's)",
+    )
     ap.add_argument("--detector-checkpoint", help="ObjectAwareModel.pt (default: $MOBILESAMV2_DETECTOR, else the Hub)")
-    ap.add_argument("--decoder-checkpoint", help="Prompt_guided_Mask_Decoder.pt (default: MobileSAM's decoder)")
     ap.add_argument("--conf", type=float, default=0.4, help="detector confidence (default 0.4)")
     ap.add_argument("--iou", type=float, default=0.9, help="detector NMS IoU (default 0.9)")
     ap.add_argument("--imgsz", type=int, default=1024, help="detector input size (default 1024)")
@@ -325,6 +354,7 @@ def job_from_args(args: argparse.Namespace):
         mode=args.mode,
         prompts=args.prompts,
         checkpoint=args.checkpoint,
+        model=args.model,
         detector_checkpoint=args.detector_checkpoint,
         decoder_checkpoint=args.decoder_checkpoint,
         conf=args.conf,

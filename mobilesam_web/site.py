@@ -148,24 +148,36 @@ def export_site(
     max_pixels: int = 100_000_000,
     webgpu: bool = True,
     force: bool = False,
+    model: Optional[str] = None,
+    decoder_checkpoint: Optional[PathLike] = None,
 ) -> Path:
     """Write the static site into out_dir (created; the files of an earlier export are replaced).
-    checkpoint: mobile_sam.pt (default: $MOBILESAM_CHECKPOINT, else the Hugging Face Hub).
+    checkpoint: any accepted checkpoint (default: $MOBILESAM_CHECKPOINT, else `model` from the
+    Hugging Face Hub); an encoder a browser can't hold (over BROWSER_ENCODER_MAX_BYTES) is refused.
     webgpu: include onnxruntime-web's WebGPU build. force: write into a folder that holds other
     files (by default only an empty folder or an earlier site is written into)."""
-    from .browser_runtime import ORT_BUNDLES, ORT_VERSION
+    from .browser_runtime import ORT_BUNDLES, ORT_VERSION, browser_encoder_refusal
     from .data.masks import palette_spec
-    from .engine.checkpoints import resolve_checkpoint
-    from .engine.onnx.cache import cached_exports
+    from .engine.checkpoints import resolve_model
+    from .engine.model_names import MODEL_NAMES
+    from .engine.onnx.cache import cached_exports, graph_bytes, read_manifest
 
     out = Path(out_dir)
     if not force and out.is_dir() and any(out.iterdir()) and not _is_site(out):
         raise SiteError(f"{out} is not empty and holds no earlier site: choose an empty folder (or --force)")
-    ckpt = resolve_checkpoint("mobile_sam", checkpoint)
+    ckpt, decoder = resolve_model(model, checkpoint, decoder_checkpoint)
+    # The graphs first (cached): a model a browser can't hold is refused before anything is written.
+    graphs = cached_exports(ckpt, graphs=tuple(SITE_GRAPHS.values()), log=log, decoder_checkpoint=decoder)
+    model_type = read_manifest(Path(graphs["encoder"]).parent).get("model_type", "vit_t")
+    refusal = browser_encoder_refusal(graph_bytes(graphs["encoder"]), MODEL_NAMES.get(model_type, model_type))
+    if refusal:
+        raise SiteError(
+            f"the static site encodes in the visitor's browser, and {refusal}. Export the site with "
+            "MobileSAM (--model mobile_sam), or serve this model with `mobilesam-web serve`."
+        )
     bundles = ("wasm", "webgpu") if webgpu else ("wasm",)
     ort_dir = f"ort/{ORT_VERSION}/"  # versioned: a cache never mixes two runtimes' files
-    copy_ort(out / ort_dir, log, bundles)  # first: the step most likely to fail (offline, not installed)
-    graphs = cached_exports(ckpt, graphs=tuple(SITE_GRAPHS.values()), log=log)
+    copy_ort(out / ort_dir, log, bundles)
     for sub in ("models", "examples"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     static = static_dir()

@@ -40,6 +40,7 @@ export class Device {
   }
   note() {   // what the mode costs here, beside its switch
     const S = this.S, e = S.cfg && S.cfg.encoder, el = this.root.querySelector(".msw-device-note");
+    if (!e && S.cfg && S.cfg.encoder_off) { el.textContent = S.cfg.encoder_off; return; }   // say why it is off
     if (!e || S.decoder !== "ready" || (this.standalone && S.encoder === "ready")) { el.textContent = ""; return; }
     const est = this.encodeEstimate(), mb = MB(e.transfer_bytes || e.bytes);
     el.textContent = S.encoder === "ready" ? `about ${est.s.toFixed(1)} s per image here`

@@ -36,7 +36,8 @@ export function startPage({ S, debug, status, clicks, device, opener, trigger, s
   function offerDevice(cfg, r) {   // never fatal for decoding: server mode works without it
     if (!cfg.encoder || !canEncode) {
       if (standalone) throw new Error("this browser cannot encode images (it lacks OffscreenCanvas or CompressionStream)");
-      if (S.device) { device.set(false, false); status.say("on-device mode is not available here", 8000); }
+      if (S.device) { device.set(false, false); status.say(cfg.encoder_off || "on-device mode is not available here", 8000); }
+      device.note();
       return;
     }
     opener.examples();

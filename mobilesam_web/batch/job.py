@@ -49,6 +49,7 @@ class SegmentJob:
     mode: str = "everything"
     prompts: Optional[str] = None
     checkpoint: Optional[str] = None
+    model: Optional[str] = None  # `--model NAME` (engine.checkpoints.MODELS) when no checkpoint is given
     detector_checkpoint: Optional[str] = None
     decoder_checkpoint: Optional[str] = None
     conf: float = 0.4
@@ -78,7 +79,7 @@ class SegmentJob:
             self.onnx_cache = os.environ.get("MOBILESAM_ONNX_CACHE")
 
     def result_options(self) -> Dict[str, Any]:
-        keys = ["mode", "checkpoint", "decoder_checkpoint", "max_side", "png", "embeddings"]
+        keys = ["mode", "checkpoint", "model", "decoder_checkpoint", "max_side", "png", "embeddings"]
         keys += {
             "everything": ["detector_checkpoint", "conf", "iou", "imgsz", "max_det"],
             "boxes": ["prompts"],

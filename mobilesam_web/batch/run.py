@@ -57,8 +57,9 @@ def prepare_out_dir(job: SegmentJob, items: List[ImageItem]) -> List[ImageItem]:
     options = job.result_options()
     if meta.exists():
         previous = json.loads(meta.read_text()).get("options")
-        if previous != options:
-            changed = sorted(k for k in set(previous or {}) | set(options) if (previous or {}).get(k) != options.get(k))
+        # an option an older job.json lacks counts as its default (None), so old jobs still resume
+        changed = sorted(k for k in set(previous or {}) | set(options) if (previous or {}).get(k) != options.get(k))
+        if changed:
             raise JobError(
                 f"{out} holds results made with other options ({', '.join(changed)}); "
                 "use --overwrite to start again, or another --out"

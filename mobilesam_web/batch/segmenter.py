@@ -20,19 +20,19 @@ class Segmenter:
     def __init__(self, job: SegmentJob, log: Callable[[str], None] = lambda s: None) -> None:
         import torch
 
-        from ..engine.checkpoints import resolve_checkpoint
+        from ..engine.checkpoints import resolve_checkpoint, resolve_model
 
         self.job = job
         if job.threads:
             torch.set_num_threads(job.threads)
-        ckpt = resolve_checkpoint("mobile_sam", job.checkpoint)
+        ckpt, decoder = resolve_model(job.model, job.checkpoint, job.decoder_checkpoint)
         self.detector = self.generator = None
         if job.mode == "grid":  # the grid generator works on torch tensors (SAM's reference algorithm)
             from ..engine.build import load_mobile_sam
             from ..engine.predictor import SamPredictor
             from ..everything.grid import SamAutomaticMaskGenerator
 
-            self.predictor = SamPredictor(load_mobile_sam(ckpt, job.decoder_checkpoint))
+            self.predictor = SamPredictor(load_mobile_sam(ckpt, decoder))
             self.generator = SamAutomaticMaskGenerator(
                 self.predictor,
                 points_per_side=job.points_per_side,
@@ -44,7 +44,7 @@ class Segmenter:
             from ..engine.onnx.predictor import OnnxSamPredictor, load_onnx_engine
 
             engine = load_onnx_engine(
-                ckpt, job.onnx_cache, job.threads, decoder_checkpoint=job.decoder_checkpoint, log=log
+                ckpt, job.onnx_cache, job.threads, decoder_checkpoint=decoder, log=log
             )
             engine.cache.max_bytes = 0  # every image is new: keep no embeddings around
             self.predictor = OnnxSamPredictor(engine)

@@ -11,7 +11,7 @@ import socket
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -33,6 +33,7 @@ class CheckpointSpec:
     cli_flag: str  # how the app takes it on the command line
     sha256: Optional[str] = None  # verified when known
     repo_env_var: Optional[str] = None  # lets users point at a mirror repo
+    needs_decoder: bool = False  # an encoder-only file: MobileSAMv2's prompt-guided decoder goes with it
 
 
 MOBILESAMV2_REPO_DEFAULT = "RogerQi/MobileSAMV2"
@@ -63,6 +64,52 @@ REGISTRY: Dict[str, CheckpointSpec] = {
         repo_env_var="MOBILESAMV2_REPO",
     ),
 }
+
+
+def _model(name: str, repo_id: str, filename: str, needs_decoder: bool = False) -> CheckpointSpec:
+    return CheckpointSpec(
+        name=name,
+        repo_id=repo_id,
+        filename=filename,
+        env_var=f"MOBILESAM_{name.upper()}",
+        cli_flag="--checkpoint",
+        needs_decoder=needs_decoder,
+    )
+
+
+SAM_REPO = "ybelkada/segment-anything"  # a mirror of Meta's sam_vit_*.pth files on the Hub
+EFFICIENTVIT_SAM_REPO = "mit-han-lab/efficientvit-sam"
+# `--model NAME`: every model this package builds, where its weights are on the Hub. The
+# MobileSAMv2 entries are its encoder-only files, paired with its prompt-guided decoder.
+MODELS: Dict[str, CheckpointSpec] = {
+    "mobile_sam": REGISTRY["mobile_sam"],
+    "sam_vit_b": _model("sam_vit_b", SAM_REPO, "checkpoints/sam_vit_b_01ec64.pth"),
+    "sam_vit_l": _model("sam_vit_l", SAM_REPO, "checkpoints/sam_vit_l_0b3195.pth"),
+    "sam_vit_h": _model("sam_vit_h", SAM_REPO, "checkpoints/sam_vit_h_4b8939.pth"),
+    "efficientvit_sam_l0": _model("efficientvit_sam_l0", EFFICIENTVIT_SAM_REPO, "efficientvit_sam_l0.pt"),
+    "efficientvit_sam_l1": _model("efficientvit_sam_l1", EFFICIENTVIT_SAM_REPO, "efficientvit_sam_l1.pt"),
+    "efficientvit_sam_l2": _model("efficientvit_sam_l2", EFFICIENTVIT_SAM_REPO, "efficientvit_sam_l2.pt"),
+    "mobilesamv2_l2": _model("mobilesamv2_l2", MOBILESAMV2_REPO_DEFAULT, "l2.pt", needs_decoder=True),
+    "mobilesamv2_vit_h": _model("mobilesamv2_vit_h", MOBILESAMV2_REPO_DEFAULT, "sam_vit_h.pt", needs_decoder=True),
+}
+REGISTRY.update(MODELS)
+
+
+def resolve_model(
+    model: Optional[str] = None, checkpoint: Optional[PathLike] = None, decoder_checkpoint: Optional[PathLike] = None
+) -> Tuple[Path, Optional[Path]]:
+    """(checkpoint, decoder checkpoint or None) for `--model NAME` (a MODELS key; default MobileSAM)
+    and the explicit files, if given (they win). A MobileSAMv2 encoder-only model brings the
+    prompt-guided decoder unless `decoder_checkpoint` is given."""
+    name = model or "mobile_sam"
+    if name not in MODELS:
+        raise CheckpointError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
+    path = resolve_checkpoint(name, checkpoint)
+    if decoder_checkpoint is not None:
+        return path, resolve_checkpoint("prompt_guided_decoder", decoder_checkpoint)
+    if MODELS[name].needs_decoder and checkpoint is None:
+        return path, resolve_checkpoint("prompt_guided_decoder")
+    return path, None
 
 
 def _repo_and_file(spec: CheckpointSpec) -> tuple:

@@ -27,6 +27,18 @@ start the next one, **Export** for COCO JSON and PNG masks.
 """
 
 
+def model_line(services: Services) -> str:
+    """Which model runs, and how long an image's encoding takes here when that is noticeable."""
+    line = f"Model: **{services.model_name}**."
+    seconds = services.encode_estimate()
+    if seconds >= 2.0:
+        line += (
+            f" Encoding an image takes about {seconds:.0f} s on this server (a progress bar shows it);"
+            " clicks after that take milliseconds."
+        )
+    return line
+
+
 def create_app(
     config: Optional[AppConfig] = None, checkpoint: Optional[str] = None, services: Optional[Services] = None
 ) -> Tuple[gr.Blocks, AppContext]:
@@ -47,7 +59,9 @@ def create_app(
     file_ttl = int(max(2 * config.session_ttl, 3600))
     with gr.Blocks(title="MobileSAM — segment anything", delete_cache=(min(1800, file_ttl), file_ttl)) as demo:
         gr.Markdown(INTRO)
-        if not services.ready:
+        if services.ready:
+            gr.Markdown(model_line(services), elem_id="msw-model")
+        else:
             gr.Markdown(f"**Model weights unavailable.** {services.sam_error}", elem_classes=["msw-banner"])
         with gr.Tab("Segment anything", elem_id="msw-tab-segment"):
             segment = build_segment_tab(ctx)

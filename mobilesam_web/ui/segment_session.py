@@ -181,6 +181,8 @@ def start_session(
     predictor.set_image(image)
     took = time.perf_counter() - t
     log.info("encoded a %dx%d image in %.2f s", image.shape[1], image.shape[0], took)
+    if hasattr(services, "encode_seconds"):  # what the next visitor is told to expect
+        services.encode_seconds = took
     return SegmentSession(
         image=image,
         embedding=predictor.get_image_embedding(),

@@ -25,6 +25,7 @@ from . import segment_session as seg
 from .api import client_file, load_user_image, read_upload
 from .budget import EVICTED
 from .context import AppContext, bind, require_model
+from .encode_progress import with_encode_progress
 from .errors import UserFacingError, user_errors
 from .examples import add_examples
 from .exports import records_from_masks, write_exports
@@ -115,13 +116,16 @@ def on_upload(ctx: AppContext, path, refine_on, progress=gr.Progress()):
     require_model(ctx)
     progress(None, desc="reading image")  # no fraction: neither step can report one
     loaded = load_user_image(ctx.services, client_file(path))
-    progress(None, desc="encoding image")
-    s = seg.start_session(
+    s = with_encode_progress(
         ctx.services,
-        loaded.image,
-        name=os.path.basename(path),
-        original_size=loaded.original_size if loaded.scale != 1.0 else None,
-        source=client_file(path),
+        progress,
+        lambda: seg.start_session(
+            ctx.services,
+            loaded.image,
+            name=os.path.basename(path),
+            original_size=loaded.original_size if loaded.scale != 1.0 else None,
+            source=client_file(path),
+        ),
     )
     ctx.budget.touch(s)
     return (s,) + view(ctx, s) + (browser_view(ctx, s, refine_on), gr.update(value=None, visible=False))

@@ -8,12 +8,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..engine.checkpoints import CheckpointError, WeightsUnavailableError, resolve_checkpoint
+from ..engine.checkpoints import CheckpointError, WeightsUnavailableError, resolve_checkpoint, resolve_model
 
 
 @dataclass
 class AppConfig:
     checkpoint: Optional[str] = None
+    model: Optional[str] = None  # `--model NAME` (checkpoints.MODELS), downloaded when no checkpoint is given
     detector_checkpoint: Optional[str] = None
     decoder_checkpoint: Optional[str] = None  # MobileSAMv2 prompt-guided decoder (optional)
     backend: str = "onnxruntime"
@@ -40,6 +41,7 @@ class AppConfig:
         env = os.environ.get
         cfg = cls(
             checkpoint=env("MOBILESAM_CHECKPOINT"),
+            model=env("MOBILESAM_MODEL"),
             detector_checkpoint=env("MOBILESAMV2_DETECTOR"),
             decoder_checkpoint=env("MOBILESAMV2_DECODER"),
             backend=env("MOBILESAM_BACKEND", "onnxruntime"),
@@ -85,11 +87,28 @@ class Services:
     everything_engine: object = None  # OnnxSam with the prompt-guided decoder, if given
     everything_model: object = None  # torch Sam with the prompt-guided decoder, if given
     detector: object = None
+    model_type: str = "vit_t"  # the image encoder's (modeling.MODEL_NAMES)
+    encode_seconds: Optional[float] = None  # the last image's encoding time on this server
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def ready(self) -> bool:
         return self.sam_error is None
+
+    @property
+    def model_name(self) -> str:
+        from ..engine.model_names import MODEL_NAMES
+
+        return MODEL_NAMES.get(self.model_type, self.model_type)
+
+    def encode_estimate(self) -> float:
+        """Seconds one image's encoding takes here: the last one measured, else the model's
+        figure on a free Space's 2 cores (bench/bench_encoders.py)."""
+        from ..engine.model_names import ENCODE_SECONDS_2_CORES
+
+        if self.encode_seconds is not None:
+            return self.encode_seconds
+        return ENCODE_SECONDS_2_CORES.get(self.model_type, 1.0)
 
     def new_predictor(self, for_everything: bool = False):
         """A fresh per-request predictor over the shared engine."""
@@ -124,28 +143,40 @@ class Services:
 def load_services(config: AppConfig, log=print) -> Services:
     """Load MobileSAM (and export ONNX on first use). Never raises for missing weights: the
     error is kept and shown by the UI and the API."""
-    from ..engine.build import load_mobile_sam, load_prompt_guided_decoder
+    from ..engine.build import EncoderOnlyError, load_mobile_sam
 
     s = Services(config)
     try:
-        path = resolve_checkpoint("mobile_sam", config.checkpoint)
-        s.torch_model = load_mobile_sam(path)
+        path, decoder = resolve_model(config.model, config.checkpoint, config.decoder_checkpoint)
+        try:  # the checkpoint's own decoder for clicks; the prompt-guided one (if any) for everything
+            s.torch_model, own_decoder = load_mobile_sam(path), True
+        except EncoderOnlyError:  # an encoder-only file: the prompt-guided decoder does both
+            if decoder is None:
+                raise
+            s.torch_model, own_decoder = load_mobile_sam(path, decoder), False
+        s.model_type = s.torch_model.image_encoder.model_type
+        log(f"model: {s.model_name} ({path})")
         if config.backend == "onnxruntime":
             from ..engine.onnx.predictor import load_onnx_engine
 
-            s.engine = load_onnx_engine(path, config.onnx_cache_dir, config.threads, log=log, app=True)
+            s.engine = load_onnx_engine(
+                path,
+                config.onnx_cache_dir,
+                config.threads,
+                decoder_checkpoint=None if own_decoder else decoder,
+                log=log,
+                app=True,
+            )
             s.engine.warm_up()
         elif config.backend != "torch":
             raise ValueError(f"unknown backend {config.backend!r} (use onnxruntime or torch)")
-        if config.decoder_checkpoint:
+        if decoder is not None and own_decoder:
             if s.engine is not None:
-                from ..engine.onnx.predictor import load_onnx_engine
-
                 s.everything_engine = load_onnx_engine(
-                    path, config.onnx_cache_dir, config.threads, decoder_checkpoint=config.decoder_checkpoint, log=log
+                    path, config.onnx_cache_dir, config.threads, decoder_checkpoint=decoder, log=log
                 )
             else:
-                s.everything_model = load_prompt_guided_decoder(load_mobile_sam(path), config.decoder_checkpoint)
+                s.everything_model = load_mobile_sam(path, decoder)
     except (WeightsUnavailableError, CheckpointError) as exc:
         s.sam_error = str(exc)
     return s

@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from ..browser_runtime import ORT_BUNDLES, ORT_CDN, ORT_LOCAL, ORT_SRI, ORT_VERSION, sri
+from ..browser_runtime import ORT_BUNDLES, ORT_CDN, ORT_LOCAL, ORT_SRI, ORT_VERSION, browser_encoder_refusal, sri
 from ..paths import static_dir
 from .guard import Guard, guard_middleware
 
@@ -145,9 +145,6 @@ def isolation_middleware():
     return CrossOriginIsolation
 
 
-BROWSER_ENCODER_MAX_BYTES = 64 << 20  # larger encoders (SAM's ViTs) are not offered to browsers
-
-
 class BrowserAssets:
     """What the page downloads (the decoder graphs, the encoder, onnxruntime-web), each gzipped
     once, and the page's /msw/config.json describing them."""
@@ -194,9 +191,15 @@ class BrowserAssets:
             **self.sizes(Path(p)),
         }
 
-    def browser_can_encode(self) -> bool:
+    def encoder_refusal(self) -> Optional[str]:
+        """Why on-device mode is not offered with this server's encoder (None: it is)."""
+        from ..engine.onnx.cache import graph_bytes
+
         p = self.decoders.get("encoder")
-        return bool(p) and Path(p).stat().st_size <= BROWSER_ENCODER_MAX_BYTES
+        if not p:
+            return "On this device is off: this server has no exported encoder."
+        why = browser_encoder_refusal(graph_bytes(p), self.services.model_name)
+        return f"On this device is off: {why}. Images are encoded on the server." if why else None
 
     def ort(self) -> Dict[str, Any]:
         bundles = {}
@@ -229,7 +232,9 @@ class BrowserAssets:
             "decoder_fast": self.describe("decoder_fast"),
             # on-device mode: the same encoder.onnx as the server's (float32: exact embeddings),
             # offered only where a browser can hold it (TinyViT: 28 MB; SAM's ViT-B: 360 MB is not)
-            "encoder": self.describe("encoder") if self.browser_can_encode() else None,
+            "encoder": None if self.encoder_refusal() else self.describe("encoder"),
+            "encoder_off": self.encoder_refusal(),
+            "model": {"type": self.services.model_type, "name": self.services.model_name},
             "examples": [
                 {"name": name, "label": label, "url": f"/msw/examples/{name}"}
                 for name, label in EXAMPLES

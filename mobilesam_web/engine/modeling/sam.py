@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..model_names import MODEL_NAMES
 from .image_encoder_efficientvit import EFFICIENTVIT_CONFIGS, EfficientViTSamImageEncoder
 from .image_encoder_vit import VIT_CONFIGS, ImageEncoderViT
 from .mask_decoder import MaskDecoder
@@ -61,18 +62,6 @@ def _sam(image_encoder: nn.Module) -> Sam:
         prompt_encoder=PromptEncoder(256, (64, 64), (1024, 1024), 16),
         mask_decoder=MaskDecoder(256, TwoWayTransformer(depth=2, embedding_dim=256, num_heads=8, mlp_dim=2048)),
     )
-
-
-# Every image encoder this package builds, by segment-anything-style model type, and its name for people.
-MODEL_NAMES = {
-    "vit_t": "MobileSAM (TinyViT)",
-    "vit_b": "SAM ViT-B",
-    "vit_l": "SAM ViT-L",
-    "vit_h": "SAM ViT-H",
-    "efficientvit_l0": "EfficientViT-SAM-L0",
-    "efficientvit_l1": "EfficientViT-SAM-L1",
-    "efficientvit_l2": "EfficientViT-SAM-L2",
-}
 
 
 def build_image_encoder(model_type: str) -> nn.Module:

@@ -18,7 +18,8 @@ from typing import Callable, Dict, Optional, Sequence
 from ...paths import default_onnx_cache
 from ..checkpoints import PathLike, file_sha256
 
-EXPORTER_VERSION = "1"
+# 2: manifests and graphs name the model type; graphs over 2 GiB keep their weights in `<name>.onnx.data`
+EXPORTER_VERSION = "2"
 DEFAULT_CACHE_DIR = default_onnx_cache()  # onnx/ in a checkout, a per-user cache when installed
 ENGINE_GRAPHS = ("encoder", "decoder_lowres", "decoder_boxes")
 APP_GRAPHS = ENGINE_GRAPHS + ("decoder_web", "decoder_fast")
@@ -53,6 +54,12 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def graph_bytes(path: PathLike) -> int:
+    """A graph's size on disk with its external weights, if any (what a download of it costs)."""
+    data = Path(str(path) + ".data")
+    return Path(path).stat().st_size + (data.stat().st_size if data.is_file() else 0)
+
+
 def read_manifest(out_dir: PathLike) -> dict:
     """The folder's manifest.json, or {} when it is missing or unreadable."""
     try:
@@ -85,6 +92,12 @@ def write_manifest(
         "files": {n: e[0] for n, e in entries.items()},
         "sha256": {n: e[1] for n, e in entries.items()},
         "verification_max_abs_diff": {n: e[2] for n, e in entries.items() if e[2] is not None},
+        # graphs whose weights are in `<file>.data` (over 2 GiB): that file's size
+        "external_data_bytes": {
+            n: (out_dir / (e[0] + ".data")).stat().st_size
+            for n, e in entries.items()
+            if (out_dir / (e[0] + ".data")).is_file()
+        },
     }
     tmp = out_dir / f".manifest-{os.getpid()}-{threading.get_ident()}.json"
     tmp.write_text(json.dumps(manifest, indent=1))
@@ -174,6 +187,10 @@ def _cache_problem(folder: Path, name: str, manifest: dict, sha: str) -> Optiona
         return "not recorded in manifest.json"
     if file_sha256(p) != expected:
         return "its sha256 does not match manifest.json (the file was modified or damaged)"
+    data_bytes = (manifest.get("external_data_bytes") or {}).get(name)
+    data = p.with_name(p.name + ".data")
+    if data_bytes is not None and (not data.is_file() or data.stat().st_size != data_bytes):
+        return f"its weights file {data.name} is missing or has another size than manifest.json records"
     try:
         props = {m.key: m.value for m in onnx.load(str(p), load_external_data=False).metadata_props}
     except Exception:
@@ -189,6 +206,7 @@ def discard_cached(path: PathLike, log: Callable[[str], None] = lambda s: None, 
     with folder_lock(path.parent):
         log(f"re-exporting {path.name}: {why or 'discarded'}")
         path.unlink(missing_ok=True)
+        path.with_name(path.name + ".data").unlink(missing_ok=True)
 
 
 def _export_missing(checkpoint, decoder_checkpoint, folder: Path, missing, sha: str, log) -> Dict[str, Path]:

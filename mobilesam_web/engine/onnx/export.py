@@ -34,8 +34,9 @@ import torch
 from ..build import build_sam
 from ..checkpoints import PathLike, file_sha256
 from ..modeling import Sam
-from .cache import EXPORTER_VERSION, write_manifest
+from .cache import EXPORTER_VERSION, weights_key, write_manifest
 from .exporters import (
+    data_file,
     export_box_decoder,
     export_encoder,
     export_lowres_decoder,
@@ -66,15 +67,19 @@ def export_all(
     model: Optional[Sam] = None,
     log: Callable[[str], None] = lambda s: None,
     weights_sha: Optional[str] = None,
+    decoder_checkpoint: Optional[PathLike] = None,
 ) -> Dict[str, Path]:
-    """Export `graphs` of the checkpoint (or of `model`, built from it) into out_dir, written
-    atomically. Returns name -> path."""
+    """Export `graphs` of the checkpoint (with MobileSAMv2's prompt-guided decoder, if given; or of
+    `model`, built from them) into out_dir, written atomically. Returns name -> path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sha = weights_sha or (file_sha256(checkpoint) if checkpoint is not None else "random-weights")
+    if weights_sha is None:
+        weights_sha = weights_key(checkpoint, decoder_checkpoint) if checkpoint is not None else "random-weights"
+    sha = weights_sha
     if model is None:
-        model = build_sam(checkpoint)
+        model = build_sam(checkpoint, decoder_checkpoint)
     meta = {
+        "model_type": getattr(model.image_encoder, "model_type", "vit_t"),
         "source_checkpoint_sha256": sha,
         "exporter": "mobilesam-web",
         "exporter_version": EXPORTER_VERSION,
@@ -95,6 +100,9 @@ def export_all(
         final = {}
         for name, p in paths.items():
             dst = out_dir / p.name
+            data_file(dst).unlink(missing_ok=True)
+            if data_file(p).is_file():  # weights over 2 GiB live beside the graph
+                os.replace(data_file(p), data_file(dst))
             os.replace(p, dst)
             final[name] = dst
         write_manifest(out_dir, meta, final, hashes, report)

@@ -27,6 +27,38 @@ class ExportError(RuntimeError):
     """An exported graph failed its checks."""
 
 
+# A graph whose weights pass this is written with them in one external file `<name>.onnx.data`
+# beside it (protobuf caps a file at 2 GiB: SAM ViT-H's encoder is 2.5 GB).
+EXTERNAL_DATA_BYTES = 1536 << 20
+
+
+def data_file(path: PathLike) -> Path:
+    """Where a graph's external weights are, if it has them."""
+    return Path(str(path) + ".data")
+
+
+def save_checked(proto, path: PathLike, external: bool) -> None:
+    """Check and write a graph; with `external`, its weights go into data_file(path)."""
+    import onnx
+
+    path = Path(path)
+    if not external:
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(path))
+        return
+    if path.parent.name.startswith(".export-"):  # export_all's own folder: drop the tracer's per-tensor files
+        for stale in path.parent.iterdir():
+            if stale.is_file() and not stale.name.endswith((".onnx", ".onnx.data")):
+                stale.unlink()
+    data_file(path).unlink(missing_ok=True)
+    onnx.save(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data_file(path).name)
+    onnx.checker.check_model(str(path))  # by path: a proto over 2 GiB can't be checked in memory
+
+
+def weight_bytes(module: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
 def example_decoder_inputs(model: Sam, n_points: int = 2) -> Dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     return {
@@ -51,6 +83,7 @@ def _export(
     import onnx
 
     module.eval()
+    external = weight_bytes(module) > EXTERNAL_DATA_BYTES
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -68,8 +101,7 @@ def _export(
     for k, v in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    save_checked(proto, path, external)
 
 
 ENCODER_INPUTS = {"encoder": ("image", torch.uint8), "encoder_float": ("input_image", torch.float32)}
@@ -98,11 +130,11 @@ def export_encoder(model: Sam, path: PathLike, metadata: Dict[str, str], graph: 
             f"{model.img_size} (bilinear; the other side rounded half up)",
         },
     )
-    _require_longest_side(path, name, model.img_size)
+    _require_longest_side(path, name, model.img_size, weight_bytes(model.image_encoder) > EXTERNAL_DATA_BYTES)
     return path
 
 
-def _require_longest_side(path: Path, input_name: str, size: int) -> None:
+def _require_longest_side(path: Path, input_name: str, size: int, external: bool) -> None:
     """Make the graph fail (instead of padding or cropping silently) when the image's longest
     side is not `size`. The image goes through a Reshape to (h, w, 3 * (1 + (longest - size)^2))
     before anything else: a no-op when the side is right, an error naming the node otherwise,
@@ -134,8 +166,7 @@ def _require_longest_side(path: Path, input_name: str, size: int) -> None:
     g.node.extend(nodes)
     # One image in, one embedding out: say so instead of the tracer's symbolic batch name.
     g.output[0].type.tensor_type.shape.dim[0].dim_value = 1
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    save_checked(proto, path, external)
 
 
 def export_sam_decoder(model: Sam, path: PathLike, metadata: Dict[str, str], return_single_mask: bool = False) -> Path:
