@@ -14,10 +14,10 @@ from PIL import Image
 
 from mobilesam_web import CheckpointError, load_predictor, sam_model_registry
 from mobilesam_web.engine.build import EncoderOnlyError, build_sam, model_type_of
-from mobilesam_web.engine.modeling import build_image_encoder, build_sam_model
+from mobilesam_web.engine.modeling import build_image_encoder
 
 from conftest import MOBILESAM_FIXTURE
-from parity_checks import FIXTURES, check_against_official, relative_l2, seeded_state_dict
+from parity_checks import FIXTURES, check_against_official, encoder_weights, relative_l2
 
 
 @pytest.fixture(scope="module")
@@ -28,39 +28,6 @@ def golden():
 @pytest.fixture(scope="module")
 def image():
     return np.array(Image.open(MOBILESAM_FIXTURE / "image.png").convert("RGB"))
-
-
-def encoder_weights(model_type: str, seed: int) -> dict:
-    """Seeded weights under the whole-model names ("image_encoder.*"), as the generator makes them."""
-    with torch.device("meta"):
-        shapes = {f"image_encoder.{k}": tuple(v.shape) for k, v in build_image_encoder(model_type).state_dict().items()}
-    return seeded_state_dict(shapes, seed)
-
-
-def decoder_weights(seed: int) -> dict:
-    """{"PromtEncoder": sd, "MaskDecoder": sd}: MobileSAMv2's Prompt_guided_Mask_Decoder.pt layout."""
-    model = build_sam_model("vit_t", torch.nn.Identity())
-    out = {}
-    for part, module in (("PromtEncoder", model.prompt_encoder), ("MaskDecoder", model.mask_decoder)):
-        weights = seeded_state_dict({f"{part}.{k}": tuple(v.shape) for k, v in module.state_dict().items()}, seed)
-        out[part] = {k.split(".", 1)[1]: v for k, v in weights.items()}
-    return out
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory, golden):
-    """MobileSAMv2's l2.pt and Prompt_guided_Mask_Decoder.pt, and EfficientViT-SAM's whole-model
-    efficientvit_sam_l2.pt with the same weights (its own decoder = the prompt-guided one)."""
-    seed = int(golden["seed"])
-    folder = tmp_path_factory.mktemp("efficientvit")
-    encoder, decoder = encoder_weights("efficientvit_l2", seed), decoder_weights(seed)
-    torch.save({"state_dict": encoder}, folder / "l2.pt")
-    torch.save(decoder, folder / "Prompt_guided_Mask_Decoder.pt")
-    whole = dict(encoder)
-    whole.update({f"prompt_encoder.{k}": v for k, v in decoder["PromtEncoder"].items()})
-    whole.update({f"mask_decoder.{k}": v for k, v in decoder["MaskDecoder"].items()})
-    torch.save({"state_dict": whole}, folder / "efficientvit_sam_l2.pt")
-    return folder
 
 
 def test_l2_torch_equals_the_official_mobilesamv2(files, golden, image):
