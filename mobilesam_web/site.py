@@ -140,6 +140,25 @@ def copy_ort(
         (dest / name).write_bytes(data)
 
 
+def site_graphs(model, checkpoint, decoder_checkpoint, log) -> Dict[str, Path]:
+    """The site's graphs (exported once into the ONNX cache), refusing an encoder a browser can't hold."""
+    from .browser_runtime import browser_encoder_refusal
+    from .engine.checkpoints import resolve_model
+    from .engine.model_names import MODEL_NAMES
+    from .engine.onnx.cache import cached_exports, graph_bytes, read_manifest
+
+    ckpt, decoder = resolve_model(model, checkpoint, decoder_checkpoint)
+    graphs = cached_exports(ckpt, graphs=tuple(SITE_GRAPHS.values()), log=log, decoder_checkpoint=decoder)
+    model_type = read_manifest(Path(graphs["encoder"]).parent).get("model_type", "vit_t")
+    refusal = browser_encoder_refusal(graph_bytes(graphs["encoder"]), MODEL_NAMES.get(model_type, model_type))
+    if refusal:
+        raise SiteError(
+            f"the static site encodes in the visitor's browser, and {refusal}. Export the site with "
+            "MobileSAM (--model mobile_sam), or serve this model with `mobilesam-web serve`."
+        )
+    return graphs
+
+
 def export_site(
     out_dir: PathLike,
     checkpoint: Optional[PathLike] = None,
@@ -156,25 +175,14 @@ def export_site(
     Hugging Face Hub); an encoder a browser can't hold (over BROWSER_ENCODER_MAX_BYTES) is refused.
     webgpu: include onnxruntime-web's WebGPU build. force: write into a folder that holds other
     files (by default only an empty folder or an earlier site is written into)."""
-    from .browser_runtime import ORT_BUNDLES, ORT_VERSION, browser_encoder_refusal
+    from .browser_runtime import ORT_BUNDLES, ORT_VERSION
     from .data.masks import palette_spec
-    from .engine.checkpoints import resolve_model
-    from .engine.model_names import MODEL_NAMES
-    from .engine.onnx.cache import cached_exports, graph_bytes, read_manifest
 
     out = Path(out_dir)
     if not force and out.is_dir() and any(out.iterdir()) and not _is_site(out):
         raise SiteError(f"{out} is not empty and holds no earlier site: choose an empty folder (or --force)")
-    ckpt, decoder = resolve_model(model, checkpoint, decoder_checkpoint)
     # The graphs first (cached): a model a browser can't hold is refused before anything is written.
-    graphs = cached_exports(ckpt, graphs=tuple(SITE_GRAPHS.values()), log=log, decoder_checkpoint=decoder)
-    model_type = read_manifest(Path(graphs["encoder"]).parent).get("model_type", "vit_t")
-    refusal = browser_encoder_refusal(graph_bytes(graphs["encoder"]), MODEL_NAMES.get(model_type, model_type))
-    if refusal:
-        raise SiteError(
-            f"the static site encodes in the visitor's browser, and {refusal}. Export the site with "
-            "MobileSAM (--model mobile_sam), or serve this model with `mobilesam-web serve`."
-        )
+    graphs = site_graphs(model, checkpoint, decoder_checkpoint, log)
     bundles = ("wasm", "webgpu") if webgpu else ("wasm",)
     ort_dir = f"ort/{ORT_VERSION}/"  # versioned: a cache never mixes two runtimes' files
     copy_ort(out / ort_dir, log, bundles)

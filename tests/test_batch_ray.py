@@ -68,3 +68,32 @@ def test_ray_run_equals_local_run(tmp_path):
     before = (dist / "annotations.json").read_bytes()
     rc = ray_run(folder, dist, opts)
     assert rc == 1 and (dist / "annotations.json").read_bytes() == before
+
+
+def test_ray_runs_mobilesamv2_with_another_encoder(tmp_path):
+    """MobileSAMv2's EfficientViT-L2 encoder-only l2.pt + prompt-guided decoder: Ray = local."""
+    from mobilesam_web.batch.job import SegmentJob
+    from mobilesam_web.batch.run import run_local
+
+    from parity_checks import efficientvit_seed, write_efficientvit_files
+
+    weights = write_efficientvit_files(tmp_path, efficientvit_seed())
+    folder = make_folder(tmp_path / "in", n_extra=0)
+    opts = dict(
+        mode="everything",
+        checkpoint=str(weights / "l2.pt"),
+        decoder_checkpoint=str(weights / "Prompt_guided_Mask_Decoder.pt"),
+        detector_checkpoint=str(DET_CKPT),
+        imgsz=320,
+        conf=0.25,
+        max_det=8,
+        threads=2,
+        onnx_cache=str(tmp_path / "onnx"),
+        progress=False,
+    )
+    local, dist = tmp_path / "local", tmp_path / "ray"
+    rc_local = run_local(SegmentJob(str(folder), str(local), **opts))
+    assert ray_run(folder, dist, opts) == rc_local
+    a, b = tree(local), tree(dist)
+    assert sorted(a) == sorted(b) and (dist / "annotations.json").read_bytes() == a["annotations.json"]
+    assert len(json.loads(a["annotations.json"])["annotations"]) > 0

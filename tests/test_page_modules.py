@@ -286,3 +286,25 @@ def test_status_failed(page):
         "live": "in-browser decoding unavailable: no onnxruntime-web backend works here · "
         "upload an image or pick an example",
     }
+
+
+def test_device_note_says_why_on_device_mode_is_off(page):
+    """A server whose encoder a browser can't hold (SAM's ViTs, EfficientViT-SAM) sends why in
+    config.encoder_off: the note beside the mode's switch shows it; with an encoder, the cost."""
+    got = page.evaluate(
+        """async () => {
+        const { Device } = await import("/msw_device.js");
+        const root = document.createElement("div");
+        root.innerHTML = '<input type="checkbox" data-act="device"><span class="msw-device-note"></span>';
+        const S = { cfg: { encoder: null, encoder_off: "On this device is off: SAM ViT-B's encoder is 358 MB." },
+                    decoder: "ready", backend: "wasm", threads: 2, backendLabel: "WASM (2 threads)" };
+        const d = new Device({ S, root, debug: {}, standalone: false });
+        d.note();
+        const off = root.querySelector(".msw-device-note").textContent;
+        S.cfg = { encoder: { bytes: 28e6, transfer_bytes: 25e6 } };
+        d.note();
+        return [off, root.querySelector(".msw-device-note").textContent];
+    }"""
+    )
+    assert got[0] == "On this device is off: SAM ViT-B's encoder is 358 MB."
+    assert got[1].startswith("one-time download 23.8 MB, then about")

@@ -43,9 +43,7 @@ class Segmenter:
         else:
             from ..engine.onnx.predictor import OnnxSamPredictor, load_onnx_engine
 
-            engine = load_onnx_engine(
-                ckpt, job.onnx_cache, job.threads, decoder_checkpoint=decoder, log=log
-            )
+            engine = load_onnx_engine(ckpt, job.onnx_cache, job.threads, decoder_checkpoint=decoder, log=log)
             engine.cache.max_bytes = 0  # every image is new: keep no embeddings around
             self.predictor = OnnxSamPredictor(engine)
             if job.mode == "everything":
