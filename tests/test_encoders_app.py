@@ -211,3 +211,17 @@ def test_graphs_over_the_limit_keep_their_weights_in_one_external_file(
     cached_exports(sam_weights_path, tmp_path, graphs=("encoder",), log=logs.append)
     assert any("encoder.onnx.data is missing or has another size" in line for line in logs)
     assert data.stat().st_size > 20e6
+
+
+def test_export_command_with_an_encoder_and_the_prompt_guided_decoder(files, tmp_path, capsys):
+    from mobilesam_web.cli import main
+    from mobilesam_web.engine.onnx.cache import read_manifest, weights_key
+
+    out = tmp_path / "onnx"
+    args = ["export", "--checkpoint", str(files / "l2.pt"), "--graphs", "decoder_boxes", "--out", str(out)]
+    assert main(args) == 2 and "only an image encoder" in capsys.readouterr().err
+    decoder = str(files / "Prompt_guided_Mask_Decoder.pt")
+    assert main(args + ["--decoder-checkpoint", decoder]) == 0
+    manifest = read_manifest(out)
+    assert manifest["model_type"] == "efficientvit_l2" and sorted(manifest["files"]) == ["decoder_boxes"]
+    assert manifest["source_checkpoint_sha256"] == weights_key(files / "l2.pt", decoder)

@@ -12,14 +12,15 @@ MODEL_NAMES = {
 }
 
 # Seconds one image's encoding takes with ONNX Runtime on 2 cores (a free Hugging Face Space),
-# from bench/bench_encoders.py on this project's 2-core machine; the app says so before a
-# visitor waits, until it has measured its own.
+# measured by bench/bench_encoders.py on this project's 2-core machine (ViT-L: not measured,
+# scaled from ViT-B and ViT-H by its FLOPs). The app says so before a visitor waits, until it has
+# measured its own.
 ENCODE_SECONDS_2_CORES = {
-    "vit_t": 0.5,
-    "vit_b": 6.0,
-    "vit_l": 17.0,
-    "vit_h": 33.0,
-    "efficientvit_l0": 1.5,
-    "efficientvit_l1": 2.0,
-    "efficientvit_l2": 2.5,
+    "vit_t": 0.85,
+    "vit_b": 8.5,
+    "vit_l": 28.0,
+    "vit_h": 60.0,
+    "efficientvit_l0": 1.0,
+    "efficientvit_l1": 1.05,
+    "efficientvit_l2": 1.55,
 }

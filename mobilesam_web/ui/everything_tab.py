@@ -54,13 +54,16 @@ class PageGone(UserError):
     """The visitor's page disconnected: the work for it stops (nobody would see the result)."""
 
 
-def _progress_adapter(progress, gone: Callable[[], bool] = lambda: False):
+def _progress_adapter(progress, gone: Callable[[], bool] = lambda: False, services=None):
     """Pipeline reports (fraction, message); a bar only while the fraction means something.
-    Each report also checks that the page is still there."""
+    Each report also checks that the page is still there. A slow encoder's step says how long."""
+    expected = services.encode_estimate() if hasattr(services, "encode_estimate") else 0.0
 
     def report(f: float, msg: str) -> None:
         if gone():
             raise PageGone("the page was closed; the run stopped")
+        if msg == "encoding image" and expected >= 2.0:
+            msg = f"encoding image with {services.model_name} (about {expected:.0f} s on this server)"
         progress(f if 0.0 < f < 1.0 else None, desc=msg)
 
     return report
@@ -114,7 +117,7 @@ def segment_everything(
         pred_iou_thresh=iou_filter if iou_filter > 0 else None,
         stability_thresh=stab_filter if stab_filter > 0 else None,
         mask_nms_thresh=0.9 if dedupe else None,
-        progress=_progress_adapter(progress, _page_gone(ctx, request)),
+        progress=_progress_adapter(progress, _page_gone(ctx, request), ctx.services),
         output_size=size,
     )
     n = len(records)
