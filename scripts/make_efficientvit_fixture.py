@@ -27,7 +27,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from make_vit_fixture import CASES, install_stubs, predict_case  # noqa: E402
+from make_vit_fixture import goldens, install_stubs  # noqa: E402
 from seeded_weights import seeded_state_dict  # noqa: E402
 
 SEED = 20261207
@@ -79,23 +79,8 @@ def main(repo: str, image_path: str) -> None:
         parts = sam_model_registry["PromptGuidedDecoder"](str(folder / "Prompt_guided_Mask_Decoder.pt"))
         model.prompt_encoder, model.mask_decoder = parts["PromtEncoder"], parts["MaskDecoder"]
         model.image_encoder = sam_model_registry["efficientvit_l2"](str(folder / "l2.pt"))
-    model.eval()
-    pred = SamPredictor(model)
     image = np.array(Image.open(image_path).convert("RGB"))
-    with torch.no_grad():
-        pred.set_image(image)
-        emb = pred.get_image_embedding().numpy()
-        out = {
-            "seed": np.array(SEED),
-            "embedding_sample": emb[0, ::8, ::4, ::4],
-            "embedding_l2": np.array(np.linalg.norm(emb)),
-            "embedding_mean": np.array(emb.mean()),
-        }
-        for name in CASES:
-            masks, iou, low = predict_case(pred, name)
-            out[f"{name}_iou"] = iou
-            out[f"{name}_low_sample"] = low[:, ::8, ::8]
-            out[f"{name}_masks"] = np.packbits(masks, axis=-1)
+    out = goldens(SamPredictor(model.eval()), image, SEED)
     OUT.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(OUT / "efficientvit_l2_parity.npz", **out)
     keys = {n: {k: list(v.shape) for k, v in official_encoder(n).state_dict().items()} for n in NECK_DEPTHS}

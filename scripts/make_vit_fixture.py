@@ -96,6 +96,26 @@ def predict_case(pred, name: str):
     )
 
 
+def goldens(pred, image: np.ndarray, seed: int) -> dict:
+    """What the tests compare with: samples of the embedding, and every case's IoU, low-res
+    logits (sampled) and masks (bit-packed), from the official predictor `pred`."""
+    with torch.no_grad():
+        pred.set_image(image)
+        emb = pred.get_image_embedding().numpy()
+        out = {
+            "seed": np.array(seed),
+            "embedding_sample": emb[0, ::8, ::4, ::4],
+            "embedding_l2": np.array(np.linalg.norm(emb)),
+            "embedding_mean": np.array(emb.mean()),
+        }
+        for name in CASES:
+            masks, iou, low = predict_case(pred, name)
+            out[f"{name}_iou"] = iou
+            out[f"{name}_low_sample"] = low[:, ::8, ::8]
+            out[f"{name}_masks"] = np.packbits(masks, axis=-1)  # (n, H, ceil(W / 8)) bits
+    return out
+
+
 def main(repo: str, image_path: str) -> None:
     from PIL import Image
 
@@ -105,21 +125,7 @@ def main(repo: str, image_path: str) -> None:
     sam.load_state_dict(seeded_state_dict(shapes, SEED), strict=True)
     sam.eval()
     image = np.array(Image.open(image_path).convert("RGB"))
-    pred = ms.SamPredictor(sam)
-    with torch.no_grad():
-        pred.set_image(image)
-    emb = pred.get_image_embedding().numpy()
-    out = {
-        "seed": np.array(SEED),
-        "embedding_sample": emb[0, ::8, ::4, ::4],
-        "embedding_l2": np.array(np.linalg.norm(emb)),
-        "embedding_mean": np.array(emb.mean()),
-    }
-    for name in CASES:
-        masks, iou, low = predict_case(pred, name)
-        out[f"{name}_iou"] = iou
-        out[f"{name}_low_sample"] = low[:, ::8, ::8]
-        out[f"{name}_masks"] = np.packbits(masks, axis=-1)  # (n, H, ceil(W / 8)) bits
+    out = goldens(ms.SamPredictor(sam), image, SEED)
     OUT.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(OUT / "sam_vit_b_parity.npz", **out)
     with torch.device("meta"):

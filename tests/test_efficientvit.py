@@ -17,7 +17,7 @@ from mobilesam_web.engine.build import EncoderOnlyError, build_sam, model_type_o
 from mobilesam_web.engine.modeling import build_image_encoder
 
 from conftest import MOBILESAM_FIXTURE
-from parity_checks import FIXTURES, check_against_official, encoder_weights, relative_l2
+from parity_checks import FIXTURES, check_against_official, encoder_weights, relative_l2, write_efficientvit_files
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,13 @@ def golden():
 @pytest.fixture(scope="module")
 def image():
     return np.array(Image.open(MOBILESAM_FIXTURE / "image.png").convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, golden):
+    """MobileSAMv2's l2.pt and Prompt_guided_Mask_Decoder.pt, and EfficientViT-SAM's whole-model
+    efficientvit_sam_l2.pt, of the golden's seeded weights (made again here)."""
+    return write_efficientvit_files(tmp_path_factory.mktemp("efficientvit"), int(golden["seed"]))
 
 
 def test_l2_torch_equals_the_official_mobilesamv2(files, golden, image):
