@@ -159,30 +159,11 @@ def site_graphs(model, checkpoint, decoder_checkpoint, log) -> Dict[str, Path]:
     return graphs
 
 
-def export_site(
-    out_dir: PathLike,
-    checkpoint: Optional[PathLike] = None,
-    log: Callable[[str], None] = lambda s: None,
-    max_points: int = 64,
-    max_pixels: int = 100_000_000,
-    webgpu: bool = True,
-    force: bool = False,
-    model: Optional[str] = None,
-    decoder_checkpoint: Optional[PathLike] = None,
-) -> Path:
-    """Write the static site into out_dir (created; the files of an earlier export are replaced).
-    checkpoint: any accepted checkpoint (default: $MOBILESAM_CHECKPOINT, else `model` from the
-    Hugging Face Hub); an encoder a browser can't hold (over BROWSER_ENCODER_MAX_BYTES) is refused.
-    webgpu: include onnxruntime-web's WebGPU build. force: write into a folder that holds other
-    files (by default only an empty folder or an earlier site is written into)."""
+def _write_site(out: Path, graphs: Dict[str, Path], log, max_points: int, max_pixels: int, webgpu: bool) -> None:
+    """Everything but the graphs' export: the runtime, the page, the models, the config."""
     from .browser_runtime import ORT_BUNDLES, ORT_VERSION
     from .data.masks import palette_spec
 
-    out = Path(out_dir)
-    if not force and out.is_dir() and any(out.iterdir()) and not _is_site(out):
-        raise SiteError(f"{out} is not empty and holds no earlier site: choose an empty folder (or --force)")
-    # The graphs first (cached): a model a browser can't hold is refused before anything is written.
-    graphs = site_graphs(model, checkpoint, decoder_checkpoint, log)
     bundles = ("wasm", "webgpu") if webgpu else ("wasm",)
     ort_dir = f"ort/{ORT_VERSION}/"  # versioned: a cache never mixes two runtimes' files
     copy_ort(out / ort_dir, log, bundles)
@@ -236,5 +217,43 @@ def export_site(
     (out / "index.html").write_text(INDEX.replace("{mb}", f"{first_visit / 2**20:.0f}").replace("{app}", app_dir))
     (out / "_headers").write_text(HEADERS)
     (out / "README.md").write_text(SPACE_CARD)
+
+
+def export_site(
+    out_dir: PathLike,
+    checkpoint: Optional[PathLike] = None,
+    log: Callable[[str], None] = lambda s: None,
+    max_points: int = 64,
+    max_pixels: int = 100_000_000,
+    webgpu: bool = True,
+    force: bool = False,
+    model: Optional[str] = None,
+    decoder_checkpoint: Optional[PathLike] = None,
+) -> Path:
+    """Write the static site into out_dir (created; the files of an earlier export are replaced).
+    checkpoint: any accepted checkpoint (default: $MOBILESAM_CHECKPOINT, else `model` from the
+    Hugging Face Hub); an encoder a browser can't hold (over BROWSER_ENCODER_MAX_BYTES) is refused.
+    webgpu: include onnxruntime-web's WebGPU build. force: write into a folder that holds other
+    files (by default only an empty folder or an earlier site is written into)."""
+
+    out = Path(out_dir)
+    if not force and out.is_dir() and any(out.iterdir()) and not _is_site(out):
+        raise SiteError(f"{out} is not empty and holds no earlier site: choose an empty folder (or --force)")
+    # The graphs first (cached): a model a browser can't hold is refused before anything is written.
+    graphs = site_graphs(model, checkpoint, decoder_checkpoint, log)
+    fresh = not out.exists()
+    was_empty = not fresh and not any(out.iterdir())
+    try:
+        _write_site(out, graphs, log, max_points, max_pixels, webgpu)
+    except BaseException:  # a failed export leaves nothing behind in a folder that was new or empty
+        if fresh:
+            shutil.rmtree(out, ignore_errors=True)
+        elif was_empty:
+            for p in out.iterdir():
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+        raise
     log(f"static site written to {out} ({sum(p.stat().st_size for p in out.rglob('*') if p.is_file()) / 2**20:.0f} MB)")
     return out

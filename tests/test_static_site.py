@@ -186,3 +186,23 @@ def test_runtime_from_the_pinned_cdn_when_not_installed(tmp_path, monkeypatch):
     monkeypatch.setattr(web, "ORT_CDN", "http://127.0.0.1:9/")  # nothing listens there (offline)
     with pytest.raises(site.SiteError, match="npm ci --prefix static"):
         site.copy_ort(tmp_path / "offline")
+
+
+def test_a_failed_export_leaves_nothing_behind(sam_weights_path, shared_onnx_cache, tmp_path, monkeypatch):
+    """The runtime can't be had (not installed, offline): the new folder is gone again and the
+    same command, once the runtime is there, is not refused ("not empty")."""
+    from mobilesam_web import browser_runtime as web
+    from mobilesam_web import site
+
+    monkeypatch.setenv("MOBILESAM_ONNX_CACHE", shared_onnx_cache)
+    installed = web.ORT_LOCAL
+    monkeypatch.setattr(web, "ORT_LOCAL", tmp_path / "not-installed")
+    monkeypatch.setattr(web, "ORT_CDN", "http://127.0.0.1:9/")
+    out, empty = tmp_path / "new", tmp_path / "empty"
+    empty.mkdir()
+    for folder in (out, empty):
+        with pytest.raises(site.SiteError, match="could not be downloaded"):
+            site.export_site(folder, sam_weights_path, webgpu=False)
+    assert not out.exists() and list(empty.iterdir()) == []
+    monkeypatch.setattr(web, "ORT_LOCAL", installed)
+    assert site.export_site(out, sam_weights_path, webgpu=False) == out and (out / "index.html").is_file()
