@@ -2,6 +2,8 @@
 prompt needs (box-only, points-only, points + box), the renamed detector parameters, and an
 API description (`view_api`) that documents every parameter and requires only the image."""
 
+import shutil
+
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
@@ -95,11 +97,14 @@ def test_only_the_image_is_required(client, image):
 
 
 # -------------------------------------------------------------------------- /everything
-def test_everything_detector_parameters(client):
-    ev = handle_file(str(OBJECTAWARE_FIXTURE / "image.png"))
+def test_everything_detector_parameters(client, tmp_path):
+    street = tmp_path / "street photo.png"  # the COCO names the caller's file, not a placeholder
+    shutil.copy(OBJECTAWARE_FIXTURE / "image.png", street)
+    ev = handle_file(str(street))
     default = client.predict(image=ev, api_name="/everything")
     assert default["timings"]["boxes"] == 137 and default["imgsz"] == 1024  # the defaults: 0.4, 0.9, 1024
     assert default["images"][0]["width"] == 900 and default["annotations"]
+    assert default["images"][0]["file_name"] == "street photo.png"
     strict_nms = client.predict(image=ev, detector_nms_iou=0.3, api_name="/everything")
     assert 0 < strict_nms["timings"]["boxes"] < 137  # overlapping boxes suppressed
     confident = client.predict(image=ev, detector_conf=0.6, api_name="/everything")

@@ -6,6 +6,7 @@ pixels of the image the caller sent, whatever its size: the server works on a co
 side is at most `max_image_side`, maps prompts into it and sizes masks back.
 """
 
+import os
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -94,7 +95,8 @@ def everything_api(
     records, timings = run_everything(
         services, loaded.image, conf_v, iou_v, size, output_mode="coco_rle", output_size=loaded.original_size
     )
-    coco = coco_annotations(records, loaded.original_size)
+    # the caller's own file name (Gradio keeps it as the upload's base name), as the UI's exports do
+    coco = coco_annotations(records, loaded.original_size, file_name=os.path.basename(str(image_path)) or "image.png")
     coco["timings"] = {k: round(v, 4) for k, v in timings.items()}
     coco["imgsz"] = size
     return coco
