@@ -44,6 +44,7 @@ export function mount({ element, props, trigger, watch, standalone }) {
   const hover = new Hover({ S, prompts, debug, draw, status });
   const clicks = new Clicks({ S, prompts, debug, draw, status, hover });
   const server = new Server({ S, prompts, debug, draw, status, clicks, props, trigger });
+  if (!standalone) clicks.server = server;
   const device = new Device({ S, prompts, debug, root, draw, status, clicks, server, standalone });
   const downloads = new Downloads({ S, prompts, debug, root, status, clicks, device });
   const opener = new Opener({ S, prompts, debug, root, draw, status, clicks, device, downloads });
@@ -51,6 +52,8 @@ export function mount({ element, props, trigger, watch, standalone }) {
   new Input({ S, prompts, root, draw, clicks, hover, actions });
   debug.state = () => ({ decoder: S.decoder, image: S.image, hover: S.hover, points: prompts.st.points.length,
                          queued: !!prompts.st.queued, result: !!prompts.st.result, backend: S.backend,
+                         iou: prompts.st.result ? Array.from(prompts.st.result.iou) : null,
+                         selected: prompts.st.result ? prompts.st.result.selected : null,
                          device: !!S.device, encoder: S.encoder, kept: device.state.kept.length });
 
   startPage({ S, debug, status, clicks, device, opener, trigger, standalone });

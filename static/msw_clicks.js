@@ -1,8 +1,11 @@
 // Clicks: the click worker (the exact decoder, loaded at once) and the prompts' edits that it
 // decodes. The latest prompts win: clicks made during a decode coalesce into one decode after it.
-// Prompts given before the decoder and the embedding are ready wait (queued) for feed().
+// Until the worker holds the image's embedding, the server decodes a server image's prompts
+// (msw_server.js) and the worker takes over when ready, from the same result: same colours,
+// candidates and refinement. Other prompts given early (on-device mode) wait (queued) for feed().
 import { WorkerClient } from "./msw_worker_client.js";
 import { COMMITTED_ALPHA, WHITE } from "./msw_draw.js";
+import { paintMask, upscaleMask } from "./msw_runtime.js";
 import { commitPrompts, decoderRequest, fullRequest, requestSummary, resetPrompts, undoPrompts } from "./msw_prompts.js";
 
 // The decoder request for these prompts of the current image (the tests read its summary).
@@ -17,6 +20,7 @@ export class Clicks {
   constructor({ S, prompts, debug, draw, status, hover }) {
     Object.assign(this, { S, prompts, debug, draw, status, hover });
     this.worker = null;
+    this.server = null;   // msw_server.js (set by mount; none on the static site)
     this.state = { dirty: false };   // the prompts changed during a decode
     this.ready = new Promise((ok, fail) => { this.loaded = { ok, fail }; });   // the decoder has loaded (msw_start.js)
     this.ready.catch(() => {});
@@ -50,11 +54,22 @@ export class Clicks {
     S.image = "ready";
     this.debug.imageReady = S.decoder === "ready";
     this.status.render();
-    if (S.decoder === "ready") this.run();   // prompts given while loading
+    if (S.decoder === "ready" && this.prompts.st.queued) this.run();   // prompts given while loading
   }
 
   canDecode() { const S = this.S; return S.decoder === "ready" && this.worker.token === S.token && S.image === "ready"; }
+  onServer() { return !this.canDecode() && !!this.server && this.server.canDecode(); }
   paint() { return this.draw.paintSpec(COMMITTED_ALPHA, WHITE, false); }
+
+  async paintLow(low, paint) {   // one low-res mask -> RGBA pixels (in the worker when there is one)
+    if (this.worker) return (await this.worker.call({ type: "paint", low, paint })).rgba;
+    return paintMask(upscaleMask(low, paint.inputSize, paint.h, paint.w), paint.h, paint.w, paint.color, paint.alpha, paint.edge);
+  }
+
+  decodeHere(points, box, prev) {   // the worker, else the server
+    if (this.canDecode()) return this.worker.call(requestFor(this.S, this.debug, points, box, prev, this.paint()));
+    return this.server.decode(points, box, prev, this.paint());
+  }
 
   async run() {   // decodes the latest prompts; clicks made meanwhile coalesce
     const { S, prompts, debug, draw, status, state } = this;
@@ -67,15 +82,16 @@ export class Clicks {
       while (state.dirty) {
         state.dirty = false;
         const st = prompts.st;
-        if (!this.canDecode()) { st.queued = st.points.length > 0 || !!st.box; break; }
+        if (!this.canDecode() && !this.onServer()) { st.queued = st.points.length > 0 || !!st.box; break; }
         st.queued = false;
         const mine = prompts.version, { points, box } = st;
         if (!points.length && !box) { st.result = null; continue; }
         draw.scene.preview = null;
+        S.decodingOn = this.canDecode() ? "browser" : "server";
         status.render();
         const t0 = performance.now();
         debug.events.push("click-start");
-        const res = await this.worker.call(requestFor(S, debug, points, box, st.result, this.paint()));
+        const res = await this.decodeHere(points, box, st.result);
         debug.events.push("click-done");
         if (res.stale) {   // the worker holds another image's embedding: give it this one, once
           this.worker.token = null;
@@ -86,8 +102,8 @@ export class Clicks {
           continue;
         }
         if (prompts.version === mine) prompts.st.result = res;   // else undo/clear/another click came meanwhile
-        S.lastMs = res.ms;
-        debug.clicks.push({ decodeMs: res.ms, totalMs: performance.now() - t0 });
+        S.lastMs = res.ms; S.lastOn = res.server ? "server" : "browser";
+        debug.clicks.push({ decodeMs: res.ms, totalMs: performance.now() - t0, on: S.lastOn });
         draw.redraw();
       }
     } catch (err) {
@@ -119,10 +135,7 @@ export class Clicks {
     if (!r || i >= r.low.length) return;
     r.selected = i;
     this.draw.redraw();
-    if (!r.paints[i]) {   // candidates other than the best are painted when first chosen
-      const res = await this.worker.call({ type: "paint", low: r.low[i], paint: this.paint() });
-      r.paints[i] = res.rgba;
-    }
+    if (!r.paints[i]) r.paints[i] = await this.paintLow(r.low[i], this.paint());   // painted when first chosen
     if (this.prompts.st.result === r) this.draw.redraw();
   }
 

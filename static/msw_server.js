@@ -1,9 +1,17 @@
 // The server bridge (server mode). The server encodes an upload and sends a value: the image,
 // its embedding's URL, the kept objects' layer and its settings. Prompts are decoded here, in
 // the workers; the server only hears about a mask when the user keeps or exports it (triggers
-// "keep", "export"). (If no backend works here, msw_start.js asks it to decode: "fallback".)
-import { b64, toHalf } from "./msw_runtime.js";
-import { emptyPrompts, resetPrompts } from "./msw_prompts.js";
+// "keep", "export"). Until the page's own decoder has loaded and holds the embedding, the
+// server decodes them (POST /msw/decode/{token}, `decode`): the first mask never waits for a
+// download. (If no backend works here, msw_start.js asks it to decode: "fallback".)
+import { b64, halfToFloat, toHalf } from "./msw_runtime.js";
+import { emptyPrompts, multimaskFor, resetPrompts } from "./msw_prompts.js";
+
+const halfB64 = (low) => {   // float32 logits -> base64 of little-endian float16, as the server reads them
+  const half = new Uint16Array(low.length);
+  for (let i = 0; i < low.length; i++) half[i] = toHalf(low[i]);
+  return b64(new Uint8Array(half.buffer));
+};
 
 export class Server {
   constructor({ S, prompts, debug, draw, status, clicks, props, trigger }) {
@@ -15,8 +23,12 @@ export class Server {
     if (uploadBox) { uploadBox.addEventListener("change", onUpload, true); uploadBox.addEventListener("drop", onUpload, true); }
   }
 
+  // The embedding is fetched once the page's decoder has loaded: until then the server decodes,
+  // and on a slow line the 2 MB would only slow the decoder's download and the server's answers.
   async fetchEmbedding(v) {
     const S = this.S;
+    try { await this.clicks.ready; } catch (err) { return; }   // no decoder here: the server decodes
+    if (S.token !== v.token) return;
     try {
       const r = await fetch(v.embedding);
       if (!r.ok) throw new Error(`HTTP ${r.status}`);
@@ -44,13 +56,14 @@ export class Server {
     if (newImage) {
       S.token = v.token; S.f16 = null; S.image = "fetching"; debug.imageReady = false;
       resetPrompts(prompts); draw.scene.preview = null; draw.scene.kb = null; S.lastMs = null;
-      const embedding = this.fetchEmbedding(v);   // in parallel with drawing (and with the decoder's download)
+      this.fetchEmbedding(v);
       await draw.showImage(v.image);
+      if (S.view !== v) return;   // another image came meanwhile
       draw.sizeTo(v);
       draw.clearKept();
       draw.revealStage();
       draw.redraw();
-      await embedding;
+      if (prompts.st.queued) this.clicks.run();
     }
     if (v.objects) {
       const o = new Image();
@@ -60,6 +73,35 @@ export class Server {
     draw.redraw();
   }
   showValue() { return this.show(this.props.value); }
+
+  // The server decodes this image's prompts: server mode, until the page's decoder holds it.
+  canDecode() {
+    const S = this.S;
+    return !!(S.view && S.token && !S.device && !S.view.local && S.cfg && S.image !== "uploading");
+  }
+
+  // The prompts (image pixels) decoded on the server -> the worker's reply: {low, iou, selected,
+  // ms, paints} (only the selected candidate painted; the others when chosen).
+  async decode(points, box, prev, paint) {
+    const S = this.S, t0 = performance.now();
+    const hint = S.refine && prev && !multimaskFor(points, box) ? halfB64(prev.low[prev.selected]) : null;
+    const r = await fetch(`/msw/decode/${encodeURIComponent(S.token)}`, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ points, box, mask_f16: hint }),
+    });
+    if (!r.ok) {
+      let detail = `HTTP ${r.status}`;
+      try { detail = (await r.json()).detail || detail; } catch (err) { /* not JSON */ }
+      throw new Error(detail);
+    }
+    const iou = (r.headers.get("X-MSW-Scores") || "").split(",").map(Number), ms = +r.headers.get("X-MSW-Ms");
+    const half = new Uint16Array(await r.arrayBuffer());
+    const low = iou.map((_, i) => halfToFloat(half.subarray(i * 65536, (i + 1) * 65536)));
+    const selected = iou.indexOf(Math.max(...iou));
+    const paints = low.map(() => null);
+    paints[selected] = await this.clicks.paintLow(low[selected], paint);
+    return { low, iou, selected, ms, paints, server: true, totalMs: performance.now() - t0 };
+  }
 
   payload() {   // the current mask as the server stores it
     const st = this.prompts.st, r = st.result, low = r.low[r.selected];

@@ -21,10 +21,14 @@ export function createPageState() {
   };
 }
 
+// The server decodes a server image's prompts until the page's own decoder holds its embedding.
+export const serverImage = (S) => !!(S.view && !S.view.local && !S.device && S.image !== "uploading");
+
 function decoderParts(S, tech, parts) {
   if (S.decoder === "loading") {
-    parts.push(S.load && S.load.total ? `loading decoder ${MB(S.load.got)}/${MB(S.load.total)} MB`
-                                      : "loading the in-browser decoder");
+    const got = S.load && S.load.total ? ` ${MB(S.load.got)}/${MB(S.load.total)} MB` : "";
+    if (serverImage(S)) tech.push(`loading the in-browser decoder${got} (the server decodes meanwhile)`);
+    else parts.push(`loading the in-browser decoder${got}`);
   } else if (S.decoder === "ready") {
     const m = S.model;
     tech.push(`${S.backendLabel} · decoder ${MB(m.bytes)} MB ${m.cached ? "(cached)" : "(downloaded)"}` +
@@ -43,14 +47,15 @@ function imageParts(S, st, parts) {
   if (S.image === "none") parts.push(S.device ? "open an image (it stays on this device) or pick an example" : "upload an image or pick an example");
   else if (S.image === "encoding") parts.push(`encoding on this device… ${S.encodeClock || ""}`.trim());
   else if (S.image === "uploading") parts.push("uploading and encoding the image on the server");
-  else if (S.image === "fetching") parts.push("fetching the image embedding");
+  else if (S.image === "fetching" && !serverImage(S)) parts.push("fetching the image embedding");
   else if (st.points.length || st.box) {
     if (st.queued) parts.push(`${st.points.length + (st.box ? 1 : 0)} prompt(s) queued: decoding once the decoder has loaded`);
-    else if (S.busy) parts.push("decoding…");
+    else if (S.busy) parts.push(S.decodingOn === "server" ? "decoding on the server…" : "decoding…");
     else if (st.result && S.lastMs !== null) {
-      parts.push(`decoded in ${S.lastMs.toFixed(0)} ms · predicted IoU ${st.result.iou[st.result.selected].toFixed(3)}`);
+      parts.push(`decoded ${S.lastOn === "server" ? "on the server " : ""}in ${S.lastMs.toFixed(0)} ms · ` +
+                 `predicted IoU ${st.result.iou[st.result.selected].toFixed(3)}`);
     }
-  } else if (S.image === "ready" && S.decoder === "ready") {
+  } else if ((S.image === "ready" && S.decoder === "ready") || serverImage(S)) {
     parts.push(S.view.local && S.encodeMs ? `encoded here in ${(S.encodeMs / 1000).toFixed(1)} s · ready — click an object`
                                           : "ready — click an object");
   }

@@ -6,7 +6,8 @@
 //               {type: "embedding", token, f16: ArrayBuffer}   (1x256x64x64 float16)
 //               {type: "decode", token, points, box, maskInput, multimask, paint}
 //               {type: "full", token, points, box, size: [h, w]}
-//               {type: "paint", low, paint}   (one low-res mask -> RGBA at display size)
+//               {type: "paint", low, paint}   (one low-res mask -> RGBA at display size; answered
+//                 at once, not after the requests before it: it needs no model)
 //               On-device mode (the image never leaves the page):
 //               {type: "initEncoder", model: {url, bytes}}   (on this worker's backend)
 //               {type: "encode", token, bitmap: ImageBitmap, name, want: {f32, rgb}}: resize as
@@ -25,6 +26,12 @@ let chain = Promise.resolve();
 
 self.onmessage = (e) => {
   const m = e.data;
+  // Painting needs no model: it runs at once, even while the decoder downloads (the server's
+  // masks are painted here then).
+  if (m.type === "paint") {
+    try { paint(m); } catch (err) { self.postMessage({ type: "error", id: m.id, error: String((err && err.message) || err) }); }
+    return;
+  }
   chain = chain.then(() => handle(m)).catch((err) =>
     self.postMessage({ type: "error", id: m.id, error: String((err && err.message) || err) }));
 };
@@ -41,11 +48,12 @@ async function handle(m) {
   if (m.type === "initEncoder") return initEncoder(m);
   if (m.type === "encode") return encode(m);
   if (m.type === "export") return exportFiles(m);
-  if (m.type === "paint") {   // another candidate chosen: paint it on demand
-    const p = m.paint, rgba = paintMask(upscaleMask(m.low, p.inputSize, p.h, p.w), p.h, p.w, p.color, p.alpha, p.edge);
-    return self.postMessage({ type: "painted", id: m.id, rgba }, [rgba.buffer]);
-  }
   throw new Error(`unknown request ${m.type}`);
+}
+
+function paint(m) {   // one low-res mask -> RGBA at display size (a candidate chosen, a server mask)
+  const p = m.paint, rgba = paintMask(upscaleMask(m.low, p.inputSize, p.h, p.w), p.h, p.w, p.color, p.alpha, p.edge);
+  self.postMessage({ type: "painted", id: m.id, rgba }, [rgba.buffer]);
 }
 
 function isSoftware(adapter) {

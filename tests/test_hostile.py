@@ -426,3 +426,53 @@ def test_results_still_correct_after_the_attacks(server, image_file, sam_cases):
     scores = np.array(res["output"][0]["scores"])
     assert np.abs(scores - sam_cases["a_iou_predictions"]).max() <= 1e-5
     json.dumps(res["output"][0])  # JSON-serialisable result
+
+
+def test_decode_route_refuses_bad_payloads_and_equals_the_server(server, image_file, sam_cases):
+    """POST /msw/decode/{token} (the widget's prompts, decoded here until the page's decoder has
+    loaded): a token only its upload knows, every field checked, and the official scores."""
+    import base64
+
+    import httpx
+
+    up = server.event(_fn(server, "on_upload"), [image_file, True], session="hostile-decode")
+    assert up["success"], up
+    token = next(v["token"] for v in up["output"] if isinstance(v, dict) and "embedding" in v)
+
+    def post(body, tok=token, raw=None):
+        kw = dict(content=raw, headers={"Content-Type": "application/json"}) if raw is not None else dict(json=body)
+        return httpx.post(f"{server.url}/msw/decode/{tok}", timeout=QUICK, **kw)
+
+    assert post({"points": [[10, 10, 1]]}, tok="a" * 22).status_code == 404
+    assert post({"points": [[10, 10, 1]]}, tok="x" * 5000).status_code == 404
+    f16 = lambda a: base64.b64encode(np.asarray(a, "<f2").tobytes()).decode()  # noqa: E731
+    refused = {
+        "nothing to decode": {"points": [], "box": None},
+        "not a dict": "points",
+        "NaN point": {"points": [["NaN", 5, 1]]},
+        "outside": {"points": [[1e9, 5, 1]]},
+        "label 7": {"points": [[5, 5, 7]]},
+        "too many points": {"points": [[5, 5, 1]] * 5000},
+        "short box": {"box": [1, 2, 3]},
+        "mask of the wrong size": {"points": [[5, 5, 1], [9, 9, 1]], "mask_f16": f16(np.zeros(100))},
+        "infinite mask": {"points": [[5, 5, 1], [9, 9, 1]], "mask_f16": f16(np.full((256, 256), np.inf))},
+        "huge mask string": {"points": [[5, 5, 1], [9, 9, 1]], "mask_f16": "A" * 400_000},
+    }
+    for name, body in refused.items():
+        r = post(body)
+        assert r.status_code == 422 and "Traceback" not in r.text, (name, r.status_code, r.text[:200])
+    assert post(None, raw=b"\x00\xff not json").status_code in (400, 422)
+
+    ((x, y),) = sam_cases["a_point_coords"]
+    r = post({"points": [[float(x), float(y), 1]], "box": None})
+    assert r.status_code == 200, r.text
+    low = np.frombuffer(r.content, "<f2").reshape(-1, 256, 256)  # httpx undoes the gzip
+    scores = np.array([float(v) for v in r.headers["x-msw-scores"].split(",")])
+    assert low.shape == (3, 256, 256) and np.isfinite(low).all()
+    # the page's float16 embedding, as the browser decodes it: the browser's tolerance
+    assert np.abs(scores - sam_cases["a_iou_predictions"]).max() <= 2e-3
+    # refining from a mask: one mask, and the hint changes it
+    two = {"points": [[float(x), float(y), 1], [float(x) + 40, float(y), 0]]}
+    plain, hinted = post(two), post({**two, "mask_f16": f16(low[0])})
+    assert plain.status_code == hinted.status_code == 200
+    assert len(plain.content) == len(hinted.content) == 256 * 256 * 2 and plain.content != hinted.content

@@ -194,13 +194,35 @@ def test_status_decoder_loading(page):
         "tech": "",
         "live": "loading the in-browser decoder · upload an image or pick an example",
     }
-    got = status(page, {"load": {"got": 2.5 * MiB, "total": 10 * MiB}, "image": "fetching"})
-    assert got == {"tech": "", "live": "loading decoder 2.5/10.0 MB · fetching the image embedding"}
+    got = status(page, {"load": {"got": 2.5 * MiB, "total": 10 * MiB}, "image": "fetching", "view": {"local": True}})
+    assert got == {"tech": "", "live": "loading the in-browser decoder 2.5/10.0 MB · fetching the image embedding"}
+
+
+def test_status_server_decodes_until_the_decoder_loads(page):
+    """A server image while the decoder downloads: one line that says the server decodes, never
+    'queued' or 'fetching' (#21: the first mask does not wait for the download)."""
+    loading = {"load": {"got": 2.5 * MiB, "total": 10 * MiB}, "image": "fetching", "view": {"local": False}}
+    got = status(page, loading)
+    assert got == {
+        "tech": "loading the in-browser decoder 2.5/10.0 MB (the server decodes meanwhile) · ",
+        "live": "ready — click an object",
+    }
+    result = {"iou": [0.5, 0.91349, 0.2], "selected": 1}
+    got = status(page, {**loading, "busy": True, "decodingOn": "server"}, {"points": [[1, 1, 1]], "result": result})
+    assert got["live"] == "decoding on the server…"
+    got = status(page, {**loading, "lastMs": 12.2, "lastOn": "server"}, {"points": [[1, 1, 1]], "result": result})
+    assert got["live"] == "decoded on the server in 12 ms · predicted IoU 0.913"
+    # the image is still uploading: nothing to decode yet, on either side
+    assert status(page, {**loading, "image": "uploading"})["live"] == (
+        "loading the in-browser decoder 2.5/10.0 MB · uploading and encoding the image on the server"
+    )
 
 
 def test_status_queued_prompts(page):
     got = status(
-        page, {"image": "ready", "view": {}}, {"points": [[1, 1, 1], [2, 2, 0]], "box": [0, 0, 5, 5], "queued": True}
+        page,
+        {"image": "ready", "view": {"local": True}},
+        {"points": [[1, 1, 1], [2, 2, 0]], "box": [0, 0, 5, 5], "queued": True},
     )
     assert got["live"] == "loading the in-browser decoder · 3 prompt(s) queued: decoding once the decoder has loaded"
 
@@ -233,7 +255,7 @@ def test_status_ready(page):
         got["live"]
         == "ready — click an object · tap the opposite corner of the box · hover previews unavailable · object kept"
     )
-    assert status(page, {"image": "ready", "view": {}})["live"] == "loading the in-browser decoder · image ready"
+    assert status(page, {"image": "ready", "view": {"local": True}})["live"] == "loading the in-browser decoder · image ready"
 
 
 def test_status_on_device(page):

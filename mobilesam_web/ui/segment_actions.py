@@ -30,28 +30,37 @@ def _checked_xy(session: SegmentSession, x: float, y: float) -> Tuple[float, flo
     return float(x), float(y)
 
 
+def predict(
+    services, session: SegmentSession, p: Prompts, mask_input: Optional[np.ndarray], multimask: bool, embedding=None
+):
+    """The decoder on prompts `p` of the session's image (or of `embedding`, the session's as
+    the browser holds it) -> (low-res logits (C, 256, 256) float32, scores (C,) float32, ms)."""
+    predictor = services.new_predictor()
+    predictor.set_embedding(session.embedding if embedding is None else embedding, session.size)
+    coords = np.array([[x, y] for x, y, _ in p.points], np.float64) if p.points else None
+    labels = np.array([label for _, _, label in p.points], np.int32) if p.points else None
+    box = np.array(p.box, np.float64) if p.box is not None else None
+    t = time.perf_counter()
+    _, scores, low = predictor.predict(coords, labels, box, mask_input, multimask_output=multimask)
+    ms = (time.perf_counter() - t) * 1e3
+    low = low.numpy() if hasattr(low, "numpy") else np.asarray(low)
+    scores = scores.numpy() if hasattr(scores, "numpy") else np.asarray(scores)
+    return low.astype(np.float32), scores.astype(np.float32), ms
+
+
 def decode(services, session: SegmentSession, refine: bool = True) -> SegmentSession:
     """Run the decoder on the session's prompts (previous mask as mask_input when refining)."""
     p = session.prompts
     if p.empty():
         session.result = None
         return session
-    predictor = services.new_predictor()
-    predictor.set_embedding(session.embedding, session.size)
-    coords = np.array([[x, y] for x, y, _ in p.points], np.float64) if p.points else None
-    labels = np.array([label for _, _, label in p.points], np.int32) if p.points else None
-    box = np.array(p.box, np.float64) if p.box is not None else None
-    multimask = len(p.points) == 1 and box is None
+    multimask = len(p.points) == 1 and p.box is None
     mask_input = None
     prev = session.result
     if refine and prev is not None and not multimask:
         mask_input = prev.low_res[prev.selected][None]
-    t = time.perf_counter()
-    _, scores, low = predictor.predict(coords, labels, box, mask_input, multimask_output=multimask)
-    session.decode_ms = (time.perf_counter() - t) * 1e3
-    low = low.numpy() if hasattr(low, "numpy") else np.asarray(low)
-    scores = scores.numpy() if hasattr(scores, "numpy") else np.asarray(scores)
-    session.result = Result(low.astype(np.float32), scores.astype(np.float32), int(np.argmax(scores)))
+    low, scores, session.decode_ms = predict(services, session, p, mask_input, multimask)
+    session.result = Result(low, scores, int(np.argmax(scores)))
     return session
 
 
@@ -128,12 +137,8 @@ def keep_object(session: SegmentSession) -> SegmentSession:
 MAX_F16_BASE64 = 4 * (256 * 256 * 2) // 3 + 4  # a 256x256 float16 mask in base64
 
 
-def browser_object(session: SegmentSession, data: Any) -> KeptObject:
-    """A mask decoded in the browser, as its widget sends it ({low_res_f16: base64 of 256x256
-    little-endian float16 logits, score, points: [[x, y, 1|0], ...], box: [x0, y0, x1, y1] or
-    null}, in the session image's pixels), checked value by value."""
-    data = data if isinstance(data, dict) else {}
-    encoded = data.get("low_res_f16")
+def browser_low_res(encoded: Any) -> np.ndarray:
+    """A mask's logits as the browser sends them: base64 of 256x256 little-endian float16."""
     try:
         if not isinstance(encoded, str) or len(encoded) > MAX_F16_BASE64:
             raise ValueError("wrong size")
@@ -143,6 +148,12 @@ def browser_object(session: SegmentSession, data: Any) -> KeptObject:
         raise UserError("The browser sent a malformed mask.") from None
     if not np.all(np.isfinite(low)):
         raise UserError("the mask sent by the browser is malformed")
+    return low
+
+
+def browser_prompts(session: SegmentSession, data: dict) -> Prompts:
+    """The prompts the browser sends ({points: [[x, y, 1|0], ...], box: [x0, y0, x1, y1] or
+    null}, in the session image's pixels), checked value by value."""
     points, box = data.get("points"), data.get("box")
     if not isinstance(points, (list, tuple, type(None))) or len(points or []) > session.max_points:
         raise UserError(f"the browser sent malformed prompts (at most {session.max_points} points)")
@@ -163,13 +174,40 @@ def browser_object(session: SegmentSession, data: Any) -> KeptObject:
         x0, y0 = _checked_xy(session, b[0], b[1])
         x1, y1 = _checked_xy(session, min(b[2], session.size[1] - 1e-3), min(b[3], session.size[0] - 1e-3))
         bx = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    return Prompts(pts, bx)
+
+
+def browser_object(session: SegmentSession, data: Any) -> KeptObject:
+    """A mask decoded in the browser, as its widget sends it ({low_res_f16: base64 of 256x256
+    little-endian float16 logits, score, points, box}, see `browser_prompts`)."""
+    data = data if isinstance(data, dict) else {}
+    low = browser_low_res(data.get("low_res_f16"))
+    prompts = browser_prompts(session, data)
     try:
         score = float(data.get("score", 0.0))
     except (TypeError, ValueError):
         score = float("nan")
     if not np.isfinite(score):
         raise UserError("the browser sent a malformed score")
-    return KeptObject(low, score, Prompts(pts, bx))
+    return KeptObject(low, score, prompts)
+
+
+def decode_for_browser(services, session: SegmentSession, data: Any) -> Tuple[np.ndarray, np.ndarray, float]:
+    """Decode the widget's prompts on the server, for a page whose own decoder has not loaded yet
+    ({points, box, mask_f16: the previous mask's logits (see `browser_low_res`) or null}).
+    The browser's rules: one point alone gives three candidates, anything else one mask, refined
+    from `mask_f16` when given. -> (low-res logits (C, 256, 256) float32, scores (C,), ms)."""
+    data = data if isinstance(data, dict) else {}
+    p = browser_prompts(session, data)
+    if p.empty():
+        raise UserError("nothing to decode: send points or a box")
+    multimask = len(p.points) == 1 and p.box is None
+    mask_input = None
+    if data.get("mask_f16") is not None and not multimask:
+        mask_input = browser_low_res(data["mask_f16"])[None]
+    # the embedding as the page will hold it (float16 on the wire): the browser's masks, exactly
+    as_sent = np.asarray(session.embedding, dtype=np.float32).astype(np.float16).astype(np.float32)
+    return predict(services, session, p, mask_input, multimask, embedding=as_sent)
 
 
 def keep_browser_object(session: SegmentSession, data: Any) -> SegmentSession:

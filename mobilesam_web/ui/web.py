@@ -12,6 +12,8 @@ Gradio; `--share` hands them to Gradio's own launcher):
                                   encoder (on-device mode: the image is encoded in the page)
 - /msw/examples/{name}            the bundled example photos (on-device mode opens them locally)
 - /msw/embedding/{token}          one image's embedding as float16 (token: random, per upload)
+- POST /msw/decode/{token}        the widget's prompts decoded here, while the page's own decoder
+                                  is still loading (`decoded_response`)
 
 The runtime and the models are sent gzip-compressed to browsers that accept it (the WASM runtime
 shrinks 4x); each file is compressed once per process and kept in memory.
@@ -30,7 +32,9 @@ import numpy as np
 
 from ..browser_runtime import ORT_BUNDLES, ORT_CDN, ORT_LOCAL, ORT_SRI, ORT_VERSION, browser_encoder_refusal, sri
 from ..paths import static_dir
+from .errors import UserError
 from .guard import Guard, guard_middleware
+from .segment_actions import decode_for_browser
 
 STATIC = static_dir()
 PAGE_CSS = STATIC / "msw_page.css"
@@ -106,7 +110,9 @@ class EmbeddingStore:
             self._items[token] = session
         return token
 
-    def get(self, token: str) -> Optional[bytes]:
+    def session(self, token: str) -> Optional[Any]:
+        """The token's session with its embedding in memory (restored if the budget released
+        it), or None."""
         with self._lock:
             session = self._items.get(token)
         if session is None:
@@ -117,7 +123,12 @@ class EmbeddingStore:
                     self._restore(session)
             except ValueError:  # released for good, or its upload expired: the page says so
                 return None
-        if session.embedding is None:
+        return None if session.embedding is None else session
+
+    def get(self, token: str) -> Optional[bytes]:
+        """The token's embedding as float16 bytes (1x256x64x64, little-endian), or None."""
+        session = self.session(token)
+        if session is None:
             return None
         return np.asarray(session.embedding, dtype=np.float32).reshape(1, 256, 64, 64).astype("<f2").tobytes()
 
@@ -247,9 +258,31 @@ class BrowserAssets:
         }
 
 
+# Decodes for pages whose own decoder is still loading: cheap (~15 ms), but bounded so that a
+# burst of them cannot take every core from Gradio's queue.
+DECODES = threading.BoundedSemaphore(2)
+
+
+def decoded_response(low: np.ndarray, scores: np.ndarray, ms: float, gzip_ok: bool):
+    """/msw/decode's answer: the C low-res masks' logits as little-endian float16 (C x 256 x 256,
+    gzip-compressed for browsers that accept it), their scores and the decode time in headers."""
+    from fastapi.responses import Response
+
+    body = np.ascontiguousarray(low.reshape(-1, 256, 256), dtype="<f2").tobytes()
+    headers = {
+        "Cache-Control": "private, no-store",
+        "X-MSW-Scores": ",".join(f"{float(v):.6f}" for v in scores.reshape(-1)),
+        "X-MSW-Ms": f"{ms:.2f}",
+    }
+    if gzip_ok:
+        body = gzip.compress(body, compresslevel=5, mtime=0)
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, media_type="application/octet-stream", headers=headers)
+
+
 def msw_app(services, store: EmbeddingStore):
     """The /msw routes as a FastAPI app of their own (mounted at /msw in every start mode)."""
-    from fastapi import FastAPI, HTTPException, Request
+    from fastapi import Body, FastAPI, Header, HTTPException, Request
     from fastapi.responses import JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
 
@@ -291,6 +324,18 @@ def msw_app(services, store: EmbeddingStore):
         if data is None:
             raise HTTPException(404, "unknown or expired embedding (its session ended); upload the image again")
         return Response(data, media_type="application/octet-stream", headers={"Cache-Control": "private, no-store"})
+
+    @app.post("/decode/{token}")
+    def decode(token: str, payload: Any = Body(None), accept_encoding: str = Header("")):
+        session = store.session(token)
+        if session is None:
+            raise HTTPException(404, "unknown or expired image (its session ended); upload the image again")
+        try:
+            with DECODES, session.lock:  # one decode per session, at most two at once
+                low, scores, ms = decode_for_browser(services, session, payload)
+        except UserError as e:
+            raise HTTPException(422, str(e)) from None
+        return decoded_response(low, scores, ms, "gzip" in accept_encoding)
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="msw-static")
     return app

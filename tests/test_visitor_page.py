@@ -1,0 +1,109 @@
+"""The visitor's page (#21), in Debian's Chromium: what a visitor sees and can do at every moment,
+whatever arrives first (the image, the decoder, the embedding)."""
+
+import contextlib
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import MOBILESAM_FIXTURE
+from server_utils import browser, fixture_args, running_app, screenshot_on_failure
+
+IMAGE = str(MOBILESAM_FIXTURE / "image.png")
+
+
+@pytest.fixture(scope="module")
+def app_url(sam_weights_path, tmp_path_factory):
+    with running_app(fixture_args(), {"MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx"))}) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def held(context, pattern):
+    """Requests matching `pattern` wait until the block's `release()` (a download that takes as
+    long as the test wants)."""
+    gate, waiting = threading.Event(), []
+
+    def route(r):
+        if gate.is_set():
+            r.continue_()
+        else:
+            waiting.append(r)
+
+    def release():
+        gate.set()
+        for r in waiting:
+            r.continue_()
+
+    context.route(pattern, route)
+    yield release
+
+
+def live(page):
+    return page.locator(".msw-root .msw-live").inner_text()
+
+
+def tech(page):
+    return page.locator(".msw-root .msw-tech").inner_text()
+
+
+def click_at(page, fx, fy):
+    box = page.locator(".msw-overlay").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+
+
+def test_first_mask_comes_from_the_server_while_the_decoder_downloads(app_url):
+    """Upload and click before the in-browser decoder has arrived: the server decodes (three
+    candidates, a candidate chosen, refinement), then the browser takes over from that mask."""
+    with browser() as b:
+        ctx = b.new_context(viewport={"width": 1366, "height": 900})
+        page = ctx.new_page()
+        with screenshot_on_failure(page, "visitor-server-first"), held(ctx, "**/msw/models/**") as release:
+            page.goto(app_url)
+            page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)
+            page.wait_for_selector(".msw-img[src]", timeout=90_000)
+            page.wait_for_function("window.mswDebug.state().image !== 'uploading'", timeout=90_000)
+            assert page.evaluate("window.mswDebug.state().decoder") == "loading"
+            assert live(page) == "ready — click an object"
+            assert "the server decodes meanwhile" in tech(page)
+
+            click_at(page, 0.4, 0.5)
+            page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=60_000)
+            first = page.evaluate("window.mswDebug.state()")
+            assert page.evaluate("window.mswDebug.clicks[0].on") == "server"
+            assert first["decoder"] == "loading" and not first["queued"] and len(first["iou"]) == 3
+            assert live(page).startswith("decoded on the server in ")
+            cands = page.locator(".msw-root .msw-cands button")
+            assert cands.count() == 3
+            other = (first["selected"] + 1) % 3
+            cands.nth(other).click()  # painted while the decoder is still held back
+            page.wait_for_function(f"window.mswDebug.state().selected === {other}", timeout=10_000)
+            page.wait_for_function(f"document.querySelectorAll('.msw-cands button')[{other}].classList.contains('on')")
+            cands.nth(first["selected"]).click()
+
+            click_at(page, 0.55, 0.5)  # a second point: one mask, refined from the server's
+            page.wait_for_function("window.mswDebug.clicks.length >= 2", timeout=60_000)
+            assert page.evaluate("window.mswDebug.clicks[1].on") == "server"
+
+            release()
+            page.wait_for_function("window.mswDebug.imageReady", timeout=120_000)
+            click_at(page, 0.3, 0.35)  # the browser takes over, from the server's mask
+            page.wait_for_function("window.mswDebug.clicks.length >= 3", timeout=60_000)
+            assert page.evaluate("window.mswDebug.clicks[2].on") == "browser"
+            assert page.evaluate("window.mswDebug.lastRequest") == {
+                "points": 3,
+                "box": False,
+                "multimask": False,
+                "hasMaskInput": True,
+            }
+            assert live(page).startswith("decoded in ") and "server" not in tech(page)
+
+            # the same click, decoded here: the same candidates as the server's
+            page.locator(".msw-root [data-act=clear]").click()
+            click_at(page, 0.4, 0.5)
+            page.wait_for_function("window.mswDebug.clicks.length >= 4", timeout=60_000)
+            again = page.evaluate("window.mswDebug.state()")
+            assert np.abs(np.array(again["iou"]) - np.array(first["iou"])).max() <= 1e-3
+            assert again["selected"] == first["selected"]
+        ctx.close()
