@@ -255,7 +255,10 @@ def test_status_ready(page):
         got["live"]
         == "ready — click an object · tap the opposite corner of the box · hover previews unavailable · object kept"
     )
-    assert status(page, {"image": "ready", "view": {"local": True}})["live"] == "loading the in-browser decoder · image ready"
+    assert (
+        status(page, {"image": "ready", "view": {"local": True}})["live"]
+        == "loading the in-browser decoder · image ready"
+    )
 
 
 def test_status_on_device(page):
