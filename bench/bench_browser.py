@@ -1,6 +1,13 @@
 """The visitor's numbers and in-browser decode latency: headless Chromium (Debian's) driving the app.
 
     python bench/bench_browser.py [--n 60] [--webgpu-n 5] [--encode-n 3] [--only-device] [--no-webgpu-encode]
+                                  [--only-slow-line] [--slow-n 2]
+
+Slow line (1.6 Mbit/s down, 0.75 up, 150 ms round trip, through `slow_link.py`, which shapes the
+page's workers too): a new visitor uploads the moment the page appears and clicks as soon as the
+image shows; page load -> first painted mask, in the default mode (the server decodes until the
+in-browser decoder has arrived) against server-decoding mode (MOBILESAM_BROWSER_DECODING=0),
+both measured in the same run. #21's goal: default <= 1.25 x server mode + 3 s.
 
 Visitor: page load -> first painted mask for a new visitor and a returning one (cached runtime and
 decoder), on the local link and on an emulated 20 Mbit/s connection, with the bytes that went over
@@ -36,7 +43,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 FIX = ROOT.parent / "shared" / "fixtures" / "mobilesam_parity"
 
+from slow_link import SlowLink  # noqa: E402
+
 from server_utils import browser, running_app  # noqa: E402
+
+SLOW_LINE = dict(down_mbit=1.6, up_mbit=0.75, rtt_ms=150)
 
 JS = """async ([n, warm, fast]) => {
   const ts = [], rt = [];
@@ -114,6 +125,63 @@ def first_mask(ctx, url, mbit=None):
     took = time.perf_counter() - t
     page.close()
     return took, sum(got) / 1e6, state
+
+
+def slow_visitor(b, app_url, server_mode):
+    """A new visitor on the slow line: upload the moment the upload box appears, click the image
+    as soon as it shows -> (seconds from navigation to the painted mask, where it was decoded)."""
+    app_port = int(app_url.rstrip("/").rsplit(":", 1)[1])
+    with SlowLink(app_port, **SLOW_LINE) as port:
+        ctx = b.new_context(viewport={"width": 1366, "height": 768})
+        page = ctx.new_page()
+        t = time.perf_counter()
+        page.goto(f"http://127.0.0.1:{port}/", wait_until="commit", timeout=300_000)
+        upload = page.locator("#msw-upload input[type=file]")
+        upload.wait_for(state="attached", timeout=300_000)
+        upload.set_input_files(str(FIX / "image.png"))
+        if server_mode:
+            img = "document.querySelector('#msw-canvas img')"
+            page.wait_for_function(
+                f"{img} && {img}.complete && document.querySelector('#msw-status').innerText.includes('image encoded')",
+                timeout=300_000,
+            )
+            before = page.evaluate(f"{img}.src")
+            bb = page.locator("#msw-canvas img").bounding_box()
+            page.mouse.click(bb["x"] + bb["width"] * 0.4, bb["y"] + bb["height"] * 0.5)
+            page.wait_for_function(
+                f"(s) => {img}.src !== s && {img}.complete && {img}.naturalWidth > 0", arg=before, timeout=300_000
+            )
+            on = "server"
+        else:
+            page.wait_for_selector(".msw-img[src]", timeout=300_000)
+            page.wait_for_function("window.mswDebug.state().image !== 'uploading'", timeout=300_000)
+            bb = page.locator(".msw-overlay").bounding_box()
+            page.mouse.click(bb["x"] + bb["width"] * 0.4, bb["y"] + bb["height"] * 0.5)
+            page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=300_000)
+            on = page.evaluate("window.mswDebug.clicks[0].on")
+        took = time.perf_counter() - t
+        ctx.close()
+    return took, on
+
+
+def slow_line(b, url, server_url, n):
+    """#21's slow-line visitor, default mode against server-decoding mode, alternating."""
+    rows = []
+    for _ in range(n):
+        rows.append(("default (browser decoder)",) + slow_visitor(b, url, False))
+        rows.append(("server-decoding mode",) + slow_visitor(b, server_url, True))
+    default = statistics.median(r[1] for r in rows if r[0].startswith("default"))
+    server = statistics.median(r[1] for r in rows if r[0].startswith("server"))
+    print(
+        f"Slow line ({SLOW_LINE['down_mbit']} Mbit/s down, {SLOW_LINE['up_mbit']} up, {SLOW_LINE['rtt_ms']:.0f} ms "
+        "round trip), a new visitor: page load -> upload at once -> first painted mask"
+    )
+    for mode, took, on in rows:
+        print(f"  {mode:28s} {took:6.1f} s (decoded on the {on})")
+    print(
+        f"  median: default {default:.1f} s, server mode {server:.1f} s; default / server = {default / server:.2f} "
+        f"(goal: default <= 1.25 x server + 3 s = {1.25 * server + 3:.1f} s)"
+    )
 
 
 def server_click_ms(b, url, n):
@@ -244,7 +312,18 @@ def main() -> None:
     ap.add_argument("--encode-n", type=int, default=3)
     ap.add_argument("--only-device", action="store_true", help="only the on-device (in-browser encoding) numbers")
     ap.add_argument("--no-webgpu-encode", action="store_true", help="skip the SwiftShader encode (minutes)")
+    ap.add_argument("--only-slow-line", action="store_true", help="only the slow-line visitor (#21)")
+    ap.add_argument("--slow-n", type=int, default=2, help="slow-line visits per mode")
     args = ap.parse_args()
+    if args.only_slow_line:
+        cache = {"MOBILESAM_ONNX_CACHE": "/tmp/mobilesam-bench-onnx"}
+        with running_app(["--checkpoint", str(FIX / "weights_fp16.pt")], cache) as url:
+            with running_app(
+                ["--checkpoint", str(FIX / "weights_fp16.pt")], {**cache, "MOBILESAM_BROWSER_DECODING": "0"}
+            ) as server_url:
+                with browser() as b:
+                    slow_line(b, url, server_url, args.slow_n)
+        return
     if args.only_device:
         with running_app(
             ["--checkpoint", str(FIX / "weights_fp16.pt")], {"MOBILESAM_ONNX_CACHE": "/tmp/mobilesam-bench-onnx"}

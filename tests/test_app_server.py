@@ -80,7 +80,7 @@ def test_examples_load_into_the_upload_folder_and_run(app_url):
     assert loaded["success"], loaded
     value = loaded["output"][0]["value"]
     assert value["path"].endswith("astronaut.jpg") and "/examples/" not in value["path"]
-    up = raw.event(names["on_upload"], [value, True], session="examples-1", timeout=120)
+    up = raw.event(names["on_upload"], [value, True, True], session="examples-1", timeout=120)
     assert up["success"], up
     assert "512×512" in up["output"][3] and "ready — click an object" in up["output"][3]
     ev_value = raw.event(ev_load, [1], session="examples-2")["output"][0]["value"]
@@ -93,7 +93,7 @@ def test_examples_load_into_the_upload_folder_and_run(app_url):
     # the example's own file (outside the upload folder) named by a client is still refused
     from mobilesam_web.ui.examples import EXAMPLES_DIR
 
-    refused = raw.event(names["on_upload"], [file_data(str(EXAMPLES_DIR / "astronaut.jpg")), True])
+    refused = raw.event(names["on_upload"], [file_data(str(EXAMPLES_DIR / "astronaut.jpg")), True, True])
     assert not refused["success"] and "not uploaded" in refused["error"]
     for bad in (99, "x", {"path": "/etc/passwd"}):
         res = raw.event(seg_load, [bad])

@@ -250,7 +250,7 @@ def test_bad_images_get_clear_errors(server, kind):
         data = png_header_only(30000, 30000)
     f = server.uploaded(data, f"{kind}.png")
     assert_refused(server.event(server.fn_index("segment"), [f, [[1, 1]], [1], None, False]), match)
-    assert_refused(server.event(_fn(server, "on_upload"), [f, True]), match)  # the segment tab's upload
+    assert_refused(server.event(_fn(server, "on_upload"), [f, True, True]), match)  # the segment tab's upload
 
 
 def test_16bit_100_megapixel_png_in_bounded_memory(server):
@@ -348,7 +348,7 @@ def _fn(server, name):
 
 def test_ui_events_with_malformed_event_data(server, image_file):
     session = "hostile-ui-1"
-    up = server.event(_fn(server, "on_upload"), [image_file, True], session=session)
+    up = server.event(_fn(server, "on_upload"), [image_file, True, True], session=session)
     assert up["success"], up
     click, pick, keep = _fn(server, "on_click"), _fn(server, "on_pick"), _fn(server, "on_browser_keep")
     mode = "Add (+)"
@@ -377,7 +377,7 @@ def test_ui_events_with_malformed_event_data(server, image_file):
 
 def test_clicks_beyond_the_point_cap(server, image_file):
     session = "hostile-ui-2"
-    assert server.event(_fn(server, "on_upload"), [image_file, False], session=session)["success"]
+    assert server.event(_fn(server, "on_upload"), [image_file, False, True], session=session)["success"]
     click = _fn(server, "on_click")
     for i in range(64):
         res = server.event(click, [None, "Add (+)", False], {"index": [10 + i, 10], "value": None}, session)
@@ -435,7 +435,7 @@ def test_decode_route_refuses_bad_payloads_and_equals_the_server(server, image_f
 
     import httpx
 
-    up = server.event(_fn(server, "on_upload"), [image_file, True], session="hostile-decode")
+    up = server.event(_fn(server, "on_upload"), [image_file, True, True], session="hostile-decode")
     assert up["success"], up
     token = next(v["token"] for v in up["output"] if isinstance(v, dict) and "embedding" in v)
 

@@ -142,7 +142,7 @@ def test_100_megapixel_palette_png_on_the_segment_tab(server):
     budget (before: +860 MB for the palette-to-RGBA copy alone)."""
     f = server.uploaded(png_flat(10000, 10000, color_type=3), "big-palette.png")
     with PeakRss(server.pid) as mem:
-        res = server.event(_fn(server, "on_upload"), [f, False], timeout=120)
+        res = server.event(_fn(server, "on_upload"), [f, False, True], timeout=120)
     assert res["success"], res.get("error")
     assert mem.growth < 512 << 20, f"peak RSS grew by {mem.growth / 2**20:.0f} MB"
 
@@ -172,7 +172,7 @@ def test_gradio_refusals_leave_no_traceback(server, everything_file, name, event
 
 def test_click_at_a_huge_position(server, image_file):
     session = "hostile-inputs-click"
-    assert server.event(_fn(server, "on_upload"), [image_file, False], session=session)["success"]
+    assert server.event(_fn(server, "on_upload"), [image_file, False, True], session=session)["success"]
     res = server.event(_fn(server, "on_click"), [None, "Add (+)", False], {"index": [HUGE, 5], "value": None}, session)
     refused(res, "not a number")
     assert_no_traceback(logged_since(server, server.log_start))

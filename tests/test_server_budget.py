@@ -83,7 +83,7 @@ def test_sessions_stay_within_the_budget(server):
     upload, click = _fn(server, "on_upload"), _fn(server, "on_click")
     rss = [rss_bytes(server.pid)]
     for i in range(120):
-        res = server.event(upload, [f, False], session=f"budget-{i}", timeout=120)
+        res = server.event(upload, [f, False, True], session=f"budget-{i}", timeout=120)
         assert res["success"], res.get("error")
         if i + 1 in (60, 120):
             rss.append(rss_bytes(server.pid))
@@ -142,7 +142,7 @@ def test_concurrent_events_of_one_page(server):
     session = "concurrent"
     big = Image.open(MOBILESAM_FIXTURE / "image.png").convert("RGB").resize((2048, 2050))  # slow to draw
     f = server.uploaded(png(np.asarray(big)), "c.png")
-    assert server.event(_fn(server, "on_upload"), [f, False], session=session)["success"]
+    assert server.event(_fn(server, "on_upload"), [f, False, True], session=session)["success"]
     calls = [
         (_fn(server, "on_click"), [None, "Add (+)", False], {"index": [600, 700], "value": None}),
         (_fn(server, "on_pick"), [None], {"index": 1, "value": None}),

@@ -496,3 +496,21 @@ def test_the_embedding_of_a_released_session_comes_back_for_its_page(ctx, upload
     assert s.cold and store.get(token) == before and not s.cold
     s.release(everything=True)
     assert store.get(token) is None
+
+
+def test_browser_mode_status_gives_facts_only(ctx, uploaded, sam_cases):
+    """#21: in browser mode the widget's line says what is happening; the status below it never
+    contradicts it ("ready — click an object" while the widget shows a mask): facts only."""
+    path = uploaded(MOBILESAM_FIXTURE / "image.png")
+    s, _, _, info, *_ = segment_tab.on_upload(ctx, path, True, True, progress=no_progress)
+    assert s.in_browser and info == "**799×800** · image encoded (onnxruntime) · 0 object(s) kept"
+    mask = {"low_res_f16": f16(sam_cases["a_low_res_logits"][0]), "score": 0.9, "points": [[300, 400, 1]]}
+    info = segment_tab.on_browser_keep(ctx, s, True, event(mask))[3]
+    assert info.endswith("· 1 object(s) kept")
+    # server mode again: the next step is back
+    out = segment_tab.on_toggle_browser(ctx, s, False, True)
+    assert not s.in_browser and out[-1].endswith("ready — click an object")
+    assert segment_tab.on_toggle_browser(ctx, s, True, True)[-1].endswith("· 1 object(s) kept")
+    # a page in server mode uploads: the status leads as before
+    s2 = segment_tab.on_upload(ctx, path, True, False, progress=no_progress)[0]
+    assert not s2.in_browser

@@ -65,6 +65,9 @@ class SegmentSession:
     max_points: int = 64
     max_objects: int = 100
     browser_token: Optional[str] = None  # the embedding handed to this user's browser
+    # The page's widget decodes (browser mode): it says what is happening, the status below it
+    # only the facts (size, kept objects), so the two never contradict each other.
+    in_browser: bool = False
     browser_image: Optional[str] = None  # the display image as a data URL (made once)
     source: Optional[str] = None  # the uploaded file, to read again after a release
     size_before_release: Optional[Tuple[int, int]] = None

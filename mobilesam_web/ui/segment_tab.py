@@ -109,7 +109,7 @@ def _downloads(export) -> dict:
 
 # ------------------------------------------------------------------------------- handlers
 @user_errors
-def on_upload(ctx: AppContext, path, refine_on, progress=gr.Progress()):
+def on_upload(ctx: AppContext, path, refine_on, use_browser=False, progress=gr.Progress()):
     """A new image: read it, encode it once, show it (on the canvas or in the widget)."""
     if not path:
         return (None,) + view(ctx, None) + (None, gr.update(value=None, visible=False))
@@ -127,6 +127,7 @@ def on_upload(ctx: AppContext, path, refine_on, progress=gr.Progress()):
             source=client_file(path),
         ),
     )
+    s.in_browser = bool(use_browser) and ctx.browser_available
     ctx.budget.touch(s)
     return (s,) + view(ctx, s) + (browser_view(ctx, s, refine_on), gr.update(value=None, visible=False))
 
@@ -136,6 +137,7 @@ def on_upload(ctx: AppContext, path, refine_on, progress=gr.Progress()):
 def on_browser_keep(ctx: AppContext, s, refine_on, evt: gr.EventData):
     """The widget's 'keep': {low_res_f16, score, points, box} of the mask to keep."""
     s = actions.keep_browser_object(_need_image(s), event_fields(evt, MASK_FIELDS))
+    s.in_browser = True
     return (s,) + view(ctx, s) + (browser_view(ctx, s, refine_on),)
 
 
@@ -163,6 +165,8 @@ def on_export(ctx: AppContext, s):
 def set_mode(ctx: AppContext, s, use_browser, refine_on, reason: Optional[str] = None) -> list:
     """Show the widget (browser decoding) or the server canvas and its buttons."""
     on = bool(use_browser) and ctx.browser_available
+    if isinstance(s, seg.SegmentSession):
+        s.in_browser = on
     server_only = [gr.update(visible=not on)] * 6  # mode, undo, clear, keep, candidates, export
     msg = status_markdown(ctx, s) if reason is None else FALLBACK.format(reason=reason)
     return (
@@ -346,7 +350,7 @@ def _wire(ctx: AppContext, c: SimpleNamespace) -> None:
     # one progress indicator per action: on whichever of canvas / widget is shown
     c.upload.change(
         bind(on_upload, ctx),
-        [c.upload, c.refine],
+        [c.upload, c.refine, c.use_browser],
         outs + [c.widget, c.files],
         show_progress_on=[c.canvas, c.widget],
         **private,

@@ -34,6 +34,8 @@ def status_markdown(ctx: AppContext, s: Optional[seg.SegmentSession]) -> str:
     # No encode time: an image another visitor sent before comes from the shared embedding
     # cache in ~0 s, and that would tell this visitor so (the time is in the server log).
     parts = [f"{size} · image encoded ({ctx.config.backend})"]
+    if s.in_browser:  # what happens now is on the widget's own line
+        return " · ".join(parts + [f"{len(s.objects)} object(s) kept"])
     if s.result is not None:
         sel = s.result.selected
         parts.append(f"decoded in {s.decode_ms:.0f} ms · predicted IoU {s.result.scores[sel]:.3f}")
