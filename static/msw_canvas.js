@@ -59,6 +59,7 @@ export function mount({ element, props, trigger, watch, standalone }) {
   startPage({ S, debug, status, clicks, device, opener, trigger, standalone });
   if (watch) watch("value", () => server.show(props.value));
   server.show(props.value);
+  server.announceEarlyUpload();
   element.__mswDispose = () => {
     for (const part of [clicks, hover, opener, device, downloads]) part.dispose();
   };

@@ -21,6 +21,13 @@ export class Server {
     const uploadBox = document.querySelector("#msw-upload");
     const onUpload = () => { if (S.image !== "uploading") { S.image = "uploading"; status.render(); } };
     if (uploadBox) { uploadBox.addEventListener("change", onUpload, true); uploadBox.addEventListener("drop", onUpload, true); }
+    this.onUpload = onUpload;
+  }
+
+  // An upload chosen before this code loaded (the page's head noted it): announced once the
+  // widget shows, until the server's value comes.
+  announceEarlyUpload() {
+    if (window.mswUploadStarted && !this.S.device && !(this.props.value && this.props.value.image)) this.onUpload();
   }
 
   // The embedding is fetched once the page's decoder has loaded: until then the server decodes,

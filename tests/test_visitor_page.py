@@ -107,3 +107,27 @@ def test_first_mask_comes_from_the_server_while_the_decoder_downloads(app_url):
             assert np.abs(np.array(again["iou"]) - np.array(first["iou"])).max() <= 1e-3
             assert again["selected"] == first["selected"]
         ctx.close()
+
+
+def test_an_upload_chosen_before_the_widget_loads_is_announced(app_url):
+    """A slow line: the upload box works before the widget's code has arrived. Once it has, the
+    widget says the image is on its way (not "upload an image") until the server answers."""
+    with browser() as b:
+        ctx = b.new_context(viewport={"width": 1366, "height": 900})
+        page = ctx.new_page()
+        with (
+            screenshot_on_failure(page, "visitor-early-upload"),
+            held(ctx, "**/msw/static/msw_canvas.js") as widget,
+            held(ctx, "**/gradio_api/upload*") as upload,
+        ):
+            page.goto(app_url)
+            page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)
+            assert page.evaluate("typeof window.mswDebug") == "undefined"  # the widget is not there yet
+            widget()
+            page.wait_for_selector(".msw-root .msw-live", timeout=30_000)
+            page.wait_for_function("window.mswDebug && window.mswDebug.state", timeout=30_000)
+            assert "uploading and encoding the image on the server" in live(page), live(page)
+            upload()
+            page.wait_for_function("window.mswDebug.state().image !== 'uploading'", timeout=90_000)
+            assert live(page) == "ready — click an object"
+        ctx.close()

@@ -55,6 +55,11 @@ try {
   if (q === "1" || (q === null && localStorage.getItem("msw-on-device") === "1"))
     document.documentElement.classList.add("msw-device-mode");
 } catch (e) { /* no storage: server mode */ }
+// An upload chosen before the widget's code has loaded (a slow line) is announced once it has.
+for (const type of ["change", "drop"])
+  document.addEventListener(type, (e) => {
+    if (e.target && e.target.closest && e.target.closest("#msw-upload")) window.mswUploadStarted = Date.now();
+  }, true);
 </script>"""
 # The graphs the page may download: decoders for clicks and hover, the encoder for on-device mode.
 BROWSER_GRAPHS = ("decoder_lowres", "decoder_web", "decoder_fast", "encoder")
