@@ -1,24 +1,43 @@
 // Hover previews: their own worker, loaded on the first hover; latest position wins, nothing
-// is sent while a click decodes, and previews stop if this device is too slow for them.
+// is sent while a click decodes. They pause while this device is too slow for them: decided by
+// a moving average of the preview times (the first preview, a warm-up, does not count), and
+// tried again every RETRY_MS, so a busy moment does not end them for the session.
 // The preview is drawn from draw.scene.preview.
 import { WorkerClient } from "./msw_worker_client.js";
 import { PREVIEW_ALPHA } from "./msw_draw.js";
 import { requestFor } from "./msw_clicks.js";
 import { MB } from "./msw_status.js";
 
-const SLOW_HOVER_MS = 600;   // slower previews are switched off
+const SLOW_HOVER_MS = 600;   // previews slower than this on average pause
+const WEIGHT = 0.3;          // of the newest preview in the moving average
+const MIN_SAMPLES = 3;       // previews measured before the average may pause them
+const RETRY_MS = 15000;      // a paused device tries one preview again after this long
+
+// The moving measure (pure): -> the next measure, and whether previews should pause.
+export function measureHover(m, ms) {
+  if (!m.warm) return { next: { ...m, warm: true }, slow: false };   // the warm-up: not counted
+  const avg = m.avg === null ? ms : (1 - WEIGHT) * m.avg + WEIGHT * ms, n = m.n + 1;
+  return { next: { warm: true, avg, n }, slow: n >= MIN_SAMPLES && avg > SLOW_HOVER_MS };
+}
 
 export class Hover {
   constructor({ S, prompts, debug, draw, status }) {
     Object.assign(this, { S, prompts, debug, draw, status });
     this.worker = null;
-    this.state = { want: null, busy: false };   // the latest position asked for; a preview running
+    this.state = { want: null, busy: false, pausedAt: 0 };   // the latest position asked for; a preview running
+    this.measure = { warm: false, avg: null, n: 0 };
+    debug.hoverCosts = [];   // tests: extra milliseconds for the next previews (a slow or busy device)
     debug.startHover = () => { if (S.hover === "off") return this.start(); };
   }
 
   at(x, y, label) {
     const S = this.S;
-    if (!S.view || S.decoder !== "ready" || S.hover === "slow" || S.hover === "failed") return;
+    if (!S.view || S.decoder !== "ready" || S.hover === "failed") return;
+    if (S.hover === "slow") {   // paused: one preview again once in a while, to see if it got faster
+      if (performance.now() - this.state.pausedAt < (S.cfg.hoverRetryMs || RETRY_MS)) return;
+      S.hover = "ready";
+      this.state.probe = true;
+    }
     this.state.want = { x, y, label };
     if (S.hover === "off") this.start();
     this.pump();
@@ -58,17 +77,11 @@ export class Hover {
         const st = prompts.st, mine = prompts.version, points = [...st.points, [h.x, h.y, h.label]];
         debug.events.push("hover-start");
         const res = await this.worker.call({ ...requestFor(S, debug, points, st.box, st.result, draw.paintSpec(PREVIEW_ALPHA, null, false)),
-                                             delayMs: S.cfg.hoverDelayMs || 0 });
+                                             delayMs: S.cfg.hoverDelayMs || 0, costMs: debug.hoverCosts.shift() || 0 });
         debug.events.push("hover-done");
         debug.hoverCount++;
         debug.lastHoverMs = res.ms;
-        if (res.ms > SLOW_HOVER_MS) {
-          S.hover = "slow";
-          S.hoverNote = `hover previews off (${(res.ms / 1000).toFixed(1)} s per preview here)`;
-          scene.preview = null;
-          draw.redraw();
-          break;
-        }
+        if (this.judge(res.ms)) break;
         if (!res.stale && !state.want && !S.busy && prompts.version === mine && !scene.drag && S.pointerIn) {
           scene.preview = { points, paint: res.paints[res.selected] };
           draw.redraw();
@@ -79,6 +92,25 @@ export class Hover {
     } finally {
       state.busy = false;
     }
+  }
+
+  // -> true when previews pause now (too slow on average, or a retry that is still slow)
+  judge(ms) {
+    const { S, draw, state } = this;
+    let slow;
+    if (state.probe) {   // a paused device's retry decides alone: the average starts again from it
+      state.probe = false;
+      slow = ms > SLOW_HOVER_MS;
+      this.measure = { warm: true, avg: ms, n: MIN_SAMPLES };
+    } else ({ next: this.measure, slow } = measureHover(this.measure, ms));
+    if (!slow) { if (S.hoverNote) { S.hoverNote = ""; this.status.render(); } return false; }
+    S.hover = "slow";
+    state.pausedAt = performance.now();
+    S.hoverNote = `hover previews paused (${(this.measure.avg / 1000).toFixed(1)} s per preview here; trying again shortly)`;
+    draw.scene.preview = null;
+    draw.redraw();
+    this.status.render();
+    return true;
   }
 
   end() {

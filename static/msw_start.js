@@ -18,6 +18,7 @@ async function loadConfig(q, standalone) {
   if (q.get("msw_decoder") === "decoder_web" && cfg.decoder_web) cfg.decoder = cfg.decoder_web;
   if (q.get("msw_hover") === "exact") cfg.hover = "exact";
   if (q.get("msw_hover_delay")) cfg.hoverDelayMs = +q.get("msw_hover_delay");   // tests: a slow preview
+  if (q.get("msw_hover_retry")) cfg.hoverRetryMs = +q.get("msw_hover_retry");   // tests: a quicker retry
   return cfg;
 }
 

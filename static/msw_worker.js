@@ -148,6 +148,10 @@ async function decode(m) {
   const t0 = performance.now();
   const r = await select(m);
   if (m.delayMs) await new Promise((ok) => setTimeout(ok, m.delayMs));   // tests: stands for a slow backend
+  if (m.costMs) {   // tests: a slow or busy device (the time counts as the decode's)
+    await new Promise((ok) => setTimeout(ok, m.costMs));
+    r.ms += m.costMs;
+  }
   const p = m.paint, paints = [];
   r.low.forEach((low, i) => {
     if (!p.all && i !== r.selected) { paints.push(null); return; }

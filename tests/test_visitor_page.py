@@ -131,3 +131,45 @@ def test_an_upload_chosen_before_the_widget_loads_is_announced(app_url):
             page.wait_for_function("window.mswDebug.state().image !== 'uploading'", timeout=90_000)
             assert live(page) == "ready — click an object"
         ctx.close()
+
+
+def hover_until(page, box, done, most=12):
+    """Move over the image, one preview at a time, until `done` (JS) holds."""
+    for i in range(most):
+        if page.evaluate(done):
+            return True
+        before = page.evaluate("window.mswDebug.hoverCount")
+        page.mouse.move(box["x"] + box["width"] * (0.3 + 0.04 * i), box["y"] + box["height"] * (0.4 + 0.02 * i))
+        page.wait_for_function(f"window.mswDebug.hoverCount > {before} || ({done})", timeout=30_000)
+    return page.evaluate(done)
+
+
+def test_hover_previews_pause_on_a_slow_average_and_come_back(app_url):
+    """#21 item 7: one slow preview (the warm-up) does not end hover previews; a slow average
+    pauses them with a note; they come back once previews are fast again."""
+    with browser() as b:
+        page = b.new_page(viewport={"width": 1366, "height": 900})
+        with screenshot_on_failure(page, "visitor-hover-pause"):
+            page.goto(app_url + "?msw_hover_retry=1500")
+            page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)
+            page.wait_for_function("window.mswDebug && window.mswDebug.imageReady", timeout=120_000)
+            page.evaluate("window.mswDebug.hoverCosts = [2500]")  # the first preview: a slow warm-up
+            page.evaluate("window.mswDebug.startHover()")
+            page.wait_for_function("window.mswDebug.state().hover === 'ready'", timeout=120_000)
+            box = page.locator(".msw-overlay").bounding_box()
+            assert hover_until(page, box, "window.mswDebug.hoverCount >= 4")
+            assert page.evaluate("window.mswDebug.state().hover") == "ready"
+
+            page.evaluate("window.mswDebug.hoverCosts = [900, 900, 900, 900, 900]")  # a busy machine
+            assert hover_until(page, box, "window.mswDebug.state().hover === 'slow'")
+            assert "hover previews paused" in live(page)
+            count = page.evaluate("window.mswDebug.hoverCount")
+            page.mouse.move(box["x"] + 10, box["y"] + 10)
+            page.wait_for_timeout(300)
+            assert page.evaluate("window.mswDebug.hoverCount") == count  # paused: no preview
+
+            page.evaluate("window.mswDebug.hoverCosts = []")  # the machine is free again
+            page.wait_for_timeout(1600)
+            assert hover_until(page, box, f"window.mswDebug.hoverCount > {count}")
+            assert page.evaluate("window.mswDebug.state().hover") == "ready"
+            assert "hover previews paused" not in live(page)
