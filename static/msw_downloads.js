@@ -40,6 +40,8 @@ export class Downloads {
       box.appendChild(a);
     }
     box.scrollIntoView({ behavior: "smooth", block: "nearest" });
+    const first = box.querySelector("a");
+    if (first) first.focus({ preventScroll: true });   // the keyboard goes on from the downloads
     this.debug.downloads = r.files.map((f) => f.name);
   }
 

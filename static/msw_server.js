@@ -7,6 +7,8 @@
 import { b64, halfToFloat, toHalf } from "./msw_runtime.js";
 import { emptyPrompts, multimaskFor, resetPrompts } from "./msw_prompts.js";
 
+const downloadLinks = () => [...document.querySelectorAll("#msw-files a[href]")].map((a) => a.href);
+
 const halfB64 = (low) => {   // float32 logits -> base64 of little-endian float16, as the server reads them
   const half = new Uint16Array(low.length);
   for (let i = 0; i < low.length; i++) half[i] = toHalf(low[i]);
@@ -118,8 +120,26 @@ export class Server {
   }
   keep() { this.trigger("keep", this.payload()); this.state.keptPending++; }   // the server's layer follows
   exportNow() {
+    const before = downloadLinks();
     this.trigger("export", this.prompts.st.result && !this.S.busy ? this.payload() : {});
     this.status.say("preparing downloads (they appear under Downloads)", 5000);
+    this.revealDownloads(before);
+  }
+
+  // The server's downloads land in Gradio's file list, maybe in the other column or below the
+  // fold: once the new ones are there, bring them into view and give them the focus.
+  async revealDownloads(before, waitMs = 60000) {
+    for (let t = 0; t < waitMs; t += 200) {
+      await new Promise((ok) => setTimeout(ok, 200));
+      const links = downloadLinks();
+      if (links.length && links.join() !== before.join()) {
+        const box = document.querySelector("#msw-files");
+        box.scrollIntoView({ behavior: "smooth", block: "nearest" });
+        box.querySelector("a[href]").focus({ preventScroll: true });
+        this.debug.downloadsShown = (this.debug.downloadsShown || 0) + 1;
+        return;
+      }
+    }
   }
   keptCount() { return (this.S.view.objects_count || 0) + this.state.keptPending; }
 }

@@ -44,8 +44,8 @@ K keep, Esc clear, E export.</p>`;
 export const CSS = `
 .msw-root{--msw-accent:#1e90ff}
 .msw-bar{display:flex;flex-wrap:wrap;gap:6px;align-items:center;margin:4px 0}
-.msw-root .msw-bar button,.msw-root .msw-cands button{padding:6px 12px;min-height:36px;border:1px solid #bbb;
-  border-radius:6px;background:#f6f6f6;color:#222;cursor:pointer;font-size:14px;font-weight:500;line-height:1.2}
+.msw-root .msw-bar button,.msw-root .msw-cands button{padding:0 12px;height:36px;box-sizing:border-box;border:1px solid #bbb;
+  border-radius:6px;background:#f6f6f6;color:#222;cursor:pointer;font-size:14px;font-weight:500;line-height:1.2;white-space:nowrap}
 .msw-root .msw-bar button.on{background:var(--msw-accent);color:#fff;border-color:var(--msw-accent)}
 .msw-root .msw-bar .msw-primary{background:#f97316;color:#fff;border-color:#f97316}
 .msw-root button:focus-visible,.msw-overlay:focus-visible{outline:3px solid var(--msw-accent);outline-offset:2px}
@@ -66,13 +66,17 @@ export const CSS = `
 .msw-device-row{font-size:.9em;margin:2px 0}
 .msw-device-note{color:#555;margin-left:6px}
 .msw-open{display:flex;flex-wrap:wrap;gap:6px;align-items:center;margin:4px 0}
-.msw-root .msw-open button{padding:6px 12px;min-height:36px;border:1px solid #bbb;border-radius:6px;background:#f6f6f6;
-  color:#222;cursor:pointer;font-size:14px}
+.msw-root .msw-open button{padding:0 12px;height:36px;box-sizing:border-box;border:1px solid #bbb;border-radius:6px;
+  background:#f6f6f6;color:#222;cursor:pointer;font-size:14px}
 .msw-root .msw-open .msw-primary{background:#f97316;color:#fff;border-color:#f97316}
 .msw-drop-hint{color:#666;font-size:.85em}
 .msw-root.msw-drag .msw-stage,.msw-root.msw-drag .msw-open{outline:3px dashed var(--msw-accent)}
 .msw-downloads a{display:inline-block;margin:2px 10px 2px 0}
-@media (pointer: coarse){.msw-keys{display:none}}`;
+@media (pointer: coarse){.msw-keys{display:none}
+  .msw-root .msw-bar button,.msw-root .msw-cands button,.msw-root .msw-open button{height:44px}
+  .msw-root .msw-downloads a{display:inline-flex;align-items:center;min-height:44px}
+  .msw-root label:has(> input[type=checkbox]){display:inline-flex;align-items:center;min-height:44px}
+  .msw-root input[type=checkbox]{width:24px;height:24px}}`;
 
 // The widget replaces element's content -> its root
 export function buildRoot(element) {
