@@ -94,11 +94,13 @@ export class Drawing {
   }
 
   // ------------------------------------------------------------ the image and the kept layer
+  // The overlay is a tab stop only while it shows an image (else it is an empty 0x0 stop).
   showImage(src) {   // -> once it has loaded (or failed to)
     const img = this.img;
+    this.overlay.tabIndex = 0;
     return new Promise((ok) => { img.onload = ok; img.onerror = ok; img.src = src; });
   }
-  hideImage() { this.img.removeAttribute("src"); }
+  hideImage() { this.img.removeAttribute("src"); this.overlay.tabIndex = -1; }
   sizeTo(v) {   // the canvases at the image's display size
     for (const c of [this.overlay, this.objCanvas]) { c.width = v.display_width; c.height = v.display_height; }
   }

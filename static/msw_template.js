@@ -31,7 +31,7 @@ export const HTML = `
 <div class="msw-stage">
   <img class="msw-img" alt="">
   <canvas class="msw-objects" aria-hidden="true"></canvas>
-  <canvas class="msw-overlay" tabindex="0" role="application" aria-label="Image to segment"
+  <canvas class="msw-overlay" tabindex="-1" role="application" aria-label="Image to segment"
     aria-describedby="msw-keys"></canvas>
   <div class="msw-spinner" aria-hidden="true"></div>
 </div>

@@ -230,3 +230,45 @@ def test_phone_targets_downloads_and_table(app_url):
             small = page.evaluate(SMALL_TARGETS, "#msw-seg-row")
             assert not small, small
         ctx.close()
+
+
+FOCUSED = """() => { const e = document.activeElement, r = e.getBoundingClientRect(), cs = getComputedStyle(e);
+  return {tag: e.tagName, cls: String(e.className || ''), w: r.width, h: r.height,
+          ring: cs.outlineStyle !== 'none' || cs.boxShadow !== 'none', files: !!e.closest('#msw-files')}; }"""
+
+
+def tab_through(page, n=30):
+    seen = []
+    for _ in range(n):
+        page.keyboard.press("Tab")
+        seen.append(page.evaluate(FOCUSED))
+    return [f for f in seen if f["tag"] != "BODY"]
+
+
+def test_keyboard_every_stop_is_visible_and_export_focuses_the_downloads(app_url):
+    """#21 item 10: no 0x0 tab stop before an image, a focus ring on every stop (the kept-objects
+    table's scroll box included), and E leaves the focus on the new downloads."""
+    with browser() as b:
+        page = b.new_page(viewport={"width": 1366, "height": 900})
+        with screenshot_on_failure(page, "visitor-keyboard"):
+            page.goto(app_url)
+            page.wait_for_function("window.mswDebug && window.mswDebug.ready", timeout=120_000)
+            stops = tab_through(page)
+            assert all(f["w"] > 0 and f["h"] > 0 for f in stops), [f for f in stops if not f["w"] or not f["h"]]
+            assert any("table-wrap" in f["cls"] for f in stops), stops  # the empty table's scroll box
+            assert all(f["ring"] or f["tag"] == "A" for f in stops), [f for f in stops if not f["ring"]]
+            page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)
+            page.wait_for_function("window.mswDebug.imageReady", timeout=120_000)
+            page.locator(".msw-overlay").focus()
+            page.keyboard.press("Enter")
+            page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=60_000)
+            page.keyboard.press("k")
+            page.wait_for_function("document.querySelector('#msw-objects tbody tr td')", timeout=30_000)
+            page.keyboard.press("Enter")
+            page.wait_for_function("window.mswDebug.clicks.length >= 2", timeout=60_000)
+            page.locator(".msw-overlay").focus()
+            stops = tab_through(page)
+            assert all(f["ring"] or f["tag"] == "A" for f in stops), [f for f in stops if not f["ring"]]
+            page.locator(".msw-overlay").focus()
+            page.keyboard.press("e")
+            page.wait_for_function("document.activeElement.closest('#msw-files')", timeout=60_000)
