@@ -514,3 +514,36 @@ def test_browser_mode_status_gives_facts_only(ctx, uploaded, sam_cases):
     # a page in server mode uploads: the status leads as before
     s2 = segment_tab.on_upload(ctx, path, True, False, progress=no_progress)[0]
     assert not s2.in_browser
+
+
+def test_cutouts_at_the_photos_size(ctx, uploaded, sam_cases, tmp_path):
+    """#21 item 6: a photo larger than the working copy (here 3000x2000 against 2048): masks,
+    label map and cut-outs all at 3000x2000, in both modes; each cut-out is its mask's box of
+    the photo's own pixels."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    photo = cv2.resize(rng.integers(0, 255, (200, 300, 3), dtype=np.uint8), (3000, 2000), interpolation=cv2.INTER_CUBIC)
+    src = tmp_path / "big photo.png"
+    Image.fromarray(photo).save(src)
+    s = segment_tab.on_upload(ctx, uploaded(src), True, True, progress=no_progress)[0]
+    assert s.size == (1365, 2048) and s.user_size == (2000, 3000)
+    mask = {"low_res_f16": f16(sam_cases["a_low_res_logits"][0]), "score": 0.9, "points": [[300, 400, 1]]}
+    s = segment_tab.on_browser_keep(ctx, s, True, event(mask))[0]
+    s = actions.add_click(ctx.services, s, 900.0, 700.0, "add")
+    for files in (segment_tab.on_browser_export(ctx, s, event({})), segment_tab.on_export(ctx, s)):
+        paths = files["value"]
+        masks = sorted(p for p in paths if "_mask_" in p)
+        cuts = sorted(p for p in paths if "_cutout_" in p)
+        assert masks and len(masks) == len(cuts)
+        labels = cv2.imread(next(p for p in paths if "labels_" in p), cv2.IMREAD_UNCHANGED)
+        assert labels.shape == (2000, 3000)
+        for m, c in zip(masks, cuts):
+            m = cv2.imread(m, cv2.IMREAD_UNCHANGED) > 0
+            cut = cv2.cvtColor(cv2.imread(c, cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
+            ys, xs = np.nonzero(m)
+            y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+            assert cut.shape[:2] == (y1 - y0 + 1, x1 - x0 + 1)
+            inside = m[y0 : y1 + 1, x0 : x1 + 1]
+            assert np.array_equal(cut[..., 3] > 0, inside)
+            assert np.array_equal(cut[..., :3][inside], photo[y0 : y1 + 1, x0 : x1 + 1][inside])

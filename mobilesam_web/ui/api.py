@@ -6,6 +6,7 @@ pixels of the image the caller sent, whatever its size: the server works on a co
 side is at most `max_image_side`, maps prompts into it and sizes masks back.
 """
 
+import logging
 import os
 from typing import Any, Dict, Optional, Tuple
 
@@ -26,6 +27,8 @@ from .params import (
 )
 from .segment_session import UserError
 from .sessions import is_uploaded
+
+log = logging.getLogger("mobilesam_web")
 
 DETECTOR_CONF = 0.4  # /everything's defaults: the detector's confidence threshold,
 DETECTOR_NMS_IOU = 0.9  # its NMS IoU,
@@ -132,6 +135,27 @@ def load_user_image(services, value: Any) -> LoadedImage:
         return read_image(path, max_side=cfg.max_image_side, max_pixels=cfg.max_pixels)
     except ImageLoadError as exc:
         raise UserError(f"cannot use this image: {exc}") from None
+
+
+# Cut-outs are cut from the user's photo at its own size when decoding it costs at most this
+# much memory (a 4000x3000 photo: 36 MB); larger photos are cut from the working copy.
+CUTOUT_DECODE_BYTES = 192 * 2**20
+
+
+def read_full_size(services, path: str, size: Tuple[int, int]) -> Optional[np.ndarray]:
+    """The user's uploaded image at its own size (H, W) = `size`, for cut-outs; None when that
+    would cost more than CUTOUT_DECODE_BYTES or the upload is gone."""
+    try:
+        loaded = read_image(
+            client_file(path),
+            max_side=max(size),
+            max_pixels=services.config.max_pixels,
+            max_decode_bytes=CUTOUT_DECODE_BYTES,
+        )
+    except (ImageLoadError, UserError, OSError) as exc:
+        log.info("cut-outs from the working copy: %s", exc)
+        return None
+    return loaded.image if loaded.image.shape[:2] == tuple(size) else None
 
 
 def read_upload(services, path: str) -> Tuple[np.ndarray, Tuple[int, int]]:
