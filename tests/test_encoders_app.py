@@ -179,7 +179,7 @@ def test_a_slow_encoder_shows_a_moving_fraction():
     with pytest.raises(ZeroDivisionError):  # an error in the encoder reaches the handler
         with_encode_progress(Slow(), lambda *a, **k: None, lambda: 1 / 0)
     with_encode_progress(Fast(), lambda frac, desc="": seen.append((frac, desc)), lambda: None)
-    assert seen == [(None, "encoding image")]
+    assert seen == [(0.1, "encoding image")]
 
 
 def test_graphs_over_the_limit_keep_their_weights_in_one_external_file(

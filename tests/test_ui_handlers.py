@@ -547,3 +547,24 @@ def test_cutouts_at_the_photos_size(ctx, uploaded, sam_cases, tmp_path):
             inside = m[y0 : y1 + 1, x0 : x1 + 1]
             assert np.array_equal(cut[..., 3] > 0, inside)
             assert np.array_equal(cut[..., :3][inside], photo[y0 : y1 + 1, x0 : x1 + 1][inside])
+
+
+def test_everything_names_every_stage_on_its_bar(ctx, uploaded):
+    """#21 item 8: Gradio shows a step's name only beside a fraction: every stage of a run
+    reports one, in order, on one bar that never goes back."""
+    seen = []
+
+    def progress(frac, desc=None, **kw):
+        seen.append((frac, desc))
+
+    everything_tab.on_everything(
+        ctx, uploaded(OBJECTAWARE_FIXTURE / "image.png"), 0.4, 0.9, 1024, 0, 0, False, None, progress=progress
+    )
+    fractions = [f for f, _ in seen]
+    assert all(f is not None and 0 < f < 1 for f in fractions), seen
+    assert fractions == sorted(fractions), seen
+    descs = [d for _, d in seen]
+    order = ["reading image", "loading the detector", "encoding image", "detecting objects", "decoded ",
+             "post-processing masks", "writing downloads", "drawing the objects"]  # fmt: skip
+    at = [next(i for i, d in enumerate(descs) if d.startswith(name)) for name in order]
+    assert at == sorted(at), descs

@@ -13,7 +13,7 @@ def with_encode_progress(services, progress, encode: Callable[[], Any]) -> Any:
     expected = services.encode_estimate() if hasattr(services, "encode_estimate") else 0.0
     name = getattr(services, "model_name", "the encoder")
     if expected < SLOW_ENCODE_SECONDS:
-        progress(None, desc="encoding image")
+        progress(0.1, desc="encoding image")  # Gradio shows a step's name only beside a fraction
         return encode()
     result: dict = {}
 

@@ -54,17 +54,43 @@ class PageGone(UserError):
     """The visitor's page disconnected: the work for it stops (nobody would see the result)."""
 
 
+# Where each stage of a run starts on the progress bar (its share roughly its time on 2 cores).
+# Gradio shows a stage's name only beside a fraction, so every stage reports one.
+STAGES = {
+    "reading image": 0.01,
+    "loading the detector": 0.02,
+    "encoding image": 0.03,
+    "detecting objects": 0.12,
+    "decoding": 0.25,  # the pipeline's "decoded N/M boxes", up to "post-processing masks"
+    "post-processing masks": 0.85,
+    "writing downloads": 0.92,
+    "drawing the objects": 0.97,
+}
+
+
+def stage(progress, name: str, desc: Optional[str] = None) -> None:
+    """Report the start of a stage of the run: its name, and where it starts on the bar."""
+    progress(STAGES[name], desc=desc or name)
+
+
 def _progress_adapter(progress, gone: Callable[[], bool] = lambda: False, services=None):
-    """Pipeline reports (fraction, message); a bar only while the fraction means something.
-    Each report also checks that the page is still there. A slow encoder's step says how long."""
+    """The pipeline's reports (fraction, message) -> the run's bar: each stage named, the decode
+    phase's fraction spread over its share. Each report also checks that the page is still
+    there. A slow encoder's step says how long."""
     expected = services.encode_estimate() if hasattr(services, "encode_estimate") else 0.0
+    decode = (STAGES["decoding"], STAGES["post-processing masks"])
 
     def report(f: float, msg: str) -> None:
         if gone():
             raise PageGone("the page was closed; the run stopped")
         if msg == "encoding image" and expected >= 2.0:
-            msg = f"encoding image with {services.model_name} (about {expected:.0f} s on this server)"
-        progress(f if 0.0 < f < 1.0 else None, desc=msg)
+            stage(progress, msg, f"encoding image with {services.model_name} (about {expected:.0f} s on this server)")
+        elif msg in STAGES:
+            stage(progress, msg)
+        elif msg == "done":
+            return
+        else:  # decoding: "decoded N/M boxes"
+            progress(decode[0] + (decode[1] - decode[0]) * min(max(f, 0.0), 1.0), desc=msg)
 
     return report
 
@@ -101,11 +127,11 @@ def segment_everything(
     iou_filter = parse_fraction("Min predicted IoU", iou_filter, 0.0)
     stab_filter = parse_fraction("Min stability score", stab_filter, 0.0)
     dedupe = parse_bool("Merge near-duplicate masks", dedupe, False)
-    progress(None, desc="reading image")
+    stage(progress, "reading image")
     image, size, name = _source(ctx, path, seg_session)
     t_read = time.perf_counter() - t_start
     t0 = time.perf_counter()
-    progress(None, desc="loading the detector")
+    stage(progress, "loading the detector")
     ctx.services.get_detector()  # loaded on first use only; run_everything says if it is missing
     t_load = time.perf_counter() - t0
     records, t = run_everything(
@@ -121,11 +147,12 @@ def segment_everything(
         output_size=size,
     )
     n = len(records)
-    progress(None, desc=f"writing downloads ({n} objects)")
+    stage(progress, "writing downloads", f"writing downloads ({n} objects)")
     t0 = time.perf_counter()
     export = write_exports(image, records, name, cutouts=False, size=size)
     t_export = time.perf_counter() - t0
     t0 = time.perf_counter()
+    stage(progress, "drawing the objects")
     shown = render_records(image, records)
     t_draw = time.perf_counter() - t0
     del records  # full-size masks: free them before Gradio encodes the overlay

@@ -123,7 +123,7 @@ def on_upload(ctx: AppContext, path, refine_on, use_browser=False, progress=gr.P
     if not path:
         return (None,) + view(ctx, None) + (None, gr.update(value=None, visible=False))
     require_model(ctx)
-    progress(None, desc="reading image")  # no fraction: neither step can report one
+    progress(0.02, desc="reading image")  # Gradio shows a step's name only beside a fraction
     loaded = load_user_image(ctx.services, client_file(path))
     s = with_encode_progress(
         ctx.services,
