@@ -75,6 +75,9 @@ export class Device {
     this.debug.device = on;
     if (on) {
       if (S.cfg) this.ensureEncoder().catch(() => {});   // else when the config has loaded
+      // the server image's prompts, mask and embedding wait for the way back (msw_server.js)
+      this.server.resume = S.view && !S.view.local
+        ? { token: S.token, f16: S.f16, st: this.prompts.st, lastMs: S.lastMs } : null;
       this.restore();
     } else {
       this.state.stash = S.view && S.view.local

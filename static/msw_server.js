@@ -19,6 +19,7 @@ export class Server {
   constructor({ S, prompts, debug, draw, status, clicks, props, trigger }) {
     Object.assign(this, { S, prompts, debug, draw, status, clicks, props, trigger });
     this.state = { keptPending: 0 };   // kept since the server's last value (the next colour)
+    this.resume = null;   // the server image's work while on-device mode is shown (msw_device.js)
     // Tell the visitor that an upload is on its way (the server answers once it has encoded it).
     const uploadBox = document.querySelector("#msw-upload");
     const onUpload = () => { if (S.image !== "uploading") { S.image = "uploading"; status.render(); } };
@@ -63,15 +64,20 @@ export class Server {
     S.maxPoints = v.max_points || S.maxPoints;
     this.state.keptPending = 0;
     if (newImage) {
-      S.token = v.token; S.f16 = null; S.image = "fetching"; debug.imageReady = false;
-      resetPrompts(prompts); draw.scene.preview = null; draw.scene.kb = null; S.lastMs = null;
-      this.fetchEmbedding(v);
+      // back from on-device mode to the same image: its prompts, mask and embedding as they were
+      const back = this.resume && this.resume.token === v.token ? this.resume : null;
+      this.resume = null;
+      S.token = v.token; S.f16 = back ? back.f16 : null; S.image = "fetching"; debug.imageReady = false;
+      resetPrompts(prompts, back ? back.st : undefined); draw.scene.preview = null; draw.scene.kb = null;
+      S.lastMs = back ? back.lastMs : null;
+      if (!S.f16) this.fetchEmbedding(v);
       await draw.showImage(v.image);
       if (S.view !== v) return;   // another image came meanwhile
       draw.sizeTo(v);
       draw.clearKept();
-      draw.revealStage();
+      if (!back) draw.revealStage();
       draw.redraw();
+      if (S.f16) this.clicks.feed();
       if (prompts.st.queued) this.clicks.run();
     }
     if (v.objects) {

@@ -272,3 +272,33 @@ def test_keyboard_every_stop_is_visible_and_export_focuses_the_downloads(app_url
             page.locator(".msw-overlay").focus()
             page.keyboard.press("e")
             page.wait_for_function("document.activeElement.closest('#msw-files')", timeout=60_000)
+
+
+def test_switching_modes_keeps_the_server_images_mask(app_url):
+    """#21 item 4: on-device mode on and off again: the server's image comes back with its
+    point, its mask and its candidates (the one chosen still chosen), and clicks go on from it."""
+    with browser() as b:
+        page = b.new_page(viewport={"width": 1366, "height": 900})
+        with screenshot_on_failure(page, "visitor-switch-modes"):
+            page.goto(app_url + "?msw_device=1")
+            page.wait_for_function("window.mswDebug && window.mswDebug.ready", timeout=120_000)
+            page.evaluate("window.mswDebug.setDevice(false)")
+            page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)
+            page.wait_for_function("window.mswDebug.imageReady", timeout=120_000)
+            click_at(page, 0.4, 0.5)
+            page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=60_000)
+            before = page.evaluate("window.mswDebug.state()")
+            other = (before["selected"] + 1) % 3
+            page.locator(".msw-root .msw-cands button").nth(other).click()
+            page.wait_for_function(f"window.mswDebug.state().selected === {other}")
+            page.evaluate("window.mswDebug.setDevice(true)")
+            page.wait_for_function("window.mswDebug.state().points === 0")  # on-device: its own (empty) work
+            page.evaluate("window.mswDebug.setDevice(false)")
+            page.wait_for_function("window.mswDebug.state().image === 'ready'", timeout=30_000)
+            after = page.evaluate("window.mswDebug.state()")
+            assert after["points"] == 1 and after["result"] and after["iou"] == before["iou"]
+            assert after["selected"] == other
+            assert page.locator(".msw-root .msw-cands button").count() == 3
+            click_at(page, 0.55, 0.5)  # refinement goes on from the mask that was there
+            page.wait_for_function("window.mswDebug.clicks.length >= 2", timeout=60_000)
+            assert page.evaluate("window.mswDebug.lastRequest")["hasMaskInput"] is True
