@@ -3,7 +3,7 @@
     python bench/bench_browser.py [--n 60] [--webgpu-n 5] [--encode-n 3] [--only-device] [--no-webgpu-encode]
                                   [--only-slow-line] [--slow-n 2]
 
-Slow line (1.6 Mbit/s down, 0.75 up, 150 ms round trip, through `slow_link.py`, which shapes the
+Slow line (1.6 Mbit/s down, 0.75 up, 150 ms round trip, through tests/slow_link.py, which shapes the
 page's workers too): a new visitor uploads the moment the page appears and clicks as soon as the
 image shows; page load -> first painted mask, in the default mode (the server decodes until the
 in-browser decoder has arrived) against server-decoding mode (MOBILESAM_BROWSER_DECODING=0),

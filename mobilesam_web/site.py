@@ -76,14 +76,19 @@ INDEX = """<!doctype html>
 <style>
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1200px;padding:8px 16px;color:#222}
 h1{font-size:1.3em;margin:.4em 0}
-.lead{margin:.2em 0 .6em;color:#444}
+.lead{margin:.2em 0 .4em;color:#444}
+.how{margin:0 0 .6em;color:#555;font-size:.9em}
 footer{margin-top:1.5em;font-size:.8em;color:#666}
 </style>
 </head>
 <body>
 <h1>MobileSAM: segment anything, on this device</h1>
-<p class="lead">Open a photo and click an object. Everything runs in this page: the image is never
-uploaded. The models (about {mb} MB) download once and are cached.</p>
+<p class="lead">Cut any object out of a photo: open it, click the object, download its mask and cut-out.
+Everything runs in this page, so the photo is never uploaded; the models (about {mb} MB) download once.
+Made with <a href="https://pypi.org/project/mobilesam-web/">mobilesam-web</a>, running
+<a href="https://github.com/ChaoningZhang/MobileSAM">MobileSAM</a>.</p>
+<p class="how">Click adds a point, <b>− Remove</b> marks what to leave out, <b>▭ Box</b> takes two corners;
+<b>Keep object</b> keeps it and starts the next, <b>Export</b> downloads masks, cut-outs and COCO JSON.</p>
 <div id="app"></div>
 <noscript>This page needs JavaScript (it runs the segmentation model in your browser).</noscript>
 <footer>MobileSAM (Zhang et al. 2023) with <a href="https://onnxruntime.ai/">ONNX Runtime Web</a>;

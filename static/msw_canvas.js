@@ -34,6 +34,7 @@ import { buildRoot } from "./msw_template.js";
 export function mount({ element, props, trigger, watch, standalone }) {
   if (element.__mswDispose) element.__mswDispose();
   const root = buildRoot(element);
+  if (standalone) root.classList.add("msw-standalone");   // a page of its own: controls once there is an image
   const $ = (s) => root.querySelector(s);
   const debug = (window.mswDebug = { ready: false, imageReady: false, hoverCount: 0, clicks: [], events: [] });
   const S = createPageState(), prompts = createPrompts();

@@ -57,7 +57,9 @@ export class Device {
       if (!S.cfg.encoder) throw new Error("this server has no encoder for on-device mode");
       return clicks.worker.call({ type: "initEncoder", model: S.cfg.encoder });
     }).then((r) => {
-      S.encoder = "ready"; S.encoderInfo = r; this.debug.encoderReady = true; this.note(); status.render(); return r;
+      S.encoder = "ready"; S.encoderInfo = r; this.debug.encoderReady = true;
+      S.transferred = Math.max(S.transferred || 0, r.transferred || 0);   // the click worker's, encoder included
+      this.note(); status.render(); return r;
     }, (err) => {
       S.encoder = "failed"; S.encError = String(err.message || err); status.render(); throw err;
     });
@@ -73,6 +75,11 @@ export class Device {
     this.root.classList.toggle("msw-on-device", on);
     document.documentElement.classList.toggle("msw-device-mode", on && !this.standalone);   // page CSS hides the upload
     this.debug.device = on;
+    const first = document.querySelector("#msw-intro .msw-intro-first");   // the page's header says how it starts
+    if (first) {
+      first.dataset.server = first.dataset.server || first.textContent;
+      first.textContent = on ? "Open an image or pick an example (it never leaves this device)" : first.dataset.server;
+    }
     if (on) {
       if (S.cfg) this.ensureEncoder().catch(() => {});   // else when the config has loaded
       // the server image's prompts, mask and embedding wait for the way back (msw_server.js)

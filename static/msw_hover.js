@@ -6,7 +6,7 @@
 import { WorkerClient } from "./msw_worker_client.js";
 import { PREVIEW_ALPHA } from "./msw_draw.js";
 import { requestFor } from "./msw_clicks.js";
-import { MB } from "./msw_status.js";
+import { progressMB } from "./msw_status.js";
 
 const SLOW_HOVER_MS = 600;   // previews slower than this on average pause
 const WEIGHT = 0.3;          // of the newest preview in the moving average
@@ -47,13 +47,16 @@ export class Hover {
     const S = this.S;
     S.hover = "loading";
     const model = S.cfg.decoder_fast && S.cfg.hover !== "exact" ? S.cfg.decoder_fast : S.cfg.decoder;
-    S.hoverNote = `loading hover previews (${MB(model.transfer_bytes || model.bytes)} MB)`;
+    S.hoverNote = "loading hover previews";   // from this browser's cache, or downloaded (then its progress)
     this.status.render();
     try {
-      this.worker = new WorkerClient(null);
+      this.worker = new WorkerClient((got, total) => {
+        if (S.hover === "loading") { S.hoverNote = `loading hover previews ${progressMB({ got, total }, model)}`; this.status.render(); }
+      });
       // One thread: the click worker keeps the other cores, so a preview never slows a click much.
       const r = await this.worker.call({ type: "init", cfg: S.cfg, model, prefer: S.backend, threads: 1 });
       S.hoverModel = r;
+      S.hoverTransferred = r.transferred || 0;   // counted in the status line's "MB transferred"
       if (S.f16) await this.worker.setEmbedding(S.token, S.f16);
       S.hover = "ready";
       S.hoverNote = "";

@@ -11,6 +11,14 @@
 
 export const MB = (b) => (b / 1048576).toFixed(1);
 
+// A download's progress "got/total MB" as it goes over the wire: the worker counts uncompressed
+// bytes, the server may send the file gzip-compressed (`transfer_bytes`), so every size on the
+// page (the note beside the on-device switch too) is the one the visitor's line carries.
+export function progressMB(load, model) {
+  const scale = model && model.transfer_bytes && model.bytes ? model.transfer_bytes / model.bytes : 1;
+  return `${MB(load.got * scale)}/${MB(load.total * scale)} MB`;
+}
+
 export function createPageState() {
   return {
     cfg: null, decoder: "loading", load: null, model: null, backendLabel: "",
@@ -26,17 +34,18 @@ export const serverImage = (S) => !!(S.view && !S.view.local && !S.device && S.i
 
 function decoderParts(S, tech, parts) {
   if (S.decoder === "loading") {
-    const got = S.load && S.load.total ? ` ${MB(S.load.got)}/${MB(S.load.total)} MB` : "";
+    const got = S.load && S.load.total ? ` ${progressMB(S.load, S.cfg && S.cfg.decoder)}` : "";
     if (serverImage(S)) tech.push(`loading the in-browser decoder${got} (the server decodes meanwhile)`);
     else parts.push(`loading the in-browser decoder${got}`);
   } else if (S.decoder === "ready") {
     const m = S.model;
+    const wire = (S.transferred || 0) + (S.hoverTransferred || 0);   // every model and the runtime
     tech.push(`${S.backendLabel} · decoder ${MB(m.bytes)} MB ${m.cached ? "(cached)" : "(downloaded)"}` +
-              (S.transferred ? ` · ${MB(S.transferred)} MB transferred` : ""));
+              (wire ? ` · ${MB(wire)} MB transferred` : ""));
   } else parts.push(`in-browser decoding unavailable: ${S.error}`);
   if (S.device) {
     if (S.encoder === "loading") {
-      parts.push(S.encLoad && S.encLoad.total ? `loading the encoder ${MB(S.encLoad.got)}/${MB(S.encLoad.total)} MB (once; cached afterwards)`
+      parts.push(S.encLoad && S.encLoad.total ? `loading the encoder ${progressMB(S.encLoad, S.cfg && S.cfg.encoder)} (once; cached afterwards)`
                                               : "loading the encoder (once; cached afterwards)");
     } else if (S.encoder === "ready") tech.push(`encoder ${S.encoderInfo.cached ? "cached" : "downloaded"}`);
     else if (S.encoder === "failed") parts.push(`the encoder could not be loaded (${S.encError}); opening an image tries again`);
@@ -83,6 +92,8 @@ export function createStatus({ S, prompts, coarse, techEl, liveEl, info }) {
     if (techEl.textContent !== tech) techEl.textContent = tech;
     if (liveEl.textContent !== live) liveEl.textContent = live;
     info.dataset.state = `${S.decoder}/${S.image}`;
+    info.closest(".msw-root").classList.toggle("msw-no-image", !S.view);
+    info.title = tech;   // where the engine details are hidden (the static site), they stay a hover away
     if (S.decoder === "ready") { info.dataset.backend = S.backend; if (S.lastMs !== null) info.dataset.lastMs = S.lastMs.toFixed(2); }
   }
   function say(msg, ms = 0) {   // ms > 0: a passing note, cleared after that long

@@ -72,6 +72,7 @@ export const CSS = `
 .msw-drop-hint{color:#666;font-size:.85em}
 .msw-root.msw-drag .msw-stage,.msw-root.msw-drag .msw-open{outline:3px dashed var(--msw-accent)}
 .msw-downloads a{display:inline-block;margin:2px 10px 2px 0}
+.msw-standalone.msw-no-image .msw-bar,.msw-standalone.msw-no-image .msw-cands,.msw-standalone .msw-tech{display:none}
 @media (pointer: coarse){.msw-keys{display:none}
   .msw-root .msw-bar button,.msw-root .msw-cands button,.msw-root .msw-open button{height:44px}
   .msw-root .msw-downloads a{display:inline-flex;align-items:center;min-height:44px}

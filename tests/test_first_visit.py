@@ -74,7 +74,8 @@ def at(box, fx, fy):
 
 def test_upload_before_decoder_loads_then_click_gives_a_mask(app_url):
     """The race of the first visit: the image arrives while the decoder still downloads; a click
-    made then is kept and decoded once the decoder is ready — never dropped, never a dead canvas."""
+    made then is decoded on the server at once (never queued behind the download, never a dead
+    canvas), and the browser takes over once its decoder is ready."""
     with browser() as b:
         page = b.new_page(viewport={"width": 1366, "height": 768})
         with screenshot_on_failure(page, "first_visit_race"):
@@ -82,23 +83,21 @@ def test_upload_before_decoder_loads_then_click_gives_a_mask(app_url):
             page.goto(app_url)
             page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)
             page.wait_for_selector(".msw-img[src]", timeout=120_000)
-            page.wait_for_function("window.mswDebug.state().image === 'ready'", timeout=120_000)
+            page.wait_for_function("window.mswDebug.state().image !== 'uploading'", timeout=120_000)
             before = page.evaluate("window.mswDebug.state()")
             assert before["decoder"] == "loading", f"the decoder was already loaded: {before} (no race tested)"
-            assert "loading decoder" in page.locator(".msw-info").inner_text()
+            assert "the server decodes meanwhile" in page.locator(".msw-info").inner_text()
             x, y = at(overlay_box(page), 0.4, 0.5)
             page.mouse.click(x, y)
-            queued = page.evaluate("window.mswDebug.state()")
-            assert queued["points"] == 1 and queued["queued"], queued
-            assert "queued" in page.locator(".msw-info").inner_text()
-            page.wait_for_function("document.querySelectorAll('.msw-cands button').length === 3", timeout=180_000)
-            assert page.evaluate("window.mswDebug.state().result") is True
-            assert (
-                "ready" not in page.locator(".msw-info").inner_text()
-                or "decoded in" in page.locator(".msw-info").inner_text()
-            )
-            # and the next click decodes at once
+            page.wait_for_function("document.querySelectorAll('.msw-cands button').length === 3", timeout=60_000)
+            first = page.evaluate("window.mswDebug.state()")
+            assert first["points"] == 1 and not first["queued"] and first["result"], first
+            assert page.evaluate("window.mswDebug.clicks[0].on") == "server"
+            assert "decoded on the server" in page.locator(".msw-info").inner_text()
+            # the browser takes over once its decoder holds the embedding
+            page.wait_for_function("window.mswDebug.imageReady", timeout=180_000)
             click_and_wait(page, 0.6, 0.3, 2)
+            assert page.evaluate("window.mswDebug.clicks[1].on") == "browser"
 
 
 def test_status_line_before_any_click(app_url):

@@ -198,6 +198,23 @@ def test_status_decoder_loading(page):
     assert got == {"tech": "", "live": "loading the in-browser decoder 2.5/10.0 MB · fetching the image embedding"}
 
 
+def test_sizes_are_what_the_line_carries(page):
+    """#21 item 9: progress in the bytes that go over the wire (the note beside the on-device
+    switch gives those), and "MB transferred" counts the hover model's download too."""
+    cfg = {
+        "decoder": {"bytes": 16 * MiB, "transfer_bytes": 8 * MiB},
+        "encoder": {"bytes": 22 * MiB, "transfer_bytes": 11 * MiB},
+    }
+    got = status(
+        page, {"cfg": cfg, "load": {"got": 4 * MiB, "total": 16 * MiB}, "view": {"local": True}, "image": "fetching"}
+    )
+    assert got["live"].startswith("loading the in-browser decoder 2.0/8.0 MB")
+    enc = {**READY, "cfg": cfg, "device": True, "encoder": "loading", "encLoad": {"got": 11 * MiB, "total": 22 * MiB}}
+    assert "loading the encoder 5.5/11.0 MB" in status(page, enc)["live"]
+    both = status(page, {**READY, "transferred": 3 * MiB, "hoverTransferred": 1.5 * MiB, "image": "none"})
+    assert both["tech"].endswith("· 4.5 MB transferred · ")
+
+
 def test_status_server_decodes_until_the_decoder_loads(page):
     """A server image while the decoder downloads: one line that says the server decodes, never
     'queued' or 'fetching' (#21: the first mask does not wait for the download)."""

@@ -206,3 +206,23 @@ def test_a_failed_export_leaves_nothing_behind(sam_weights_path, shared_onnx_cac
     assert not out.exists() and list(empty.iterdir()) == []
     monkeypatch.setattr(web, "ORT_LOCAL", installed)
     assert site.export_site(out, sam_weights_path, webgpu=False) == out and (out / "index.html").is_file()
+
+
+def test_the_site_introduces_itself(site):
+    """#21 item 13: what it is and what the buttons do in two lines, links to the project, the
+    controls once there is an image, and a status line in the visitor's words."""
+    with plain_static_server(site) as url, browser() as b:
+        page = b.new_page(viewport={"width": 1280, "height": 900})
+        with screenshot_on_failure(page, "site_intro"):
+            page.goto(url)
+            page.wait_for_function("window.mswDebug && window.mswDebug.encoderReady === true", timeout=180_000)
+            lead, how = page.locator(".lead").inner_text(), page.locator(".how").inner_text()
+            assert "never uploaded" in lead and "Keep object" in how and "Box" in how and "Export" in how
+            links = page.eval_on_selector_all(".lead a", "as => as.map(a => a.href)")
+            assert any("mobilesam-web" in h for h in links) and any("MobileSAM" in h for h in links)
+            assert page.locator(".msw-bar").is_hidden() and page.locator("[data-act=keep]").is_hidden()
+            shown = page.locator(".msw-info").inner_text()
+            assert "WASM" not in shown and "decoder" not in shown, shown
+            page.locator(".msw-open input[type=file]").set_input_files(str(IMAGE))
+            page.wait_for_function("window.mswDebug.imageReady", timeout=240_000)
+            assert page.locator("[data-act=keep]").is_visible() and page.locator("[data-act=export]").is_visible()

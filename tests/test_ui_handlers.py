@@ -2,6 +2,7 @@
 
 import json
 import os
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -453,9 +454,27 @@ def test_grid_cancel_stops_the_work(ctx, monkeypatch):
     gen = everything_tab.on_grid(ctx, run, progress=no_progress)
     next(gen), next(gen), next(gen)
     assert len(batches) == 2
-    gen.close()
+    gen.close()  # the page went away: Gradio closes the generator
     assert closed == [True] and len(batches) == 2  # stopped after the batch in progress, of 4
     assert everything_tab.on_grid_cancel(ctx)[1]["interactive"] is True
+
+    # Cancel (#21 item 5): the run stops itself before its next batch and says so, no error;
+    # another page's run goes on, and a run started after a Cancel is not touched by it
+    page, other = SimpleNamespace(session_hash="page-a"), SimpleNamespace(session_hash="page-b")
+    batches.clear(), closed.clear()
+    mine = everything_tab.on_grid(ctx, run, request=page, progress=no_progress)
+    theirs = everything_tab.on_grid(ctx, run, request=other, progress=no_progress)
+    next(mine), next(mine), next(theirs), next(theirs)
+    md, grid_btn, cancel = everything_tab.on_grid_cancel(ctx, page)
+    assert md.startswith("Cancelling") and cancel["visible"] is False
+    md, _, grid_btn, cancel = next(mine)
+    assert md.startswith("Grid comparison cancelled") and grid_btn["interactive"] is True
+    with pytest.raises(StopIteration):
+        next(mine)
+    assert closed == [True]
+    assert list(theirs)[-1][0].startswith("Grid 8×8")  # finished
+    again = everything_tab.on_grid(ctx, run, request=page, progress=no_progress)
+    assert list(again)[-1][0].startswith("Grid 8×8")
 
 
 def test_a_session_released_by_the_budget_comes_back_by_itself(ctx, uploaded):

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from slow_link import SlowLink
 
 from conftest import MOBILESAM_FIXTURE
 from server_utils import browser, fixture_args, running_app, screenshot_on_failure
@@ -293,7 +294,11 @@ def test_switching_modes_keeps_the_server_images_mask(app_url):
             page.wait_for_function(f"window.mswDebug.state().selected === {other}")
             page.evaluate("window.mswDebug.setDevice(true)")
             page.wait_for_function("window.mswDebug.state().points === 0")  # on-device: its own (empty) work
+            intro = page.locator("#msw-intro").inner_text()  # item 12: the header says how this mode starts
+            assert "Open an image" in intro and "never leaves this device" in intro and "Upload" not in intro
             page.evaluate("window.mswDebug.setDevice(false)")
+            assert page.locator("#msw-intro").inner_text().startswith("MobileSAM")
+            assert "Upload an image or click an example" in page.locator("#msw-intro").inner_text()
             page.wait_for_function("window.mswDebug.state().image === 'ready'", timeout=30_000)
             after = page.evaluate("window.mswDebug.state()")
             assert after["points"] == 1 and after["result"] and after["iou"] == before["iou"]
@@ -302,3 +307,27 @@ def test_switching_modes_keeps_the_server_images_mask(app_url):
             click_at(page, 0.55, 0.5)  # refinement goes on from the mask that was there
             page.wait_for_function("window.mswDebug.clicks.length >= 2", timeout=60_000)
             assert page.evaluate("window.mswDebug.lastRequest")["hasMaskInput"] is True
+
+
+def test_slow_line_visitor_gets_a_mask_from_the_server(app_url):
+    """The walk-through's slow line (1.6 Mbit/s down, 0.75 up, 150 ms; the page's workers too):
+    a new visitor uploads the moment the page appears and clicks as soon as the image shows; the
+    mask comes from the server while the 16 MB decoder is still on its way (bench_browser.py
+    --only-slow-line times it against server-decoding mode)."""
+    port = int(app_url.rstrip("/").rsplit(":", 1)[1])
+    with SlowLink(port, down_mbit=1.6, up_mbit=0.75, rtt_ms=150) as slow, browser() as b:
+        ctx = b.new_context(viewport={"width": 1366, "height": 768})
+        page = ctx.new_page()
+        with screenshot_on_failure(page, "visitor-slow-line"):
+            page.goto(f"http://127.0.0.1:{slow}/", wait_until="commit", timeout=120_000)
+            upload = page.locator("#msw-upload input[type=file]")
+            upload.wait_for(state="attached", timeout=120_000)
+            upload.set_input_files(IMAGE)
+            page.wait_for_selector(".msw-img[src]", timeout=120_000)
+            page.wait_for_function("window.mswDebug.state().image !== 'uploading'", timeout=120_000)
+            click_at(page, 0.4, 0.5)
+            page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=120_000)
+            assert page.evaluate("window.mswDebug.clicks[0].on") == "server"
+            assert page.evaluate("window.mswDebug.state().decoder") == "loading"
+            assert live(page).startswith("decoded on the server")
+        ctx.close()

@@ -20,8 +20,9 @@ from .services import AppConfig, Services, load_services
 from .sessions import enforce_upload_rule, start_session_pruning
 from .web import EmbeddingStore
 
+# The first words change with on-device mode (msw_device.js): the image is opened there, not uploaded.
 INTRO = """# MobileSAM — segment anything, fast
-Upload an image or click an example (it is encoded once), then **click** an object. Use
+<span class="msw-intro-first">Upload an image or click an example (it is encoded once)</span>, then **click** an object. Use
 **Remove** for points that should be excluded, **Box** for two-corner boxes, **Keep object** to
 start the next one, **Export** for COCO JSON and PNG masks.
 """
@@ -58,7 +59,7 @@ def create_app(
     # at most), so disk and memory stay bounded.
     file_ttl = int(max(2 * config.session_ttl, 3600))
     with gr.Blocks(title="MobileSAM — segment anything", delete_cache=(min(1800, file_ttl), file_ttl)) as demo:
-        gr.Markdown(INTRO)
+        gr.Markdown(INTRO, elem_id="msw-intro")
         if services.ready:
             gr.Markdown(model_line(services), elem_id="msw-model")
         else:

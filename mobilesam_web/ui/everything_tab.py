@@ -7,9 +7,10 @@ decodes one batch of points per step: Gradio's Cancel stops it between two batch
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import gradio as gr
 import numpy as np
@@ -222,6 +223,42 @@ def on_everything_from_segment(
     return out + (None,)
 
 
+class GridCancels:
+    """Cancel for the grid comparison: the page's running comparison stops before its next batch
+    and says so itself. (Gradio's own `cancels=` marks the stopped event as an error, a red
+    badge beside "cancelled", and a run queued behind the stopping one could still start.)"""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: Dict[str, threading.Event] = {}
+
+    def start(self, page: str) -> threading.Event:
+        """A new run of this page; a Cancel before it started does not touch it."""
+        flag = threading.Event()
+        with self._lock:
+            self._running[page] = flag
+        return flag
+
+    def cancel(self, page: str) -> bool:
+        with self._lock:
+            flag = self._running.get(page)
+        if flag is not None:
+            flag.set()
+        return flag is not None
+
+    def end(self, page: str, flag: threading.Event) -> None:
+        with self._lock:
+            if self._running.get(page) is flag:
+                del self._running[page]
+
+
+GRID_CANCELS = GridCancels()
+
+
+def _page_key(request: Optional[gr.Request]) -> str:
+    return str(getattr(request, "session_hash", None) or "no-page")
+
+
 def _grid_busy(busy: bool) -> Tuple[Any, Any]:
     """(compare button, cancel button) while the comparison runs or not."""
     return gr.update(interactive=not busy), gr.update(visible=busy)
@@ -241,6 +278,8 @@ def on_grid(ctx: AppContext, run, request: gr.Request = None, progress=gr.Progre
     )
     steps = grid_steps(ctx.services, run.image, GRID_SIDE)
     gone = _page_gone(ctx, request)
+    page = _page_key(request)
+    cancelled = GRID_CANCELS.start(page)
     try:
         while True:
             try:
@@ -251,13 +290,19 @@ def on_grid(ctx: AppContext, run, request: gr.Request = None, progress=gr.Progre
             if gone():  # the page is gone: nobody waits for this (Gradio does not stop it by itself)
                 log.info("grid comparison stopped at %d/%d points: its page disconnected", done, total)
                 return
+            if cancelled.is_set():
+                yield (f"Grid comparison cancelled ({done}/{total} points were decoded).", gr.update()) + _grid_busy(
+                    False
+                )
+                return
             progress((done, total), desc="grid: points decoded", unit="points")
             yield (
                 f"Grid {GRID_SIDE}×{GRID_SIDE}: {done}/{total} points decoded · {time.perf_counter() - t0:.0f} s",
                 gr.update(),
             ) + _grid_busy(True)
     finally:
-        steps.close()  # also when Gradio closes this generator (Cancel): no further batch runs
+        steps.close()  # also when Gradio closes this generator (the page went away): no further batch
+        GRID_CANCELS.end(page, cancelled)
     seconds = time.perf_counter() - t0
     shown = render_records(run.image, records)
     speed = f" — MobileSAMv2 took {run.seconds:.1f} s in all ({seconds / max(run.seconds, 1e-6):.0f}× faster)"
@@ -268,7 +313,11 @@ def on_grid(ctx: AppContext, run, request: gr.Request = None, progress=gr.Progre
     yield (md, gr.update(value=shown, visible=True)) + _grid_busy(False)
 
 
-def on_grid_cancel(ctx: AppContext):
+def on_grid_cancel(ctx: AppContext, request: gr.Request = None):
+    """Cancel: the running comparison stops before its next batch and reports it (the button
+    comes back then)."""
+    if GRID_CANCELS.cancel(_page_key(request)):
+        return ("Cancelling the grid comparison (after the batch in progress)…", gr.update(), gr.update(visible=False))
     return ("Grid comparison cancelled.",) + _grid_busy(False)
 
 
@@ -321,7 +370,7 @@ def build_everything_tab(ctx: AppContext, seg_state: gr.State) -> EverythingTab:
     # one grid at a time across visitors: it is minutes of both cores
     # trigger_mode "multiple": a click right after Cancel must start a new run, though the page
     # still counts the cancelled one as pending until its current batch ends
-    grid_event = grid_btn.click(
+    grid_btn.click(
         bind(on_grid, ctx),
         state,
         [grid_md, grid_out, grid_btn, cancel_btn],
@@ -335,7 +384,6 @@ def build_everything_tab(ctx: AppContext, seg_state: gr.State) -> EverythingTab:
         bind(on_grid_cancel, ctx),
         None,
         [grid_md, grid_btn, cancel_btn],
-        cancels=[grid_event],
         api_visibility="private",
         show_progress="hidden",
     )
