@@ -16,7 +16,9 @@ IMAGE = str(MOBILESAM_FIXTURE / "image.png")
 
 @pytest.fixture(scope="module")
 def app_url(sam_weights_path, tmp_path_factory):
-    with running_app(fixture_args(), {"MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx"))}) as url:
+    with running_app(
+        fixture_args(detector=True), {"MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx"))}
+    ) as url:
         yield url
 
 
@@ -331,3 +333,32 @@ def test_slow_line_visitor_gets_a_mask_from_the_server(app_url):
             assert page.evaluate("window.mswDebug.state().decoder") == "loading"
             assert live(page).startswith("decoded on the server")
         ctx.close()
+
+
+def test_grid_cancel_twice_stops_without_an_error(app_url):
+    """#21 item 5: Cancel, run again, Cancel: each time the comparison says it was cancelled,
+    shows no error badge, and does not go on computing."""
+    with browser() as b:
+        page = b.new_page(viewport={"width": 1366, "height": 900})
+        with screenshot_on_failure(page, "visitor-grid-cancel"):
+            page.goto(app_url)
+            page.locator("#msw-tab-everything-button").click()
+            page.locator("#msw-ev-upload input[type=file]").set_input_files(IMAGE)
+            page.locator("#msw-ev-run").click()
+            page.wait_for_function(
+                "document.querySelector('#msw-ev-status').innerText.includes('detector boxes')", timeout=120_000
+            )
+            grid_md = "document.querySelector('#msw-ev-grid-status').innerText"
+            page.locator("#msw-ev-grid").click()
+            page.wait_for_function(f"{grid_md}.includes('points decoded')", timeout=120_000)
+            page.locator("#msw-ev-cancel").click()
+            page.locator("#msw-ev-grid").click()  # again at once (Playwright waits until it can be clicked)
+            page.locator("#msw-ev-cancel").click()  # and cancel as soon as it shows
+            page.wait_for_function(f"{grid_md}.includes('Grid comparison cancelled')", timeout=120_000)
+            text = page.locator("#msw-ev-grid-status").inner_text()
+            page.wait_for_timeout(4000)  # nothing goes on behind the message
+            assert page.locator("#msw-ev-grid-status").inner_text() == text
+            errors = page.evaluate(
+                "[...document.querySelectorAll('#msw-ev-main .error, .toast-body.error')].map(e => e.innerText)"
+            )
+            assert not errors, errors
