@@ -272,6 +272,15 @@ def test_keyboard_every_stop_is_visible_and_export_focuses_the_downloads(app_url
             page.locator(".msw-overlay").focus()
             stops = tab_through(page)
             assert all(f["ring"] or f["tag"] == "A" for f in stops), [f for f in stops if not f["ring"]]
+            click_at(page, 0.5, 0.6)  # item 12: one point again, three candidates beside the bar
+            page.locator(".msw-root [data-act=clear]").click()
+            click_at(page, 0.5, 0.6)
+            page.wait_for_function("document.querySelectorAll('.msw-cands button').length === 3", timeout=60_000)
+            heights = page.eval_on_selector_all(
+                ".msw-root .msw-bar button, .msw-root .msw-cands button",
+                "bs => bs.filter(b => b.offsetParent).map(b => b.getBoundingClientRect().height)",
+            )
+            assert len(heights) >= 8 and max(heights) - min(heights) < 0.5, heights  # "▭ Box" and candidates too
             page.locator(".msw-overlay").focus()
             page.keyboard.press("e")
             page.wait_for_function("document.activeElement.closest('#msw-files')", timeout=60_000)
@@ -345,9 +354,18 @@ def test_grid_cancel_twice_stops_without_an_error(app_url):
             page.locator("#msw-tab-everything-button").click()
             page.locator("#msw-ev-upload input[type=file]").set_input_files(IMAGE)
             page.locator("#msw-ev-run").click()
+            # item 2: the tab's status says a run is under way, never "Upload an image first" meanwhile
+            st = "document.querySelector('#msw-ev-status')"
             page.wait_for_function(
-                "document.querySelector('#msw-ev-status').innerText.includes('detector boxes')", timeout=120_000
+                f"getComputedStyle({st}, '::before').content.includes('Segmenting everything') && "
+                f"getComputedStyle({st}.firstElementChild).display === 'none'",
+                timeout=10_000,
             )
+            page.wait_for_function(
+                f"{st}.innerText.includes('detector boxes') && !{st}.classList.contains('msw-running')",
+                timeout=120_000,
+            )
+            assert page.locator("#msw-ev-status").is_visible()
             grid_md = "document.querySelector('#msw-ev-grid-status').innerText"
             page.locator("#msw-ev-grid").click()
             page.wait_for_function(f"{grid_md}.includes('points decoded')", timeout=120_000)

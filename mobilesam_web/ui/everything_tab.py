@@ -321,6 +321,24 @@ def on_grid_cancel(ctx: AppContext, request: gr.Request = None):
     return ("Grid comparison cancelled.",) + _grid_busy(False)
 
 
+# While a run is under way (Gradio's progress shows on the image), the tab's status says so
+# instead of its last words ("Upload an image first…"): a class the page's CSS turns into that
+# line, removed once the progress has come and gone (a result or an error).
+RUNNING_JS = """(...args) => {
+  const st = document.querySelector('#msw-ev-status');
+  if (st) {
+    st.classList.add('msw-running');
+    let seen = false, t0 = Date.now();
+    const poll = setInterval(() => {
+      const busy = !!document.querySelector('#msw-ev-out .progress-text, #msw-ev-out .eta-bar');
+      seen = seen || busy;
+      if ((seen && !busy) || (!seen && Date.now() - t0 > 15000)) { st.classList.remove('msw-running'); clearInterval(poll); }
+    }, 300);
+  }
+  return args;
+}"""
+
+
 # --------------------------------------------------------------------------------- layout
 def build_everything_tab(ctx: AppContext, seg_state: gr.State) -> EverythingTab:
     """The tab's components and events (call inside `gr.Tab`); `seg_state` is the segment
@@ -362,7 +380,8 @@ def build_everything_tab(ctx: AppContext, seg_state: gr.State) -> EverythingTab:
 
     params = [conf, iou, size, iou_f, stab, dedupe, seg_state]
     outs = [out, status, files, state, grid_btn, grid_out, grid_md]
-    private = dict(api_visibility="private", show_progress_on=[out])
+    # the tab's status says a run is under way the moment it starts (its steps show on the image)
+    private = dict(api_visibility="private", show_progress_on=[out], js=RUNNING_JS)
     run_btn.click(bind(on_everything, ctx), [image] + params, outs, **private)
     if examples is not None:
         examples.load_input_event.then(bind(on_everything, ctx), [image] + params, outs, **private)
