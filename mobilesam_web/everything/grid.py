@@ -38,17 +38,16 @@ def build_all_layer_point_grids(n_per_side: int, n_layers: int, scale_per_layer:
 def sam_batched_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """The indices `torchvision.ops.batched_nms` keeps for one category, in its order.
 
-    torchvision orders by score with torch's default sort, which is not stable: tied scores
-    (all masks of one crop share a crop score; the small-region clean-up scores are 0 or 1) come
-    out in that sort's order, not in input order. Sorting with the same function gives the
-    official generator's order. Above 1000 boxes torchvision takes another path that sorts the
-    kept indices again; that is reproduced too.
+    torchvision's NMS kernel orders by score with a stable sort: tied scores (all masks of one
+    crop share a crop score; the small-region clean-up scores are 0 or 1) keep their input order.
+    Above 1000 boxes torchvision takes another path that sorts the kept indices again with
+    torch's default (unstable) sort; that is reproduced too.
     """
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     s = torch.as_tensor(np.asarray(scores, np.float32))
     if len(boxes) == 0:
         return np.zeros(0, np.int64)
-    order = torch.sort(s, descending=True).indices.numpy()
+    order = torch.sort(s, descending=True, stable=True).indices.numpy()
     # The scores in `order` are non-increasing, so nms' own stable sort keeps this order.
     keep = order[nms(boxes[order], s.numpy()[order], iou_threshold)]
     if boxes.size > 4000:
