@@ -172,6 +172,48 @@ def test_quantized_single_decoder_for_the_web_demo(sessions, torch_predictor, sa
         assert abs(iou8 - iou32).max() <= 0.1
 
 
+def test_quantized_single_decoder_on_every_prompt_shape(sessions, torch_predictor, sam_image):
+    """#22 item 8b: decoder_single_int8 against decoder_single on each prompt shape the tools
+    send. With SAM's padding point the single-mask graph returns mask token 0 and int8 stays
+    within IoU 0.9 of float32. With exactly two points and no padding (a box as two corners,
+    as samexporter-style callers may send it) SAM's rule picks the best of the three multimask
+    candidates by predicted IoU: near-tied predictions can pick another candidate under int8
+    (measured IoU 0.35 on the random weights), so the README promises only that its mask is one of
+    float32's candidates there; this checks exactly that."""
+    h, w = sam_image.shape[:2]
+    emb = torch_predictor.get_image_embedding().cpu().numpy()
+    s8, s32, four = sessions["decoder_single_int8"], sessions["decoder_single"], sessions["decoder"]
+    k = 1024 / max(h, w)
+    box = [[120 * k, 90 * k, 2], [610 * k, 580 * k, 3]]
+    shapes = {
+        "point + padding": [[320 * k, 400 * k, 1], [0, 0, -1]],
+        "points + padding": [[320 * k, 400 * k, 1], [600 * k, 210 * k, 0], [0, 0, -1]],
+        "box + padding": box + [[0, 0, -1]],
+        "box, no padding": box,
+    }
+
+    def iou(a, b):
+        return (a & b).sum() / max((a | b).sum(), 1)
+
+    for name, pts in shapes.items():
+        mask, has = no_mask()
+        feeds = {
+            "image_embeddings": emb,
+            "point_coords": np.array([[p[:2] for p in pts]], np.float32),
+            "point_labels": np.array([[p[2] for p in pts]], np.float32),
+            "orig_im_size": np.array([h, w], np.float32),
+            "mask_input": mask,
+            "has_mask_input": has,
+        }
+        m8 = s8.run(None, feeds)[0][0, 0] > 0
+        m32 = s32.run(None, feeds)[0][0, 0] > 0
+        if len(pts) != 2:
+            assert iou(m8, m32) >= 0.9, name
+        else:  # one of float32's three candidates (SAM's multimask tokens 1-3)
+            candidates = four.run(None, feeds)[0][0, 1:] > 0
+            assert max(iou(m8, c) for c in candidates) >= 0.9, name
+
+
 # -- samexporter: SegmentAnythingONNX.encode / predict_masks ---------------------------------
 
 
