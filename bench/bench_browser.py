@@ -127,6 +127,27 @@ def first_mask(ctx, url, mbit=None):
     return took, sum(got) / 1e6, state
 
 
+def hover_sweep_long_tasks(page):
+    """The main thread's long tasks while the mouse sweeps the image (previews are painted in
+    the worker: the page only copies pixels)."""
+    page.evaluate("""() => { window.longTasks = [];
+        new PerformanceObserver((l) => l.getEntries().forEach((e) => window.longTasks.push(e.duration)))
+          .observe({type: 'longtask'}); }""")
+    box = page.locator(".msw-overlay").bounding_box()
+    before = page.evaluate("window.mswDebug.hoverCount")
+    for i in range(40):
+        page.mouse.move(box["x"] + box["width"] * (0.1 + 0.02 * i), box["y"] + box["height"] * (0.2 + 0.015 * i))
+        page.wait_for_timeout(25)
+    page.wait_for_timeout(500)
+    tasks = page.evaluate("window.longTasks")
+    page.mouse.move(0, 0)
+    return {
+        "previews": page.evaluate("window.mswDebug.hoverCount") - before,
+        "count": len(tasks),
+        "longest": max(tasks, default=0.0),
+    }
+
+
 def slow_visitor(b, app_url, server_mode):
     """A new visitor on the slow line: upload the moment the upload box appears, click the image
     as soon as it shows -> (seconds from navigation to the painted mask, where it was decoded)."""
@@ -360,6 +381,7 @@ def main() -> None:
             page, _ = page_for(b, url, "?msw_backend=wasm")
             page.evaluate("window.mswDebug.startHover()")
             page.wait_for_function("window.mswDebug.state().hover === 'ready'", timeout=120_000)
+            sweep = hover_sweep_long_tasks(page)
             clicks = page.evaluate(CLICK_JS, max(10, args.n // 3))
             page.close()
             server_clicks = server_click_ms(b, url, max(10, args.n // 3))
@@ -384,6 +406,10 @@ def main() -> None:
             f"  {link:20s} {who:12s} page load -> first painted mask {took:5.1f} s, {mb:5.1f} MB over the wire "
             f"(decoder {state} when the image was ready)"
         )
+    print(
+        f"  hover sweep (40 moves, 25 ms apart): {sweep['previews']} previews, main-thread long tasks "
+        f"{sweep['count']} (longest {sweep['longest']:.0f} ms; a task over 50 ms is 'long')"
+    )
     print(
         f"  click -> painted mask with a hover preview in flight (browser, WASM): p50 {clicks['p50']:.0f} ms, "
         f"p95 {clicks['p95']:.0f} ms"

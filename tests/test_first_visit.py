@@ -115,21 +115,18 @@ def test_status_line_before_any_click(app_url):
         assert "reused" not in page.locator("body").inner_text()
 
 
-def test_hover_sweep_has_no_long_tasks_and_is_lighter(app_url):
+def test_hover_sweep_previews_are_lighter(app_url):
+    """A hover sweep gives previews, drawn lighter than the committed mask. (The main thread's
+    long tasks during a sweep are a timing: bench/bench_browser.py reports them.)"""
     with laptop_page(app_url, "hover_sweep") as page:
         page.evaluate("window.mswDebug.startHover()")
         page.wait_for_function("window.mswDebug.state().hover === 'ready'", timeout=120_000)
-        page.evaluate("""() => { window.longTasks = [];
-            new PerformanceObserver((l) => l.getEntries().forEach((e) => window.longTasks.push(e.duration)))
-              .observe({type: 'longtask'}); }""")
         box = overlay_box(page)
         for i in range(40):
             page.mouse.move(*at(box, 0.1 + 0.02 * i, 0.2 + 0.015 * i))
             page.wait_for_timeout(25)
         page.wait_for_function("window.mswDebug.hoverCount >= 3", timeout=60_000)
         page.wait_for_timeout(500)
-        long_tasks = page.evaluate("window.longTasks")
-        assert not [d for d in long_tasks if d > 100], f"main-thread long tasks during the sweep: {long_tasks}"
         # the preview is drawn lighter than a committed mask (the most common alpha of the
         # overlay's pixels is the mask fill; markers are few and anti-aliased)
         fill_alpha = """() => { const c = document.querySelector('.msw-overlay');
