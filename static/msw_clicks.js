@@ -89,9 +89,15 @@ export class Clicks {
         draw.scene.preview = null;
         S.decodingOn = this.canDecode() ? "browser" : "server";
         status.render();
-        const t0 = performance.now();
+        const t0 = performance.now(), token = S.token;
         debug.events.push("click-start");
-        const res = await this.decodeHere(points, box, st.result);
+        let res;
+        try {
+          res = await this.decodeHere(points, box, st.result);
+        } catch (err) {   // moot when the prompts or the image changed meanwhile: decode the latest
+          if (prompts.version !== mine || S.token !== token) continue;
+          throw err;
+        }
         debug.events.push("click-done");
         if (res.stale) {   // the worker holds another image's embedding: give it this one, once
           this.worker.token = null;
@@ -101,7 +107,10 @@ export class Clicks {
           state.dirty = true;
           continue;
         }
-        if (prompts.version === mine) prompts.st.result = res;   // else undo/clear/another click came meanwhile
+        if (prompts.version === mine) {   // else undo/clear/another click came meanwhile
+          res.forPoints = points; res.forBox = box;   // what it was decoded for (msw_server.js show)
+          prompts.st.result = res;
+        }
         S.lastMs = res.ms; S.lastOn = res.server ? "server" : "browser";
         debug.clicks.push({ decodeMs: res.ms, totalMs: performance.now() - t0, on: S.lastOn });
         draw.redraw();

@@ -30,23 +30,32 @@ export class Server {
   // An upload chosen before this code loaded (the page's head noted it): announced once the
   // widget shows, until the server's value comes.
   announceEarlyUpload() {
-    if (window.mswUploadStarted && !this.S.device && !(this.props.value && this.props.value.image)) this.onUpload();
+    const at = window.mswUploadStarted;
+    window.mswUploadStarted = 0;   // once: a later mount starts from the value
+    if (at && Date.now() - at < 120000 && !this.S.device && !(this.props.value && this.props.value.image)) this.onUpload();
   }
 
   // The embedding is fetched once the page's decoder has loaded: until then the server decodes,
   // and on a slow line the 2 MB would only slow the decoder's download and the server's answers.
-  async fetchEmbedding(v) {
+  fetchEmbedding(v) {   // one fetch per image, however often its value is shown again
+    if (!this.fetching || this.fetching.token !== v.token) this.fetching = { token: v.token, done: this.fetchOnce(v) };
+    return this.fetching.done;
+  }
+  async fetchOnce(v) {
     const S = this.S;
+    // Not fetched (the image is not shown now, or the fetch failed): a later show fetches again.
+    const forget = () => { if (this.fetching && this.fetching.token === v.token) this.fetching = null; };
     try { await this.clicks.ready; } catch (err) { return; }   // no decoder here: the server decodes
-    if (S.token !== v.token) return;
+    if (S.token !== v.token) { forget(); return; }
     try {
       const r = await fetch(v.embedding);
       if (!r.ok) throw new Error(`HTTP ${r.status}`);
       const f16 = await r.arrayBuffer();
-      if (S.token !== v.token) return;          // another image came meanwhile
+      if (S.token !== v.token) { forget(); return; }   // another image (or on-device mode) came meanwhile
       S.f16 = f16;
       await this.clicks.feed();
     } catch (err) {
+      forget();
       if (S.token === v.token) this.status.say(`could not fetch the image embedding (${err.message || err}); upload it again`);
     }
   }
@@ -78,7 +87,9 @@ export class Server {
       if (!back) draw.revealStage();
       draw.redraw();
       if (S.f16) this.clicks.feed();
-      if (prompts.st.queued) this.clicks.run();
+      const st = prompts.st, r = st.result;   // a decode cut short by the switch: decode them now
+      const stale = (st.points.length || st.box) && (!r || r.forPoints !== st.points || r.forBox !== st.box);
+      if (st.queued || stale) this.clicks.run();
     }
     if (v.objects) {
       const o = new Image();

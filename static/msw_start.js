@@ -70,6 +70,7 @@ export function startPage({ S, debug, status, clicks, device, opener, trigger, s
       const cfg = await loadConfig(q, standalone);
       S.cfg = cfg;
       S.maxPoints = cfg.max_points || S.maxPoints;
+      if (clicks.prompts.st.queued) clicks.run();   // clicked before the config came: the server decodes them
       if (!cfg.decoder) throw new Error("the server has no exported decoder");
       const r = await clicks.load(cfg, q.get("msw_backend"));
       loaded(r);

@@ -30,7 +30,7 @@ export function createPageState() {
 }
 
 // The server decodes a server image's prompts until the page's own decoder holds its embedding.
-export const serverImage = (S) => !!(S.view && !S.view.local && !S.device && S.image !== "uploading");
+export const serverImage = (S) => !!(S.view && !S.view.local && !S.device && S.cfg && S.image !== "uploading");
 
 function decoderParts(S, tech, parts) {
   if (S.decoder === "loading") {

@@ -469,6 +469,15 @@ def test_decode_route_refuses_bad_payloads_and_equals_the_server(server, image_f
     low = np.frombuffer(r.content, "<f2").reshape(-1, 256, 256)  # httpx undoes the gzip
     scores = np.array([float(v) for v in r.headers["x-msw-scores"].split(",")])
     assert low.shape == (3, 256, 256) and np.isfinite(low).all()
+    ref = sam_cases["a_low_res_logits"].reshape(3, 256, 256)  # the official masks, in the same frame
+    assert ((low > 0) == (ref > 0)).mean(axis=(1, 2)).min() >= 0.999
+    plain = httpx.post(
+        f"{server.url}/msw/decode/{token}",
+        json={"points": [[float(x), float(y), 1]]},
+        headers={"Accept-Encoding": "identity"},
+        timeout=QUICK,
+    )
+    assert "content-encoding" not in plain.headers and np.array_equal(np.frombuffer(plain.content, "<f2"), low.ravel())
     # the page's float16 embedding, as the browser decodes it: the browser's tolerance
     assert np.abs(scores - sam_cases["a_iou_predictions"]).max() <= 2e-3
     # refining from a mask: one mask, and the hint changes it

@@ -380,3 +380,42 @@ def test_grid_cancel_twice_stops_without_an_error(app_url):
                 "[...document.querySelectorAll('#msw-ev-main .error, .toast-body.error')].map(e => e.innerText)"
             )
             assert not errors, errors
+
+
+def test_a_server_decode_overtaken_by_clear_or_failing(app_url):
+    """Item 1's races: Clear while the server's answer is on its way leaves nothing drawn; a
+    failing server decode says so, and the next click works."""
+    with browser() as b:
+        ctx = b.new_context(viewport={"width": 1366, "height": 900})
+        page = ctx.new_page()
+        with (
+            screenshot_on_failure(page, "visitor-server-races"),
+            held(ctx, "**/msw/models/**"),  # the browser's decoder never arrives in this test
+            held(ctx, "**/msw/decode/**") as answer,
+        ):
+            page.goto(app_url)
+            page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)
+            page.wait_for_selector(".msw-img[src]", timeout=90_000)
+            page.wait_for_function("window.mswDebug.state().image !== 'uploading'", timeout=90_000)
+            click_at(page, 0.4, 0.5)
+            page.wait_for_function("window.mswDebug.events.includes('click-start')", timeout=10_000)
+            page.locator(".msw-root [data-act=clear]").click()
+            answer()  # the answer arrives after the Clear
+            page.wait_for_timeout(1000)
+            st = page.evaluate("window.mswDebug.state()")
+            assert st["points"] == 0 and not st["result"] and "failed" not in live(page), (st, live(page))
+
+            def busy(route):
+                route.fulfill(status=503, content_type="application/json", body='{"detail": "the server is busy"}')
+
+            page.route("**/msw/decode/**", busy)
+            click_at(page, 0.4, 0.5)
+            page.wait_for_function(
+                "document.querySelector('.msw-live').innerText.includes('decoding failed: the server is busy')",
+                timeout=30_000,
+            )
+            page.unroute("**/msw/decode/**", busy)
+            click_at(page, 0.6, 0.5)
+            page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=60_000)
+            assert page.evaluate("window.mswDebug.state().points") == 2
+        ctx.close()

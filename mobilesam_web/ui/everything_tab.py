@@ -273,13 +273,13 @@ def on_grid(ctx: AppContext, run, request: gr.Request = None, progress=gr.Progre
     require_model(ctx)
     total_points = GRID_SIDE * GRID_SIDE
     t0 = time.perf_counter()
+    page = _page_key(request)
+    cancelled = GRID_CANCELS.start(page)  # before Cancel shows (the first yield)
     yield (f"Grid {GRID_SIDE}×{GRID_SIDE}: encoding the image, then {total_points} points…", gr.update()) + _grid_busy(
         True
     )
     steps = grid_steps(ctx.services, run.image, GRID_SIDE)
     gone = _page_gone(ctx, request)
-    page = _page_key(request)
-    cancelled = GRID_CANCELS.start(page)
     try:
         while True:
             try:

@@ -122,20 +122,29 @@ class EmbeddingStore:
             session = self._items.get(token)
         if session is None:
             return None
+        with session.lock:
+            return session if self.ensure_restored(session) else None
+
+    def ensure_restored(self, session: Any) -> bool:
+        """(Under the session's lock.) Whether the session holds its embedding, bringing it back
+        first if the session budget released it."""
         if getattr(session, "cold", False) and self._restore is not None:
             try:
-                with session.lock:
-                    self._restore(session)
+                self._restore(session)
             except ValueError:  # released for good, or its upload expired: the page says so
-                return None
-        return None if session.embedding is None else session
+                return False
+        return session.embedding is not None
 
     def get(self, token: str) -> Optional[bytes]:
         """The token's embedding as float16 bytes (1x256x64x64, little-endian), or None."""
-        session = self.session(token)
+        with self._lock:
+            session = self._items.get(token)
         if session is None:
             return None
-        return np.asarray(session.embedding, dtype=np.float32).reshape(1, 256, 64, 64).astype("<f2").tobytes()
+        with session.lock:  # the budget may release it meanwhile otherwise
+            if not self.ensure_restored(session):
+                return None
+            return np.asarray(session.embedding, dtype=np.float32).reshape(1, 256, 64, 64).astype("<f2").tobytes()
 
 
 def cross_origin_isolation_enabled() -> bool:
@@ -266,6 +275,7 @@ class BrowserAssets:
 # Decodes for pages whose own decoder is still loading: cheap (~15 ms), but bounded so that a
 # burst of them cannot take every core from Gradio's queue.
 DECODES = threading.BoundedSemaphore(2)
+LOCK_WAIT_S = 2.0
 
 
 def decoded_response(low: np.ndarray, scores: np.ndarray, ms: float, gzip_ok: bool):
@@ -285,7 +295,7 @@ def decoded_response(low: np.ndarray, scores: np.ndarray, ms: float, gzip_ok: bo
     return Response(body, media_type="application/octet-stream", headers=headers)
 
 
-def msw_app(services, store: EmbeddingStore):
+def msw_app(services, store: EmbeddingStore, budget=None):
     """The /msw routes as a FastAPI app of their own (mounted at /msw in every start mode)."""
     from fastapi import Body, FastAPI, Header, HTTPException, Request
     from fastapi.responses import JSONResponse, Response
@@ -332,14 +342,29 @@ def msw_app(services, store: EmbeddingStore):
 
     @app.post("/decode/{token}")
     def decode(token: str, payload: Any = Body(None), accept_encoding: str = Header("")):
+        gone = "unknown or expired image (its session ended); upload the image again"
         session = store.session(token)
         if session is None:
-            raise HTTPException(404, "unknown or expired image (its session ended); upload the image again")
+            raise HTTPException(404, gone)
+        # Bounded waits, so that requests never pile up on the shared thread pool: this page's
+        # other work (an export) first, then a decode slot shared by every page.
+        if not session.lock.acquire(timeout=LOCK_WAIT_S):
+            raise HTTPException(429, "this image is busy (an export?); try again", headers={"Retry-After": "1"})
         try:
-            with DECODES, session.lock:  # one decode per session, at most two at once
+            if not store.ensure_restored(session):  # released by the session budget meanwhile
+                raise HTTPException(404, gone)
+            if not DECODES.acquire(timeout=LOCK_WAIT_S):
+                raise HTTPException(503, "the server is busy; try again", headers={"Retry-After": "1"})
+            try:
                 low, scores, ms = decode_for_browser(services, session, payload)
+            finally:
+                DECODES.release()
         except UserError as e:
             raise HTTPException(422, str(e)) from None
+        finally:
+            session.lock.release()
+        if budget is not None:  # clicks are use: the budget releases idle sessions first
+            budget.touch(session)
         return decoded_response(low, scores, ms, "gzip" in accept_encoding)
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="msw-static")
@@ -353,7 +378,7 @@ def create_server(demo, context):
 
     app = FastAPI()
     app.add_middleware(isolation_middleware())
-    app.mount("/msw", msw_app(context.services, context.store))
+    app.mount("/msw", msw_app(context.services, context.store, context.budget))
     # Uploads over the limit are refused by Gradio's upload route while they stream in.
     gr.mount_gradio_app(
         app,
@@ -385,7 +410,7 @@ def launch_with_share_link(demo, context, host: str, port: int) -> None:
         css_paths=[PAGE_CSS],
         head=page_head(context),
         app_kwargs={
-            "routes": [Mount("/msw", app=msw_app(context.services, context.store))],
+            "routes": [Mount("/msw", app=msw_app(context.services, context.store, context.budget))],
             # Gradio puts its own CORS and compression middleware outside these
             "middleware": [guard_middleware(demo, context.config), Middleware(isolation_middleware())],
         },
