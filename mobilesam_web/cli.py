@@ -253,6 +253,7 @@ def export_site(argv: Optional[Sequence[str]] = None) -> int:
 def segment_parser() -> argparse.ArgumentParser:
     """The batch command's options."""
     from .batch.job import MODES
+    from .paths import default_onnx_cache  # this install's: a checkout's onnx/, else the user cache
 
     ap = argparse.ArgumentParser(
         prog="mobilesam-web segment",
@@ -307,7 +308,11 @@ def segment_parser() -> argparse.ArgumentParser:
         default=None,
         help="work on larger images downscaled to this long side (default 2048); masks stay in the image's own pixels",
     )
-    ap.add_argument("--onnx-cache", default=None, help="ONNX export cache (default $MOBILESAM_ONNX_CACHE, then onnx/)")
+    ap.add_argument(
+        "--onnx-cache",
+        default=None,
+        help=f"ONNX export cache (default $MOBILESAM_ONNX_CACHE, then {default_onnx_cache()})",
+    )
     ap.add_argument(
         "--ray",
         nargs="?",

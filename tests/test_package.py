@@ -49,7 +49,8 @@ def snapshot(folder: Path) -> dict:
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory):
     """A fresh venv with the wheel installed. It sees this interpreter's packages
-    (--system-site-packages) so the declared dependencies resolve without downloads."""
+    (--system-site-packages, and a venv's own through a .pth file) so the declared dependencies
+    resolve without downloads."""
     root = tmp_path_factory.mktemp("pkg")
     src = root / "src"
     shutil.copytree(REPO_ROOT, src, ignore=SKIP)  # a copy: building must not litter the checkout
@@ -73,8 +74,14 @@ def venv(tmp_path_factory):
     # interpreter's pip installs into it. --no-index: the dependencies must already be met.
     run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(env_dir)])
     py = env_dir / "bin" / "python"
-    run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-index", str(wheel)])
     site = Path(run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).strip())
+    if sys.prefix != sys.base_prefix:
+        # Run from a venv (as the README suggests): --system-site-packages links the *base*
+        # interpreter's packages, not this venv's, so this venv's are added after the new one's own.
+        import site as site_module
+
+        (site / "_outer_venv.pth").write_text("\n".join(site_module.getsitepackages()) + "\n")
+    run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-index", str(wheel)])
     return py, site, root
 
 
@@ -127,6 +134,9 @@ def test_console_command(venv):
     assert "mobilesam-web export" in run([str(exe), "--help"], env=clean_env(root))
     assert "--checkpoint" in run([str(exe), "serve", "--help"], env=clean_env(root))
     assert "--graphs" in run([str(py), "-m", "mobilesam_web", "export", "--help"], env=clean_env(root))
+    # an installed package's cache, not this checkout's onnx/ (#22 item 7)
+    helptext = run([str(exe), "segment", "--help"], env={**clean_env(root), "COLUMNS": "500"})  # unwrapped
+    assert f"then {root / 'cache' / 'mobilesam-web' / 'onnx'}" in helptext and str(REPO_ROOT) not in helptext
 
 
 def test_every_subpackage_is_in_the_wheel_config():
