@@ -204,12 +204,19 @@ def test_boxes_mode_keeps_ids_and_categories(folder, onnx_cache, tmp_path):
     boxes_a = [[100.0, 120.0, 400.0, 500.0], [10.0, 20.0, 200.0, 220.0]]
     boxes_b = [[300.0, 50.0, 590.0, 300.0]]
     prompts = {
-        "images": [{"id": 5, "file_name": "a.png"}, {"id": 6, "file_name": "sub/b.png"}],
+        "images": [
+            {"id": 5, "file_name": "a.png"},
+            {"id": 6, "file_name": "sub/b.png"},
+            {"id": 1, "file_name": "sub/deeper/d.png"},  # no annotations, an id a renumbering would give c.png
+            {"id": 8, "file_name": "A.PNG"},  # matches nothing: the case differs (#22 item 5)
+            {"id": 9, "file_name": "sub/e.png"},  # not in the folder at all
+        ],
         "categories": [{"id": 3, "name": "cat"}, {"id": 4, "name": "dog"}],
         "annotations": [
             {"id": 70, "image_id": 5, "category_id": 3, "bbox": [100, 120, 300, 380]},
             {"id": 71, "image_id": 5, "category_id": 4, "bbox": [10, 20, 190, 200]},
             {"id": 90, "image_id": 6, "category_id": 3, "bbox": [300, 50, 290, 250]},
+            {"id": 91, "image_id": 8, "category_id": 3, "bbox": [1, 1, 5, 5]},
         ],
     }
     pfile = tmp_path / "prompts.json"
@@ -220,11 +227,19 @@ def test_boxes_mode_keeps_ids_and_categories(folder, onnx_cache, tmp_path):
             folder, "--out", out, "--mode", "boxes", "--prompts", pfile, "--threads", "2", "--onnx-cache", onnx_cache
         )
         == 1
-    )  # bad.jpg
+    )  # bad.jpg, and two prompt keys that match no image
     coco = COCO(str(out / "annotations.json"))
     assert coco.dataset["categories"] == prompts["categories"]
     by_name = {im["file_name"]: im["id"] for im in coco.dataset["images"]}
     assert set(by_name) == {"a.png", "c.png", "sub/b.png", "sub/deeper/d.png"}
+    # the prompts file's image ids are kept; an image it does not list gets a free one
+    assert by_name["a.png"] == 5 and by_name["sub/b.png"] == 6 and by_name["sub/deeper/d.png"] == 1
+    assert by_name["c.png"] not in (1, 5, 6, 8, 9) and len(set(by_name.values())) == 4
+    errors = json.loads((out / "errors.json").read_text())
+    unmatched = {e["prompt_key"]: e for e in errors if "prompt_key" in e}
+    assert set(unmatched) == {"A.PNG", "sub/e.png"}
+    assert unmatched["A.PNG"]["did_you_mean"] == "a.png" and "did you mean 'a.png'" in unmatched["A.PNG"]["error"]
+    assert [e["file_name"] for e in errors if "file_name" in e] == ["bad.jpg"]
     assert coco.getAnnIds(imgIds=[by_name["c.png"]]) == []  # no prompts: no masks
     predictor = load_predictor(SAM_CKPT, cache_dir=onnx_cache, threads=2)
     for name, boxes, ids, cats in (("a.png", boxes_a, [70, 71], [3, 4]), ("sub/b.png", boxes_b, [90], [3])):

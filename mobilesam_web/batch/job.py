@@ -96,10 +96,11 @@ class SegmentJob:
 
 @dataclass
 class ImageItem:
-    index: int  # position in the job (image id = index + 1)
+    index: int  # position in the job
     path: str  # where to read it
     file_name: str  # as written in annotations.json (relative to INPUT)
     boxes: Optional[List[Dict[str, Any]]] = None  # boxes mode: [{"box": xyxy, "id": .., "category_id": ..}]
+    image_id: Optional[int] = None  # a COCO prompts file's id for this image (else one is given)
 
     @property
     def key(self) -> str:
@@ -144,10 +145,13 @@ def list_images(input_path: str, out_dir: Optional[str] = None) -> List[Tuple[st
     raise JobError(f"INPUT {input_path!r} is neither a folder nor a text file of image paths")
 
 
-def load_prompts(path: str) -> Tuple[Dict[str, List[Dict[str, Any]]], List[Dict[str, Any]]]:
-    """PROMPTS.json -> ({file_name: [{"box": [x1,y1,x2,y2], "id", "category_id"}]}, categories).
-    A COCO file keeps each annotation's id and category (boxes are its bbox, XYWH); a plain
-    {file_name: [[x1, y1, x2, y2], ...]} gets ids in order and the one category "object"."""
+def load_prompts(
+    path: str,
+) -> Tuple[Dict[str, List[Dict[str, Any]]], List[Dict[str, Any]], Dict[str, int]]:
+    """PROMPTS.json -> ({file_name: [{"box": [x1,y1,x2,y2], "id", "category_id"}]}, categories,
+    {file_name: image id}). A COCO file keeps its image ids and each annotation's id and category
+    (boxes are its bbox, XYWH); a plain {file_name: [[x1, y1, x2, y2], ...]} gets ids in order and
+    the one category "object"."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -155,43 +159,76 @@ def load_prompts(path: str) -> Tuple[Dict[str, List[Dict[str, Any]]], List[Dict[
     out: Dict[str, List[Dict[str, Any]]] = {}
     if isinstance(data, dict) and "annotations" in data and "images" in data:
         names = {im["id"]: im["file_name"] for im in data["images"]}
+        for name in names.values():  # an image without annotations is still a prompt (none)
+            out.setdefault(name, [])
         for a in data["annotations"]:
             x, y, w, h = (float(v) for v in a["bbox"])
             out.setdefault(names[a["image_id"]], []).append(
                 {"box": [x, y, x + w, y + h], "id": a.get("id"), "category_id": a.get("category_id", 1)}
             )
         cats = data.get("categories") or [{"id": 1, "name": "object"}]
-        return out, cats
+        ids = {name: int(i) for i, name in names.items() if isinstance(i, int) and not isinstance(i, bool)}
+        return out, cats, ids
     if isinstance(data, dict):
         for name, boxes in data.items():
             arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) if len(boxes) else np.zeros((0, 4))
             if not np.all(np.isfinite(arr)) or np.any(arr[:, 2:] < arr[:, :2]):
                 raise JobError(f"--prompts: boxes for {name!r} must be finite [x1, y1, x2, y2] with x2>=x1, y2>=y1")
             out[name] = [{"box": b.tolist(), "id": None, "category_id": 1} for b in arr]
-        return out, [{"id": 1, "name": "object"}]
+        return out, [{"id": 1, "name": "object"}], {}
     raise JobError("--prompts must be a COCO file or {file_name: [[x1, y1, x2, y2], ...]}")
 
 
-def build_items(job: SegmentJob) -> Tuple[List[ImageItem], List[Dict[str, Any]]]:
-    """The job's images in order (with their prompt boxes in boxes mode) and the categories."""
+def build_items(
+    job: SegmentJob, unmatched: Optional[List[Dict[str, Any]]] = None
+) -> Tuple[List[ImageItem], List[Dict[str, Any]]]:
+    """The job's images in order (with their prompt boxes in boxes mode) and the categories.
+    Prompt keys that match no image are appended to `unmatched` (with a did-you-mean)."""
     pairs = list_images(job.input, job.out_dir)
     categories = [{"id": 1, "name": "object"}]
     prompts: Dict[str, List[Dict[str, Any]]] = {}
+    ids: Dict[str, int] = {}
+    used = set()
     if job.mode == "boxes":
-        prompts, categories = load_prompts(job.prompts)
+        prompts, categories, ids = load_prompts(job.prompts)
         by_base: Dict[str, List[str]] = {}
         for n in prompts:
             by_base.setdefault(Path(n).name, []).append(n)
     items = []
     for i, (path, name) in enumerate(pairs):
-        boxes = None
+        boxes, key = None, None
         if job.mode == "boxes":
-            boxes = prompts.get(name)
-            if boxes is None and len(by_base.get(Path(name).name, [])) == 1:  # prompts keyed by base name
-                boxes = prompts[by_base[Path(name).name][0]]
-            boxes = boxes or []
-        items.append(ImageItem(i, path, name, boxes))
+            key = name if name in prompts else None
+            if key is None and len(by_base.get(Path(name).name, [])) == 1:  # prompts keyed by base name
+                key = by_base[Path(name).name][0]
+            used.add(key)
+            boxes = prompts.get(key) or []
+        items.append(ImageItem(i, path, name, boxes, ids.get(key) if key is not None else None))
+    if unmatched is not None:
+        names = [name for _, name in pairs]
+        for key in prompts:
+            if key not in used:
+                unmatched.append(unmatched_prompt(key, names))
     return items, categories
+
+
+def unmatched_prompt(key: str, names: List[str]) -> Dict[str, Any]:
+    """errors.json's entry for a prompts key that names no image of INPUT, with a did-you-mean."""
+    import difflib
+
+    lower = {n.lower(): n for n in names}
+    guess = lower.get(key.lower()) or lower.get(Path(key).name.lower())
+    if guess is None:
+        close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+        guess = close[0] if close else None
+    entry: Dict[str, Any] = {
+        "index": -1,
+        "prompt_key": key,
+        "error": f"the prompts for {key!r} match no image in INPUT" + (f" (did you mean {guess!r}?)" if guess else ""),
+    }
+    if guess:
+        entry["did_you_mean"] = guess
+    return entry
 
 
 # ---------------------------------------------------------------- the work per image

@@ -70,18 +70,28 @@ def prepare_out_dir(job: SegmentJob, items: List[ImageItem]) -> List[ImageItem]:
 
 
 def merge(job: SegmentJob, items: List[ImageItem], categories, errors: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """results/*.json -> annotations.json (images in job order, ids 1..N; annotation ids in order,
-    or the prompts' ids in boxes mode) and errors.json. Returns the COCO dict."""
+    """results/*.json -> annotations.json (images in job order, ids 1..N, or a COCO prompts
+    file's own; annotation ids in order, or the prompts' ids in boxes mode) and errors.json.
+    Returns the COCO dict."""
     out = Path(job.out_dir)
     images, anns = [], []
     next_id = 1
     used = {p["id"] for it in items for p in (it.boxes or []) if p.get("id") is not None}
+    # image ids: a COCO prompts file's own; the other images the free ones from 1, in job order
+    taken = {it.image_id for it in items if it.image_id is not None}
+    image_ids, free = {}, 1
+    for it in items:
+        if it.image_id is None:
+            while free in taken:
+                free += 1
+            taken.add(free)
+        image_ids[it.index] = it.image_id if it.image_id is not None else free
     for it in items:
         rp = result_path(out, it)
         if not rp.exists():
             continue
         r = json.loads(rp.read_text())
-        image_id = it.index + 1
+        image_id = image_ids[it.index]
         images.append({"id": image_id, "file_name": it.file_name, "width": r["width"], "height": r["height"]})
         for a in r["annotations"]:
             if a.get("id") is None:
@@ -151,12 +161,15 @@ def run_job(
 ) -> int:
     """The shared driver: list, skip finished, process (by the given function), write each result as
     it arrives, merge. Exit code: 0, 1 if any image failed, 130 if interrupted."""
-    items, categories = build_items(job)
+    unmatched: List[Dict[str, Any]] = []
+    items, categories = build_items(job, unmatched)
     if not items:
         raise JobError(f"no images found in {job.input} ({', '.join(IMAGE_EXTENSIONS)})")
     todo = prepare_out_dir(job, items)
     progress = Progress(len(todo), len(items) - len(todo), job.progress)
-    errors: List[Dict[str, Any]] = []
+    for u in unmatched:
+        log(f"warning: {u['error']}")
+    errors: List[Dict[str, Any]] = list(unmatched)
     try:
         for it, (result, files) in process_all(todo):
             write_result(job.out_dir, it, result, files)
@@ -171,8 +184,11 @@ def run_job(
         f"{len(coco['images'])} images, {len(coco['annotations'])} annotations -> "
         f"{Path(job.out_dir) / 'annotations.json'}"
     )
-    if errors:
-        log(f"{len(errors)} images failed: see {Path(job.out_dir) / 'errors.json'}")
+    failed = len(errors) - len(unmatched)
+    if failed:
+        log(f"{failed} images failed: see {Path(job.out_dir) / 'errors.json'}")
+    if unmatched:
+        log(f"{len(unmatched)} prompt keys match no image: see {Path(job.out_dir) / 'errors.json'}")
     return 1 if errors else 0
 
 
