@@ -13,4 +13,8 @@ fi
 npm ci --prefix static --no-audit --no-fund --loglevel=error
 ruff check . && ruff format --check .
 python -m pip install -q -r requirements-ray.txt  # the Ray batch test runs in CI (never skipped)
-python -m pytest -q "$@"
+# Everything the suite writes outside the checkout (pytest's temporary folders, about 2 GB of
+# exports; any user cache) goes into one scratch folder, removed when the run ends.
+scratch="$(mktemp -d -t mobilesam-tests.XXXXXX)"
+trap 'rm -rf "$scratch"' EXIT
+XDG_CACHE_HOME="$scratch/cache" python -m pytest -q --basetemp="$scratch/pytest" "$@"
