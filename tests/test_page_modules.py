@@ -218,7 +218,7 @@ def test_sizes_are_what_the_line_carries(page):
 def test_status_server_decodes_until_the_decoder_loads(page):
     """A server image while the decoder downloads: one line that says the server decodes, never
     'queued' or 'fetching' (#21: the first mask does not wait for the download)."""
-    loading = {"load": {"got": 2.5 * MiB, "total": 10 * MiB}, "image": "fetching", "view": {"local": False}}
+    loading = {"cfg": {}, "load": {"got": 2.5 * MiB, "total": 10 * MiB}, "image": "fetching", "view": {"local": False}}
     got = status(page, loading)
     assert got == {
         "tech": "loading the in-browser decoder 2.5/10.0 MB (the server decodes meanwhile) · ",
@@ -233,6 +233,8 @@ def test_status_server_decodes_until_the_decoder_loads(page):
     assert status(page, {**loading, "image": "uploading"})["live"] == (
         "loading the in-browser decoder 2.5/10.0 MB · uploading and encoding the image on the server"
     )
+    # before the page's config has come the server cannot be asked yet: the line does not promise it
+    assert status(page, {**loading, "cfg": None})["live"].endswith("fetching the image embedding")
 
 
 def test_status_queued_prompts(page):
