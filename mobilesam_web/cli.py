@@ -229,6 +229,13 @@ def export_site(argv: Optional[Sequence[str]] = None) -> int:
         "25 MiB file limit)",
     )
     ap.add_argument("--force", action="store_true", help="write into a folder that holds other files")
+    ap.add_argument(
+        "--runtime-dir",
+        default=None,
+        help="onnxruntime-web's files for an offline machine: the dist/ folder of its npm package "
+        "(`npm pack onnxruntime-web@VERSION`, unpacked); default: a checkout's static/node_modules, "
+        "else the pinned CDN",
+    )
     args = ap.parse_args(argv)
     try:
         out = write_site(
@@ -239,6 +246,7 @@ def export_site(argv: Optional[Sequence[str]] = None) -> int:
             force=args.force,
             model=args.model,
             decoder_checkpoint=args.decoder_checkpoint,
+            runtime_dir=args.runtime_dir,
         )
     except (WeightsUnavailableError, CheckpointError, SiteError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -118,30 +118,45 @@ class SiteError(RuntimeError):
 
 
 def copy_ort(
-    dest: Path, log: Callable[[str], None] = lambda s: None, bundles: Sequence[str] = ("wasm", "webgpu")
+    dest: Path,
+    log: Callable[[str], None] = lambda s: None,
+    bundles: Sequence[str] = ("wasm", "webgpu"),
+    runtime_dir: Optional[PathLike] = None,
 ) -> None:
-    """onnxruntime-web's files into dest: from static/node_modules (`npm ci --prefix static`, in a
-    checkout), else downloaded from the pinned CDN URL and checked against the pinned sha384."""
+    """onnxruntime-web's files into dest: from `runtime_dir` (its npm package's dist/ folder,
+    for offline machines), else static/node_modules (`npm ci --prefix static`, in a checkout),
+    else downloaded from the pinned CDN URL. Every file is checked against its pinned sha384."""
     import urllib.request
 
-    from .browser_runtime import ORT_BUNDLES, ORT_CDN, ORT_LOCAL, ORT_SRI, sri
+    from .browser_runtime import ORT_BUNDLES, ORT_CDN, ORT_LOCAL, ORT_SRI, ORT_VERSION, sri
 
     dest.mkdir(parents=True, exist_ok=True)
     for name in sorted({f for b in bundles for f in ORT_BUNDLES[b].values()}):
-        if (ORT_LOCAL / name).is_file():
-            shutil.copyfile(ORT_LOCAL / name, dest / name)
-            continue
-        log(f"downloading {ORT_CDN}{name}")
-        try:
-            with urllib.request.urlopen(ORT_CDN + name, timeout=60) as response:
-                data = response.read()
-        except OSError as exc:
+        given = Path(runtime_dir) / name if runtime_dir is not None else None
+        if given is not None and not given.is_file():
             raise SiteError(
-                f"onnxruntime-web is not installed ({ORT_LOCAL} has no {name}) and {ORT_CDN}{name} could not be "
-                f"downloaded ({exc}). In a checkout, run `npm ci --prefix static` first."
-            ) from None
+                f"--runtime-dir {runtime_dir} has no {name}: give the dist/ folder of the npm package "
+                f"onnxruntime-web@{ORT_VERSION}"
+            )
+        if given is not None or (ORT_LOCAL / name).is_file():
+            data = (given or ORT_LOCAL / name).read_bytes()
+            where = str(given or ORT_LOCAL / name)
+        else:
+            log(f"downloading {ORT_CDN}{name}")
+            try:
+                with urllib.request.urlopen(ORT_CDN + name, timeout=60) as response:
+                    data = response.read()
+            except OSError as exc:
+                raise SiteError(
+                    f"onnxruntime-web {ORT_VERSION} is not installed here ({ORT_LOCAL} has no {name}) and "
+                    f"{ORT_CDN}{name} could not be downloaded ({exc}). Offline: on a machine with npm, "
+                    f"`npm pack onnxruntime-web@{ORT_VERSION}` and unpack it (`tar xzf onnxruntime-web-"
+                    f"{ORT_VERSION}.tgz`), then pass --runtime-dir package/dist. In a checkout, "
+                    "`npm ci --prefix static` installs it."
+                ) from None
+            where = ORT_CDN + name
         if sri(data) != ORT_SRI[name]:
-            raise SiteError(f"{ORT_CDN}{name} does not match its pinned sha384 hash; not used")
+            raise SiteError(f"{where} does not match its pinned sha384 hash (onnxruntime-web {ORT_VERSION}); not used")
         (dest / name).write_bytes(data)
 
 
@@ -164,14 +179,16 @@ def site_graphs(model, checkpoint, decoder_checkpoint, log) -> Dict[str, Path]:
     return graphs
 
 
-def _write_site(out: Path, graphs: Dict[str, Path], log, max_points: int, max_pixels: int, webgpu: bool) -> None:
+def _write_site(
+    out: Path, graphs: Dict[str, Path], log, max_points: int, max_pixels: int, webgpu: bool, runtime_dir=None
+) -> None:
     """Everything but the graphs' export: the runtime, the page, the models, the config."""
     from .browser_runtime import ORT_BUNDLES, ORT_VERSION
     from .data.masks import palette_spec
 
     bundles = ("wasm", "webgpu") if webgpu else ("wasm",)
     ort_dir = f"ort/{ORT_VERSION}/"  # versioned: a cache never mixes two runtimes' files
-    copy_ort(out / ort_dir, log, bundles)
+    copy_ort(out / ort_dir, log, bundles, runtime_dir)
     for sub in ("models", "examples"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     static = static_dir()
@@ -234,12 +251,14 @@ def export_site(
     force: bool = False,
     model: Optional[str] = None,
     decoder_checkpoint: Optional[PathLike] = None,
+    runtime_dir: Optional[PathLike] = None,
 ) -> Path:
     """Write the static site into out_dir (created; the files of an earlier export are replaced).
     checkpoint: any accepted checkpoint (default: $MOBILESAM_CHECKPOINT, else `model` from the
     Hugging Face Hub); an encoder a browser can't hold (over BROWSER_ENCODER_MAX_BYTES) is refused.
     webgpu: include onnxruntime-web's WebGPU build. force: write into a folder that holds other
-    files (by default only an empty folder or an earlier site is written into)."""
+    files (by default only an empty folder or an earlier site is written into). runtime_dir:
+    onnxruntime-web's dist/ folder (see `copy_ort`)."""
 
     out = Path(out_dir)
     if not force and out.is_dir() and any(out.iterdir()) and not _is_site(out):
@@ -249,7 +268,7 @@ def export_site(
     fresh = not out.exists()
     was_empty = not fresh and not any(out.iterdir())
     try:
-        _write_site(out, graphs, log, max_points, max_pixels, webgpu)
+        _write_site(out, graphs, log, max_points, max_pixels, webgpu, runtime_dir)
     except BaseException:  # a failed export leaves nothing behind in a folder that was new or empty
         if fresh:
             shutil.rmtree(out, ignore_errors=True)

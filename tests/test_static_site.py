@@ -184,8 +184,24 @@ def test_runtime_from_the_pinned_cdn_when_not_installed(tmp_path, monkeypatch):
         with pytest.raises(site.SiteError, match="sha384"):
             site.copy_ort(tmp_path / "bad")
     monkeypatch.setattr(web, "ORT_CDN", "http://127.0.0.1:9/")  # nothing listens there (offline)
-    with pytest.raises(site.SiteError, match="npm ci --prefix static"):
+    with pytest.raises(site.SiteError, match="npm ci --prefix static") as offline:
         site.copy_ort(tmp_path / "offline")
+    # an installed package offline is told exactly how (#22 item 6): the npm package, --runtime-dir
+    assert f"npm pack onnxruntime-web@{web.ORT_VERSION}" in str(offline.value) and "--runtime-dir" in str(offline.value)
+    dist = tmp_path / "package" / "dist"  # an unpacked `npm pack`
+    dist.mkdir(parents=True)
+    for name in web.ORT_SRI:
+        shutil.copyfile(cdn / name, dist / name)
+    shutil.copyfile(tmp_path / "ok" / "ort-wasm-simd-threaded.wasm", dist / "ort-wasm-simd-threaded.wasm")
+    site.copy_ort(tmp_path / "given", runtime_dir=dist)
+    assert sorted(p.name for p in (tmp_path / "given").iterdir()) == sorted(
+        {f for b in web.ORT_BUNDLES.values() for f in b.values()}
+    )
+    (dist / "ort-wasm-simd-threaded.wasm").write_bytes(b"another version")
+    with pytest.raises(site.SiteError, match="sha384"):
+        site.copy_ort(tmp_path / "wrong", runtime_dir=dist)
+    with pytest.raises(site.SiteError, match="has no"):
+        site.copy_ort(tmp_path / "empty", runtime_dir=tmp_path / "nothing-here")
 
 
 def test_a_failed_export_leaves_nothing_behind(sam_weights_path, shared_onnx_cache, tmp_path, monkeypatch):
