@@ -20,6 +20,7 @@ one image (the detector's activations at imgsz 1024 and box decoding in chunks o
 import json
 import os
 import pickle
+import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -59,6 +60,14 @@ class SegmentActor:
         }
 
 
+# ray.init options that only a new instance takes (joining a running cluster refuses them)
+NEW_INSTANCE_ONLY = ("include_dashboard", "object_store_memory", "num_cpus", "num_gpus", "resources", "_memory")
+
+
+def log_ray(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def init_ray(address: Optional[str] = None, **init_kwargs) -> bool:
     """Connect to ADDRESS (a running cluster), or start a local Ray instance. Returns True when
     this call started / connected Ray (and the caller should shut it down)."""
@@ -70,12 +79,38 @@ def init_ray(address: Optional[str] = None, **init_kwargs) -> bool:
         init_kwargs.setdefault("runtime_env", {"py_modules": [str(PACKAGE_DIR)]})
         ray.init(address=address, **init_kwargs)
     else:
-        init_kwargs.setdefault("include_dashboard", False)
-        init_kwargs.setdefault("object_store_memory", 512 << 20)
         path = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")) if p)
         init_kwargs.setdefault("runtime_env", {"env_vars": {"PYTHONPATH": path}})
-        ray.init(**init_kwargs)
+        own = {"include_dashboard": False, "object_store_memory": 512 << 20}  # only for an instance of our own
+        try:
+            ray.init(**{**own, **init_kwargs})
+        except ValueError as exc:
+            # `ray start` (or $RAY_ADDRESS) already runs a cluster here: Ray joins it, and refuses
+            # the options of a new instance. Join it as it is, and say so.
+            if "existing cluster" not in str(exc):
+                raise
+            ray.init(**{k: v for k, v in init_kwargs.items() if k not in NEW_INSTANCE_ONLY})
+            log_ray(
+                f"Ray: joined the cluster already running on this machine ({ray.get_runtime_context().gcs_address})"
+            )
     return True
+
+
+def fit_actors(nodes: List[Dict[str, Any]], threads: int, memory: int, actors: Optional[int] = None) -> int:
+    """How many engine actors (each `threads` CPUs and `memory` bytes, on one node) the alive
+    `nodes` (as `ray.nodes()` lists them) hold; `actors` given: that many. Refused at once (a
+    JobError saying what to change) when no node can hold even one: Ray would wait forever."""
+    resources = [n.get("Resources") or {} for n in nodes if n.get("Alive", True)]
+    fits = [min(int(r.get("CPU", 0)) // threads, int(r.get("memory", 0)) // max(memory, 1)) for r in resources]
+    if not fits or max(fits) == 0:
+        cpus = max((int(r.get("CPU", 0)) for r in resources), default=0)
+        mb = max((int(r.get("memory", 0)) >> 20 for r in resources), default=0)
+        raise JobError(
+            f"no node of the Ray cluster can hold one actor of {threads} CPUs (--threads) and {memory >> 20} MB "
+            f"(--actor-memory-mb): its largest node has {cpus} CPUs and {mb} MB for tasks. Use --threads "
+            f"{max(cpus, 1)} or less and --actor-memory-mb {mb} or less, or add a larger node"
+        )
+    return actors or sum(fits)
 
 
 def run_ray(
@@ -101,12 +136,15 @@ def run_ray(
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # our own progress line says it
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        n_actors = actors or max(1, cpus // job.threads)
         memory = int((actor_memory_mb or DEFAULT_ACTOR_MEMORY_MB) * 2**20)
+        capacity = fit_actors(ray.nodes(), job.threads, memory)  # refuses before anything is submitted
+        n_actors = actors or capacity
         log(
             f"Ray: {n_actors} actors x {job.threads} threads ({cpus} CPUs in the cluster), "
             f"{memory >> 20} MB reserved per actor"
         )
+        if n_actors > capacity:
+            log(f"Ray: the nodes hold {capacity} such actors now; the others start when room appears")
         job_dict = job.to_dict()
 
         def process_all(todo: List[ImageItem]):
