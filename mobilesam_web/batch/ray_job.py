@@ -165,7 +165,9 @@ def run_ray(
                 SegmentActor,
                 fn_constructor_kwargs={"job": job_dict},
                 batch_size=1,
-                concurrency=n_actors,
+                # a fixed pool of what the nodes hold now, growing to n_actors when room appears
+                # (Ray 2.60 deprecates `concurrency=` for this)
+                compute=ray.data.ActorPoolStrategy(min_size=min(n_actors, capacity), max_size=n_actors),
                 num_cpus=job.threads,
                 memory=memory,
             )
