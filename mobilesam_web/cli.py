@@ -229,13 +229,8 @@ def export_site(argv: Optional[Sequence[str]] = None) -> int:
         "25 MiB file limit)",
     )
     ap.add_argument("--force", action="store_true", help="write into a folder that holds other files")
-    ap.add_argument(
-        "--runtime-dir",
-        default=None,
-        help="onnxruntime-web's files for an offline machine: the dist/ folder of its npm package "
-        "(`npm pack onnxruntime-web@VERSION`, unpacked); default: a checkout's static/node_modules, "
-        "else the pinned CDN",
-    )
+    offline = "the dist/ folder of onnxruntime-web's npm package (`npm pack`, unpacked), for an offline machine"
+    ap.add_argument("--runtime-dir", default=None, help=offline)
     args = ap.parse_args(argv)
     try:
         out = write_site(
@@ -316,11 +311,8 @@ def segment_parser() -> argparse.ArgumentParser:
         default=None,
         help="work on larger images downscaled to this long side (default 2048); masks stay in the image's own pixels",
     )
-    ap.add_argument(
-        "--onnx-cache",
-        default=None,
-        help=f"ONNX export cache (default $MOBILESAM_ONNX_CACHE, then {default_onnx_cache()})",
-    )
+    cache = f"ONNX export cache (default $MOBILESAM_ONNX_CACHE, then {default_onnx_cache()})"
+    ap.add_argument("--onnx-cache", default=None, help=cache)
     ap.add_argument(
         "--ray",
         nargs="?",

@@ -80,7 +80,7 @@ def test_examples_load_into_the_upload_folder_and_run(app_url):
     assert loaded["success"], loaded
     value = loaded["output"][0]["value"]
     assert value["path"].endswith("astronaut.jpg") and "/examples/" not in value["path"]
-    up = raw.event(names["on_upload"], [value, True, True], session="examples-1", timeout=120)
+    up = raw.event(names["on_upload"], [value, True, False], session="examples-1", timeout=120)  # server mode
     assert up["success"], up
     assert "512×512" in up["output"][3] and "ready — click an object" in up["output"][3]
     ev_value = raw.event(ev_load, [1], session="examples-2")["output"][0]["value"]

@@ -158,6 +158,15 @@ def read_full_size(services, path: str, size: Tuple[int, int]) -> Optional[np.nd
     return loaded.image if loaded.image.shape[:2] == tuple(size) else None
 
 
+def cutout_image(services, s) -> np.ndarray:
+    """What a segment session's cut-outs are cut from: the user's photo at its own size, like the
+    masks (the working copy when the photo was not downscaled, or is too large to decode again)."""
+    if s.original_size is None or s.source is None:
+        return s.image
+    full = read_full_size(services, s.source, s.user_size)
+    return s.image if full is None else full
+
+
 def read_upload(services, path: str) -> Tuple[np.ndarray, Tuple[int, int]]:
     """(worked-on image, user's size (H, W)) of a file this server's client uploaded: how a
     session released by the session budget gets its image back."""

@@ -7,10 +7,9 @@ decodes one batch of points per step: Gradio's Cancel stops it between two batch
 
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import gradio as gr
 import numpy as np
@@ -22,6 +21,7 @@ from .errors import UserError, UserFacingError, user_errors
 from .everything_run import grid_steps, render_records, run_everything
 from .examples import add_examples
 from .exports import write_exports
+from .grid_cancels import GRID_CANCELS, page_key
 from .params import parse_bool, parse_detector_conf, parse_detector_nms_iou, parse_fraction, parse_imgsz
 from .sessions import page_closed
 
@@ -223,42 +223,6 @@ def on_everything_from_segment(
     return out + (None,)
 
 
-class GridCancels:
-    """Cancel for the grid comparison: the page's running comparison stops before its next batch
-    and says so itself. (Gradio's own `cancels=` marks the stopped event as an error, a red
-    badge beside "cancelled", and a run queued behind the stopping one could still start.)"""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: Dict[str, threading.Event] = {}
-
-    def start(self, page: str) -> threading.Event:
-        """A new run of this page; a Cancel before it started does not touch it."""
-        flag = threading.Event()
-        with self._lock:
-            self._running[page] = flag
-        return flag
-
-    def cancel(self, page: str) -> bool:
-        with self._lock:
-            flag = self._running.get(page)
-        if flag is not None:
-            flag.set()
-        return flag is not None
-
-    def end(self, page: str, flag: threading.Event) -> None:
-        with self._lock:
-            if self._running.get(page) is flag:
-                del self._running[page]
-
-
-GRID_CANCELS = GridCancels()
-
-
-def _page_key(request: Optional[gr.Request]) -> str:
-    return str(getattr(request, "session_hash", None) or "no-page")
-
-
 def _grid_busy(busy: bool) -> Tuple[Any, Any]:
     """(compare button, cancel button) while the comparison runs or not."""
     return gr.update(interactive=not busy), gr.update(visible=busy)
@@ -273,7 +237,7 @@ def on_grid(ctx: AppContext, run, request: gr.Request = None, progress=gr.Progre
     require_model(ctx)
     total_points = GRID_SIDE * GRID_SIDE
     t0 = time.perf_counter()
-    page = _page_key(request)
+    page = page_key(request)
     cancelled = GRID_CANCELS.start(page)  # before Cancel shows (the first yield)
     yield (f"Grid {GRID_SIDE}×{GRID_SIDE}: encoding the image, then {total_points} points…", gr.update()) + _grid_busy(
         True
@@ -316,7 +280,7 @@ def on_grid(ctx: AppContext, run, request: gr.Request = None, progress=gr.Progre
 def on_grid_cancel(ctx: AppContext, request: gr.Request = None):
     """Cancel: the running comparison stops before its next batch and reports it (the button
     comes back then)."""
-    if GRID_CANCELS.cancel(_page_key(request)):
+    if GRID_CANCELS.cancel(page_key(request)):
         return ("Cancelling the grid comparison (after the batch in progress)…", gr.update(), gr.update(visible=False))
     return ("Grid comparison cancelled.",) + _grid_busy(False)
 

@@ -22,7 +22,7 @@ import gradio as gr
 
 from . import segment_actions as actions
 from . import segment_session as seg
-from .api import client_file, load_user_image, read_full_size, read_upload
+from .api import client_file, cutout_image, load_user_image, read_upload
 from .budget import EVICTED
 from .context import AppContext, bind, require_model
 from .encode_progress import with_encode_progress
@@ -103,15 +103,6 @@ def one_at_a_time(fn: Callable) -> Callable:
     return handler
 
 
-def cutout_image(ctx: AppContext, s: seg.SegmentSession):
-    """What cut-outs are cut from: the user's photo at its own size, like the masks (the
-    working copy when the photo was not downscaled, or is too large to decode again)."""
-    if s.original_size is None or s.source is None:
-        return s.image
-    full = read_full_size(ctx.services, s.source, s.user_size)
-    return s.image if full is None else full
-
-
 def _downloads(export) -> dict:
     return gr.update(value=export.paths, visible=True, label=f"Downloads — {export.summary}")
 
@@ -159,7 +150,9 @@ def on_browser_export(ctx: AppContext, s, evt: gr.EventData):
     data = event_fields(evt, MASK_FIELDS)
     current = actions.browser_object(s, data) if data.get("low_res_f16") is not None else None
     masks, scores = actions.export_masks(s, current)
-    return _downloads(write_exports(cutout_image(ctx, s), records_from_masks(masks, scores), s.name, size=s.user_size))
+    return _downloads(
+        write_exports(cutout_image(ctx.services, s), records_from_masks(masks, scores), s.name, size=s.user_size)
+    )
 
 
 @user_errors
@@ -168,7 +161,9 @@ def on_export(ctx: AppContext, s):
     """Server mode's Export button: the kept objects plus the current mask, if any."""
     s = _need_image(s)
     masks, scores = actions.export_masks(s)
-    return _downloads(write_exports(cutout_image(ctx, s), records_from_masks(masks, scores), s.name, size=s.user_size))
+    return _downloads(
+        write_exports(cutout_image(ctx.services, s), records_from_masks(masks, scores), s.name, size=s.user_size)
+    )
 
 
 def set_mode(ctx: AppContext, s, use_browser, refine_on, reason: Optional[str] = None) -> list:

@@ -13,7 +13,7 @@ Gradio; `--share` hands them to Gradio's own launcher):
 - /msw/examples/{name}            the bundled example photos (on-device mode opens them locally)
 - /msw/embedding/{token}          one image's embedding as float16 (token: random, per upload)
 - POST /msw/decode/{token}        the widget's prompts decoded here, while the page's own decoder
-                                  is still loading (`decoded_response`)
+                                  is still loading (decode_route.py)
 
 The runtime and the models are sent gzip-compressed to browsers that accept it (the WASM runtime
 shrinks 4x); each file is compressed once per process and kept in memory.
@@ -32,9 +32,8 @@ import numpy as np
 
 from ..browser_runtime import ORT_BUNDLES, ORT_CDN, ORT_LOCAL, ORT_SRI, ORT_VERSION, browser_encoder_refusal, sri
 from ..paths import static_dir
-from .errors import UserError
+from .decode_route import decode_for_page
 from .guard import Guard, guard_middleware
-from .segment_actions import decode_for_browser
 
 STATIC = static_dir()
 PAGE_CSS = STATIC / "msw_page.css"
@@ -272,29 +271,6 @@ class BrowserAssets:
         }
 
 
-# Decodes for pages whose own decoder is still loading: cheap (~15 ms), but bounded so that a
-# burst of them cannot take every core from Gradio's queue.
-DECODES = threading.BoundedSemaphore(2)
-LOCK_WAIT_S = 2.0
-
-
-def decoded_response(low: np.ndarray, scores: np.ndarray, ms: float, gzip_ok: bool):
-    """/msw/decode's answer: the C low-res masks' logits as little-endian float16 (C x 256 x 256,
-    gzip-compressed for browsers that accept it), their scores and the decode time in headers."""
-    from fastapi.responses import Response
-
-    body = np.ascontiguousarray(low.reshape(-1, 256, 256), dtype="<f2").tobytes()
-    headers = {
-        "Cache-Control": "private, no-store",
-        "X-MSW-Scores": ",".join(f"{float(v):.6f}" for v in scores.reshape(-1)),
-        "X-MSW-Ms": f"{ms:.2f}",
-    }
-    if gzip_ok:
-        body = gzip.compress(body, compresslevel=5, mtime=0)
-        headers["Content-Encoding"] = "gzip"
-    return Response(body, media_type="application/octet-stream", headers=headers)
-
-
 def msw_app(services, store: EmbeddingStore, budget=None):
     """The /msw routes as a FastAPI app of their own (mounted at /msw in every start mode)."""
     from fastapi import Body, FastAPI, Header, HTTPException, Request
@@ -342,30 +318,7 @@ def msw_app(services, store: EmbeddingStore, budget=None):
 
     @app.post("/decode/{token}")
     def decode(token: str, payload: Any = Body(None), accept_encoding: str = Header("")):
-        gone = "unknown or expired image (its session ended); upload the image again"
-        session = store.session(token)
-        if session is None:
-            raise HTTPException(404, gone)
-        # Bounded waits, so that requests never pile up on the shared thread pool: this page's
-        # other work (an export) first, then a decode slot shared by every page.
-        if not session.lock.acquire(timeout=LOCK_WAIT_S):
-            raise HTTPException(429, "this image is busy (an export?); try again", headers={"Retry-After": "1"})
-        try:
-            if not store.ensure_restored(session):  # released by the session budget meanwhile
-                raise HTTPException(404, gone)
-            if not DECODES.acquire(timeout=LOCK_WAIT_S):
-                raise HTTPException(503, "the server is busy; try again", headers={"Retry-After": "1"})
-            try:
-                low, scores, ms = decode_for_browser(services, session, payload)
-            finally:
-                DECODES.release()
-        except UserError as e:
-            raise HTTPException(422, str(e)) from None
-        finally:
-            session.lock.release()
-        if budget is not None:  # clicks are use: the budget releases idle sessions first
-            budget.touch(session)
-        return decoded_response(low, scores, ms, "gzip" in accept_encoding)
+        return decode_for_page(services, store, budget, token, payload, "gzip" in accept_encoding)
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="msw-static")
     return app
