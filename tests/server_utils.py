@@ -16,6 +16,7 @@ from conftest import MOBILESAM_FIXTURE, OBJECTAWARE_FIXTURE, REPO_ROOT
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+NAVIGATION_MS = 120_000
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -115,10 +116,29 @@ def browser(extra_args=()):
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=require_chromium(), args=CHROMIUM_ARGS + list(extra_args))
+        patient_navigation(b)
         try:
             yield b
         finally:
             b.close()
+
+
+def patient_navigation(b) -> None:
+    """Every page of `b` waits up to NAVIGATION_MS for a navigation: on a busy machine (the suite
+    beside other work) a throttled page's load passes Playwright's 30 s default."""
+    new_context, new_page = b.new_context, b.new_page
+
+    def context(**kw):
+        ctx = new_context(**kw)
+        ctx.set_default_navigation_timeout(NAVIGATION_MS)
+        return ctx
+
+    def page(**kw):
+        pg = new_page(**kw)
+        pg.set_default_navigation_timeout(NAVIGATION_MS)
+        return pg
+
+    b.new_context, b.new_page = context, page
 
 
 @contextlib.contextmanager
@@ -130,6 +150,25 @@ def screenshot_on_failure(page, name: str):
         with contextlib.suppress(Exception):
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
         raise
+
+
+@contextlib.contextmanager
+def phone_page(url: str, name: str, image: str):
+    """A phone-sized touch page (390x844 at 3x) at `url` with `image` uploaded and ready to be
+    segmented, the page scrolled to it -> (context, page); a screenshot `name` on failure."""
+    with browser() as b:
+        ctx = b.new_context(
+            viewport={"width": 390, "height": 844}, device_scale_factor=3, is_mobile=True, has_touch=True
+        )
+        page = ctx.new_page()
+        with screenshot_on_failure(page, name):
+            page.goto(url)
+            page.wait_for_function("window.mswDebug && window.mswDebug.ready", timeout=120_000)
+            page.locator("#msw-upload input[type=file]").set_input_files(image)
+            page.wait_for_function("window.mswDebug.imageReady", timeout=120_000)
+            page.wait_for_timeout(800)  # the smooth scroll to the image
+            yield ctx, page
+        ctx.close()
 
 
 @contextlib.contextmanager

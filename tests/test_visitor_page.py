@@ -9,16 +9,14 @@ import pytest
 from slow_link import SlowLink
 
 from conftest import MOBILESAM_FIXTURE
-from server_utils import browser, fixture_args, running_app, screenshot_on_failure
+from server_utils import browser, fixture_args, phone_page, running_app, screenshot_on_failure
 
 IMAGE = str(MOBILESAM_FIXTURE / "image.png")
 
 
 @pytest.fixture(scope="module")
-def app_url(sam_weights_path, tmp_path_factory):
-    with running_app(
-        fixture_args(detector=True), {"MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx"))}
-    ) as url:
+def app_url(shared_onnx_cache):
+    with running_app(fixture_args(detector=True), {"MOBILESAM_ONNX_CACHE": shared_onnx_cache}) as url:
         yield url
 
 
@@ -196,43 +194,32 @@ def test_phone_targets_downloads_and_table(app_url):
     """#21 items 11-12: on a phone every control of the segment tab is at least 44 px tall, Export
     brings the downloads into view (focused) with their names in full, and the kept-objects table
     does not scroll sideways."""
-    with browser() as b:
-        ctx = b.new_context(
-            viewport={"width": 390, "height": 844}, device_scale_factor=3, is_mobile=True, has_touch=True
+    with phone_page(app_url, "visitor-phone", IMAGE) as (_, page):
+        box = page.locator(".msw-overlay").bounding_box()
+        page.touchscreen.tap(box["x"] + box["width"] * 0.4, box["y"] + min(box["height"] * 0.5, 300))
+        page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=60_000)
+        page.locator(".msw-root [data-act=keep]").tap()
+        page.wait_for_function("document.querySelector('#msw-objects tbody tr td')", timeout=30_000)
+        box = page.locator(".msw-overlay").bounding_box()  # the table above may have moved it
+        page.touchscreen.tap(box["x"] + box["width"] * 0.6, box["y"] + min(box["height"] * 0.5, 300))
+        page.wait_for_function("window.mswDebug.clicks.length >= 2", timeout=60_000)
+        page.locator(".msw-root [data-act=export]").tap()
+        page.wait_for_function("window.mswDebug.downloadsShown >= 1", timeout=60_000)
+        page.wait_for_timeout(800)  # the smooth scroll
+        files = page.locator("#msw-files").bounding_box()
+        assert files["y"] < 844 and files["y"] + min(files["height"], 200) > 0, files
+        assert page.evaluate("document.activeElement.closest('#msw-files') !== null")
+        names = page.locator("#msw-files .filename").all_inner_texts()
+        assert names and all("…" not in n for n in names), names
+        assert any(n.replace("\n", "").endswith(".png") and "_mask" in n for n in names), names
+        table = page.evaluate(
+            "(() => { const w = document.querySelector('#msw-objects .table-wrap') || "
+            "document.querySelector('#msw-objects table').parentElement; "
+            "return [w.scrollWidth, w.clientWidth]; })()"
         )
-        page = ctx.new_page()
-        with screenshot_on_failure(page, "visitor-phone"):
-            page.goto(app_url)
-            page.wait_for_function("window.mswDebug && window.mswDebug.ready", timeout=120_000)
-            page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)
-            page.wait_for_function("window.mswDebug.imageReady", timeout=120_000)
-            page.wait_for_timeout(800)  # the smooth scroll to the image
-            box = page.locator(".msw-overlay").bounding_box()
-            page.touchscreen.tap(box["x"] + box["width"] * 0.4, box["y"] + min(box["height"] * 0.5, 300))
-            page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=60_000)
-            page.locator(".msw-root [data-act=keep]").tap()
-            page.wait_for_function("document.querySelector('#msw-objects tbody tr td')", timeout=30_000)
-            box = page.locator(".msw-overlay").bounding_box()  # the table above may have moved it
-            page.touchscreen.tap(box["x"] + box["width"] * 0.6, box["y"] + min(box["height"] * 0.5, 300))
-            page.wait_for_function("window.mswDebug.clicks.length >= 2", timeout=60_000)
-            page.locator(".msw-root [data-act=export]").tap()
-            page.wait_for_function("window.mswDebug.downloadsShown >= 1", timeout=60_000)
-            page.wait_for_timeout(800)  # the smooth scroll
-            files = page.locator("#msw-files").bounding_box()
-            assert files["y"] < 844 and files["y"] + min(files["height"], 200) > 0, files
-            assert page.evaluate("document.activeElement.closest('#msw-files') !== null")
-            names = page.locator("#msw-files .filename").all_inner_texts()
-            assert names and all("…" not in n for n in names), names
-            assert any(n.replace("\n", "").endswith(".png") and "_mask" in n for n in names), names
-            table = page.evaluate(
-                "(() => { const w = document.querySelector('#msw-objects .table-wrap') || "
-                "document.querySelector('#msw-objects table').parentElement; "
-                "return [w.scrollWidth, w.clientWidth]; })()"
-            )
-            assert table[0] <= table[1] + 1, table
-            small = page.evaluate(SMALL_TARGETS, "#msw-seg-row")
-            assert not small, small
-        ctx.close()
+        assert table[0] <= table[1] + 1, table
+        small = page.evaluate(SMALL_TARGETS, "#msw-seg-row")
+        assert not small, small
 
 
 FOCUSED = """() => { const e = document.activeElement, r = e.getBoundingClientRect(), cs = getComputedStyle(e);
