@@ -319,8 +319,8 @@ def segment_parser() -> argparse.ArgumentParser:
         const="local",
         default=None,
         metavar="ADDRESS",
-        help="run on Ray Data: a local Ray instance, or the cluster at ADDRESS ('auto', "
-        "'ray://host:10001', 'host:6379'); needs pip install 'mobilesam-web[ray]'",
+        help="run on Ray Data: a local Ray instance (or the cluster running here), or the cluster at ADDRESS "
+        "('auto', 'host:6379', 'ray://host:10001'; token auth: README); needs pip install 'mobilesam-web[ray]'",
     )
     ap.add_argument("--actors", type=int, default=None, help="Ray: engine actors (default: cluster CPUs // threads)")
     ap.add_argument(
@@ -332,13 +332,17 @@ def segment_parser() -> argparse.ArgumentParser:
 
 def segment(argv: Optional[Sequence[str]] = None) -> int:
     """Segment a folder (or a list) of images into OUT_DIR/annotations.json; resumable."""
-    from .batch.job import JobError
+    from .batch.job import JobError, SegmentJob
+    from .batch.ray_connect import address_error, give_back_input
     from .engine.checkpoints import CheckpointError, WeightsUnavailableError
 
-    args = segment_parser().parse_args(argv)
+    ap = segment_parser()
+    args = ap.parse_args(give_back_input(sys.argv[1:] if argv is None else argv))
+    if args.ray is not None and address_error(args.ray):
+        ap.error(address_error(args.ray))
     logging.basicConfig(level=logging.WARNING)
     try:
-        job = job_from_args(args)
+        job = SegmentJob.from_args(args)
         if args.ray is None:
             from .batch.run import run_local
 
@@ -347,38 +351,6 @@ def segment(argv: Optional[Sequence[str]] = None) -> int:
     except (JobError, WeightsUnavailableError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-
-def job_from_args(args: argparse.Namespace):
-    """The SegmentJob the command line describes."""
-    from .batch.job import SegmentJob
-
-    job = SegmentJob(
-        args.input,
-        args.out,
-        mode=args.mode,
-        prompts=args.prompts,
-        checkpoint=args.checkpoint,
-        model=args.model,
-        detector_checkpoint=args.detector_checkpoint,
-        decoder_checkpoint=args.decoder_checkpoint,
-        conf=args.conf,
-        iou=args.iou,
-        imgsz=args.imgsz,
-        max_det=args.max_det,
-        points_per_side=args.points_per_side,
-        pred_iou_thresh=args.pred_iou_thresh,
-        stability_score_thresh=args.stability_thresh,
-        png=args.png,
-        embeddings=args.embeddings,
-        overwrite=args.overwrite,
-        threads=args.threads,
-        onnx_cache=args.onnx_cache,
-        progress=False if args.no_progress else None,
-    )
-    if args.max_image_side:
-        job.max_side = args.max_image_side
-    return job
 
 
 def _run_on_ray(job, args: argparse.Namespace) -> int:

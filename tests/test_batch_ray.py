@@ -3,12 +3,20 @@
 Ray is a test requirement (scripts/test.sh installs requirements-ray.txt): missing, this fails."""
 
 import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
 import ray  # noqa: F401  (must be installed: a missing Ray is a failure, not a skip)
 from pycocotools.coco import COCO
 
-from test_batch import DET_CKPT, SAM_CKPT, make_folder
+from conftest import OBJECTAWARE_FIXTURE, require
+from test_batch import DET_CKPT, FAST, SAM_CKPT, make_folder
 
 
 def tree(root: Path) -> dict:
@@ -29,12 +37,11 @@ def ray_run(folder, dist, opts) -> int:
     )
 
 
-def test_ray_run_equals_local_run(tmp_path):
+def test_ray_run_equals_local_run(tmp_path, shared_onnx_cache):
     from mobilesam_web.batch.job import SegmentJob
     from mobilesam_web.batch.run import run_local
 
     folder = make_folder(tmp_path / "in", n_extra=1)
-    cache = tmp_path / "onnx"
     opts = dict(
         mode="everything",
         checkpoint=str(SAM_CKPT),
@@ -45,7 +52,7 @@ def test_ray_run_equals_local_run(tmp_path):
         png=True,
         embeddings=True,
         threads=2,
-        onnx_cache=str(cache),
+        onnx_cache=shared_onnx_cache,
         progress=False,
     )
     local, dist = tmp_path / "local", tmp_path / "ray"
@@ -123,15 +130,9 @@ def test_actors_are_fitted_to_the_nodes_or_refused_at_once():
     assert fit_actors(two_small, threads=1, memory=3 * gb, actors=5) == 5  # asked: more wait for room
 
 
-def test_joins_a_cluster_already_running_on_this_machine(tmp_path):
+def test_joins_a_cluster_already_running_on_this_machine(tmp_path, shared_onnx_cache):
     """#22 item 2: `--ray` without an address where `ray start` already runs a cluster joins it
     (and says so) instead of failing on a new instance's options; `ray stop` is the user's."""
-    import os
-    import subprocess
-    import sys
-
-    from test_batch import FAST
-
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     start = ["ray", "start", "--head", "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats"]
     subprocess.run(start, check=True, env=env, capture_output=True, timeout=120)
@@ -139,11 +140,98 @@ def test_joins_a_cluster_already_running_on_this_machine(tmp_path):
         folder = make_folder(tmp_path / "in")
         cmd = [sys.executable, "-m", "mobilesam_web", "segment", str(folder), "--out", str(tmp_path / "out"), "--ray"]
         cmd += ["--checkpoint", str(SAM_CKPT), "--detector-checkpoint", str(DET_CKPT), *FAST]
-        cmd += ["--actor-memory-mb", "1000", "--onnx-cache", str(tmp_path / "onnx")]
+        cmd += ["--actor-memory-mb", "1000", "--onnx-cache", shared_onnx_cache]
         run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert run.returncode == 1, run.stderr[-3000:]  # bad.jpg
         assert "joined the cluster already running on this machine" in run.stderr, run.stderr[-3000:]
         assert "object_store_memory" not in run.stderr
         assert len(COCO(str(tmp_path / "out" / "annotations.json")).imgs) == 4
+        assert not map_workers(), "a MapWorker outlived the run"
     finally:
         subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_ray_argument_forms(tmp_path, capsys):
+    """#22 item 4: `--ray FOLDER --out X` keeps FOLDER as the input; what is neither an address nor
+    a path is refused with the forms Ray takes."""
+    from mobilesam_web.batch.ray_connect import give_back_input, is_ray_address
+    from mobilesam_web.cli import segment
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    assert give_back_input(["--ray", str(folder), "--out", "x"]) == ["--ray=local", str(folder), "--out", "x"]
+    assert give_back_input([str(folder), "--ray", "auto", "--out", "x"])[2] == "auto"
+    for address in ("auto", "10.0.0.5:6379", "head-1.example:6379", "[::1]:6379", "ray://head:10001", "ray://head"):
+        assert is_ray_address(address), address
+    for word in ("head", "photos/", "head:", "ray:/head:1", "http://head:8265"):
+        assert not is_ray_address(word), word
+    with pytest.raises(SystemExit) as exit_:
+        segment([str(folder), "--out", str(tmp_path / "out"), "--ray", "head"])
+    assert exit_.value.code == 2 and "not a Ray address" in capsys.readouterr().err
+    # the swallowed folder: the run gets as far as finding no images in it
+    assert segment(["--ray", str(folder), "--out", str(tmp_path / "out")]) == 2
+    assert f"no images found in {folder}" in capsys.readouterr().err
+
+
+def test_token_authenticated_cluster_by_every_address(tmp_path, shared_onnx_cache):
+    """#22 item 4: a `ray start` cluster with token authentication, reached as HOST:PORT,
+    ray://HOST:PORT (Ray Client: Ray Data's driver then runs in the cluster) and `auto`, with the
+    same results; refused within seconds, saying what to set, when the token is missing or wrong,
+    and when nothing answers; no MapWorker outlives a run."""
+    from server_utils import free_port
+
+    token = secrets.token_hex(32)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+    base.update(HOME=str(tmp_path / "home"), RAY_USAGE_STATS_ENABLED="0")
+    gcs, client = free_port(), free_port()
+    start = ["ray", "start", "--head", "--port", str(gcs), "--ray-client-server-port", str(client)]
+    start += ["--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats"]
+    env = {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    subprocess.run(start, check=True, env=env, capture_output=True, timeout=120)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(require(OBJECTAWARE_FIXTURE / "image.png"), folder / "a.png")
+
+    def segment(address, out, **extra):
+        cmd = [sys.executable, "-m", "mobilesam_web", "segment", str(folder), "--out", str(tmp_path / out)]
+        cmd += ["--ray", address, "--checkpoint", str(SAM_CKPT), "--detector-checkpoint", str(DET_CKPT), *FAST]
+        cmd += ["--actor-memory-mb", "1000", "--onnx-cache", shared_onnx_cache, "--no-progress"]
+        return subprocess.run(cmd, env={**base, **extra}, capture_output=True, text=True, timeout=600)
+
+    try:
+        refusals = [
+            (f"127.0.0.1:{gcs}", {}, "this command sent none"),
+            (f"ray://127.0.0.1:{client}", {}, "this command sent none"),
+            (f"127.0.0.1:{gcs}", {"RAY_AUTH_MODE": "token"}, "no token was found"),
+            (f"127.0.0.1:{gcs}", {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}, "refused the token"),
+            (f"127.0.0.1:{free_port()}", {}, "nothing answers at"),
+        ]
+        for address, extra, why in refusals:
+            t0 = time.monotonic()
+            run = segment(address, "refused", **extra)
+            assert run.returncode == 2 and why in run.stderr, (address, extra, run.stderr[-2000:])
+            assert "RAY_AUTH_MODE=token" in run.stderr or "nothing answers" in run.stderr
+            assert time.monotonic() - t0 < 20, "Ray's own retries (20-30 s) were not cut short"
+            assert not (tmp_path / "refused" / "annotations.json").exists()
+        (tmp_path / "home" / ".ray").mkdir(parents=True)
+        (tmp_path / "home" / ".ray" / "auth_token").write_text(token)  # where `auto` finds it
+        runs = {
+            "gcs": (f"127.0.0.1:{gcs}", {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}),
+            "client": (f"ray://127.0.0.1:{client}", {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}),
+            "auto": ("auto", {}),
+        }
+        for out, (address, extra) in runs.items():
+            run = segment(address, out, **extra)
+            assert run.returncode == 0, (address, run.stderr[-3000:])
+            assert not map_workers(), f"a MapWorker outlived the run on {address}"
+        first = (tmp_path / "gcs" / "annotations.json").read_bytes()
+        assert len(json.loads(first)["annotations"]) > 0
+        assert all((tmp_path / out / "annotations.json").read_bytes() == first for out in runs)
+    finally:
+        subprocess.run(["ray", "stop", "--force"], env=base, capture_output=True, timeout=120)
+
+
+def map_workers() -> list:
+    """The command lines of Ray Data actor processes running on this machine."""
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in ps.splitlines() if line.startswith("ray::MapWorker")]

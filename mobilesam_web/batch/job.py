@@ -90,6 +90,22 @@ class SegmentJob:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_args(cls, args: Any) -> "SegmentJob":
+        """The job `mobilesam-web segment`'s parsed arguments describe (cli.segment_parser)."""
+        same = ["mode", "prompts", "checkpoint", "model", "detector_checkpoint", "decoder_checkpoint", "conf", "iou"]
+        same += ["imgsz", "max_det", "points_per_side", "pred_iou_thresh", "png", "embeddings", "overwrite"]
+        job = cls(
+            args.input,
+            args.out,
+            **{k: getattr(args, k) for k in same + ["threads", "onnx_cache"]},
+            stability_score_thresh=args.stability_thresh,
+            progress=False if args.no_progress else None,
+        )
+        if args.max_image_side:
+            job.max_side = args.max_image_side
+        return job
+
 
 # ---------------------------------------------------------------- inputs
 

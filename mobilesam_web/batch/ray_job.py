@@ -20,21 +20,23 @@ one image (the detector's activations at imgsz 1024 and box decoding in chunks o
 import json
 import os
 import pickle
-import sys
+import queue
+import threading
+import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import ray  # noqa: F401  (ImportError here is how the CLI knows Ray is missing)
 import ray.data  # noqa: F401
 
 from .job import ImageItem, JobError, SegmentJob, build_items
+from .ray_connect import init_ray
 from .run import run_job
 from .segmenter import Segmenter
 
 DEFAULT_THREADS = 2
 DEFAULT_ACTOR_MEMORY_MB = 3000
-PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 class SegmentActor:
@@ -60,42 +62,6 @@ class SegmentActor:
         }
 
 
-# ray.init options that only a new instance takes (joining a running cluster refuses them)
-NEW_INSTANCE_ONLY = ("include_dashboard", "object_store_memory", "num_cpus", "num_gpus", "resources", "_memory")
-
-
-def log_ray(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def init_ray(address: Optional[str] = None, **init_kwargs) -> bool:
-    """Connect to ADDRESS (a running cluster), or start a local Ray instance. Returns True when
-    this call started / connected Ray (and the caller should shut it down)."""
-    if ray.is_initialized():
-        return False
-    if address:
-        # ship this package's code so every worker runs the driver's version (its dependencies
-        # -- onnxruntime, torch, ... -- must be installed on every node)
-        init_kwargs.setdefault("runtime_env", {"py_modules": [str(PACKAGE_DIR)]})
-        ray.init(address=address, **init_kwargs)
-    else:
-        path = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")) if p)
-        init_kwargs.setdefault("runtime_env", {"env_vars": {"PYTHONPATH": path}})
-        own = {"include_dashboard": False, "object_store_memory": 512 << 20}  # only for an instance of our own
-        try:
-            ray.init(**{**own, **init_kwargs})
-        except ValueError as exc:
-            # `ray start` (or $RAY_ADDRESS) already runs a cluster here: Ray joins it, and refuses
-            # the options of a new instance. Join it as it is, and say so.
-            if "existing cluster" not in str(exc):
-                raise
-            ray.init(**{k: v for k, v in init_kwargs.items() if k not in NEW_INSTANCE_ONLY})
-            log_ray(
-                f"Ray: joined the cluster already running on this machine ({ray.get_runtime_context().gcs_address})"
-            )
-    return True
-
-
 def fit_actors(nodes: List[Dict[str, Any]], threads: int, memory: int, actors: Optional[int] = None) -> int:
     """How many engine actors (each `threads` CPUs and `memory` bytes, on one node) the alive
     `nodes` (as `ray.nodes()` lists them) hold; `actors` given: that many. Refused at once (a
@@ -111,6 +77,103 @@ def fit_actors(nodes: List[Dict[str, Any]], threads: int, memory: int, actors: O
             f"{max(cpus, 1)} or less and --actor-memory-mb {mb} or less, or add a larger node"
         )
     return actors or sum(fits)
+
+
+def segment_rows(rows: List[Dict[str, Any]], job: Dict[str, Any], pool: Tuple[int, int], threads: int, memory: int):
+    """The Ray Data pipeline: rows (index, path, file_name, boxes) -> (index, result JSON, pickled
+    files) per image, as they finish. pool: the actor pool's (min, max) size."""
+    ray.data.DataContext.get_current().enable_progress_bars = False  # our own progress line says it
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    ds = ds.map_batches(
+        SegmentActor,
+        fn_constructor_kwargs={"job": job},
+        batch_size=1,
+        # a fixed pool of what the nodes hold now, growing to the max when room appears
+        # (Ray 2.60 deprecates `concurrency=` for this)
+        compute=ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]),
+        num_cpus=threads,
+        memory=memory,
+    )
+    for row in ds.iter_rows():
+        yield int(row["index"]), row["result"], row["files"]
+    wait_for_workers()
+
+
+def wait_for_workers(timeout: float = 30.0) -> None:
+    """Ray Data stops its actor pool asynchronously after the last image: wait (bounded) until
+    this job's MapWorker actors are dead and, on this node, their processes gone, so that none
+    outlives the command holding an engine (~1 GB) for another half minute."""
+    try:
+        from ray._private import state  # the GCS actor table (the public state API needs the dashboard)
+
+        context = ray.get_runtime_context()
+        job, here = ray.JobID.from_hex(context.get_job_id()), context.get_node_id()
+    except Exception:  # noqa: BLE001  (another Ray version: only the wait is lost)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = [a for a in state.actors(job_id=job).values() if a["ActorClassName"].startswith("MapWorker")]
+        if all(a["State"] == "DEAD" and not (a["Address"]["NodeID"] == here and running(a["Pid"])) for a in workers):
+            return
+        time.sleep(0.2)
+
+
+def running(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
+
+
+class ClusterDriver:
+    """Ray Data's executor must run inside the cluster, which a Ray Client (ray://) process is
+    not: this actor, started on the cluster, runs `segment_rows` in a thread and hands the images
+    finished so far to the client whenever it asks (so results still stream into OUT_DIR)."""
+
+    def __init__(self, *args) -> None:
+        self.done: queue.Queue = queue.Queue()
+        threading.Thread(target=self._run, args=args, daemon=True).start()
+
+    def _run(self, *args) -> None:
+        try:
+            for out in segment_rows(*args):
+                self.done.put(out)
+            self.done.put(None)  # the end
+        except BaseException as exc:  # noqa: BLE001  (handed to the client, which raises it)
+            self.done.put(exc)
+
+    def take(self, wait: float = 10.0) -> list:
+        """What finished since the last call (waiting up to `wait` s for something)."""
+        try:
+            out = [self.done.get(timeout=wait)]
+        except queue.Empty:
+            return []
+        while not self.done.empty():
+            out.append(self.done.get_nowait())
+        return out
+
+
+def stream_results(address: Optional[str], *args):
+    """`segment_rows(*args)` here, or through a ClusterDriver when connected with Ray Client."""
+    if not (address or "").startswith("ray://"):
+        yield from segment_rows(*args)
+        return
+    driver = ray.remote(num_cpus=0)(ClusterDriver).remote(*args)
+    try:
+        while True:
+            for out in ray.get(driver.take.remote()):
+                if out is None:
+                    return
+                if isinstance(out, BaseException):
+                    raise out
+                yield out
+    finally:
+        ray.kill(driver)
 
 
 def run_ray(
@@ -133,8 +196,6 @@ def run_ray(
         raise JobError(f"no images found in {job.input}")
     started = init_ray(address, **(ray_init or {}))
     try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # our own progress line says it
         cpus = int(ray.cluster_resources().get("CPU", 1))
         memory = int((actor_memory_mb or DEFAULT_ACTOR_MEMORY_MB) * 2**20)
         capacity = fit_actors(ray.nodes(), job.threads, memory)  # refuses before anything is submitted
@@ -160,20 +221,9 @@ def run_ray(
                 }
                 for it in todo
             ]
-            ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-            ds = ds.map_batches(
-                SegmentActor,
-                fn_constructor_kwargs={"job": job_dict},
-                batch_size=1,
-                # a fixed pool of what the nodes hold now, growing to n_actors when room appears
-                # (Ray 2.60 deprecates `concurrency=` for this)
-                compute=ray.data.ActorPoolStrategy(min_size=min(n_actors, capacity), max_size=n_actors),
-                num_cpus=job.threads,
-                memory=memory,
-            )
-            for row in ds.iter_rows():
-                it = by_index[int(row["index"])]
-                yield it, (json.loads(row["result"]), pickle.loads(row["files"]))
+            pool = (min(n_actors, capacity), n_actors)
+            for index, result, files in stream_results(address, rows, job_dict, pool, job.threads, memory):
+                yield by_index[index], (json.loads(result), pickle.loads(files))
 
         return run_job(job, process_all, log=log)
     finally:
