@@ -17,4 +17,7 @@ python -m pip install -q -r requirements-ray.txt  # the Ray batch test runs in C
 # exports; any user cache) goes into one scratch folder, removed when the run ends.
 scratch="$(mktemp -d -t mobilesam-tests.XXXXXX)"
 trap 'rm -rf "$scratch"' EXIT
-XDG_CACHE_HOME="$scratch/cache" python -m pytest -q --basetemp="$scratch/pytest" "$@"
+# Two workers, whole test files each (their servers and browsers are module fixtures): about half
+# the time of one on a 2-core machine, whose tests wait on browsers and servers much of the time.
+XDG_CACHE_HOME="$scratch/cache" MOBILESAM_TEST_ONNX_CACHE="$scratch/onnx" \
+  python -m pytest -q -n 2 --dist loadfile --basetemp="$scratch/pytest" "$@"

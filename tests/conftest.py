@@ -1,5 +1,7 @@
 """Shared test fixtures. The parity fixtures live in ../shared/fixtures beside the repo."""
 
+import os
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
 MOBILESAM_FIXTURE = FIXTURES / "mobilesam_parity"
 OBJECTAWARE_FIXTURE = FIXTURES / "objectaware_parity"
+
+# A Ray instance started without a token at hand writes a new one to ~/.ray/auth_token; this
+# run's own token, in the environment of every test and subprocess, keeps the suite out of $HOME.
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 
 def require(path: Path) -> Path:
@@ -35,7 +41,14 @@ def sam_weights_path() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_onnx_cache(tmp_path_factory) -> str:
-    """One ONNX export cache for the browser modules that only read it (exports take ~30 s)."""
+    """One ONNX export cache for the whole run (an app's graphs take ~70 s to export on 2 cores):
+    every test that isn't about exporting or the cache itself uses it, so each graph of the
+    fixture weights is exported once per run. $MOBILESAM_TEST_ONNX_CACHE (scripts/test.sh sets it)
+    shares it between pytest-xdist's workers too; the cache's folder lock keeps them apart."""
+    shared = os.environ.get("MOBILESAM_TEST_ONNX_CACHE")
+    if shared:
+        Path(shared).mkdir(parents=True, exist_ok=True)
+        return shared
     return str(tmp_path_factory.mktemp("onnx-shared"))
 
 

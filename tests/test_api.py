@@ -16,10 +16,10 @@ EVERYTHING_PARAMS = ["image", "detector_conf", "detector_nms_iou", "imgsz"]
 
 
 @pytest.fixture(scope="module")
-def client(sam_weights_path, tmp_path_factory):
+def client(shared_onnx_cache):
     with running_app(
         fixture_args(detector=True),
-        {"MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx")), "MOBILESAM_BROWSER_DECODING": "0"},
+        {"MOBILESAM_ONNX_CACHE": shared_onnx_cache, "MOBILESAM_BROWSER_DECODING": "0"},
     ) as url:
         yield Client(url, verbose=False)
 

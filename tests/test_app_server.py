@@ -11,12 +11,11 @@ from server_utils import browser, fixture_args, running_app, screenshot_on_failu
 
 
 @pytest.fixture(scope="module")
-def app_url(sam_weights_path, tmp_path_factory):
+def app_url(shared_onnx_cache):
     """The app in server-decoding mode (in-browser decoding is tested in test_browser_decoding)."""
-    cache = tmp_path_factory.mktemp("onnx")
     with running_app(
         fixture_args(detector=True),
-        {"MOBILESAM_ONNX_CACHE": str(cache), "MOBILESAM_BROWSER_DECODING": "0"},
+        {"MOBILESAM_ONNX_CACHE": shared_onnx_cache, "MOBILESAM_BROWSER_DECODING": "0"},
     ) as url:
         yield url
 

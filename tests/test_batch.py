@@ -39,8 +39,8 @@ def make_folder(root: Path, n_extra: int = 0) -> Path:
 
 
 @pytest.fixture(scope="module")
-def onnx_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("onnx_cache")
+def onnx_cache(shared_onnx_cache):
+    return shared_onnx_cache
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from server_utils import browser, fixture_args, running_app, screenshot_on_failu
 
 
 @pytest.fixture(scope="module")
-def onnx_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("onnx"))
+def onnx_cache(shared_onnx_cache):
+    return shared_onnx_cache
 
 
 @pytest.fixture(scope="module")

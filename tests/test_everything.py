@@ -16,10 +16,10 @@ def detector(det_ckpt):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def onnx_predictor(sam_weights_path, tmp_path_factory):
+def onnx_predictor(shared_onnx_cache, sam_weights_path):
     from mobilesam_web import load_predictor
 
-    return load_predictor(sam_weights_path, cache_dir=tmp_path_factory.mktemp("onnx"))
+    return load_predictor(sam_weights_path, cache_dir=shared_onnx_cache)
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torch"])

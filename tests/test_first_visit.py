@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from conftest import MOBILESAM_FIXTURE
-from server_utils import browser, fixture_args, running_app, screenshot_on_failure
+from server_utils import browser, fixture_args, phone_page, running_app, screenshot_on_failure
 
 IMAGE = str(MOBILESAM_FIXTURE / "image.png")
 
 
 @pytest.fixture(scope="module")
-def app_url(sam_weights_path, tmp_path_factory):
-    with running_app(fixture_args(), {"MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx"))}) as url:
+def app_url(shared_onnx_cache):
+    with running_app(fixture_args(), {"MOBILESAM_ONNX_CACHE": shared_onnx_cache}) as url:
         yield url
 
 
@@ -162,45 +162,33 @@ def test_click_never_waits_for_a_hover_in_flight(app_url):
 
 
 def test_phone_swipe_scrolls_and_tap_adds_a_point(app_url):
-    with browser() as b:
-        ctx = b.new_context(
-            viewport={"width": 390, "height": 844}, device_scale_factor=3, is_mobile=True, has_touch=True
-        )
-        page = ctx.new_page()
-        with screenshot_on_failure(page, "phone"):
-            page.goto(app_url)
-            page.wait_for_function("window.mswDebug && window.mswDebug.ready", timeout=120_000)
-            page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)
-            wait_image(page)
-            page.wait_for_timeout(800)  # the smooth scroll to the image
-            stage = page.locator(".msw-stage").bounding_box()
-            # image first: after the upload box and the examples, above the other controls, and
-            # in view after the upload
-            assert stage["y"] < page.locator("#msw-browser-toggle").bounding_box()["y"]
-            assert page.locator("#msw-examples").bounding_box()["y"] < stage["y"]
-            assert stage["y"] >= -1 and stage["y"] < 844 * 0.6, stage
-            cdp = ctx.new_cdp_session(page)
-            y0 = page.evaluate("window.scrollY")
-            room = page.evaluate("document.scrollingElement.scrollHeight - innerHeight - scrollY")
-            down = room > 100  # swipe towards whichever side the page can scroll (positive: up)
-            x, y = stage["x"] + stage["width"] / 2, stage["y"] + min(stage["height"] * 0.5, 300)
-            step = -20 if down else 20  # finger moves up to scroll down
-            cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
-            for i in range(1, 11):
-                cdp.send(
-                    "Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y + step * i}]}
-                )
-                page.wait_for_timeout(16)
-            cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
-            page.wait_for_timeout(300)
-            moved = page.evaluate("window.scrollY") - y0
-            assert (moved > 50) if down else (moved < -50), f"a swipe on the image did not scroll ({moved} px)"
-            assert page.evaluate("window.mswDebug.state().points") == 0, "a swipe added a point"
-            stage = page.locator(".msw-stage").bounding_box()
-            page.touchscreen.tap(stage["x"] + stage["width"] * 0.4, stage["y"] + min(stage["height"] * 0.5, 300))
-            page.wait_for_function("window.mswDebug.state().points === 1", timeout=10_000)
-            page.wait_for_function("document.querySelectorAll('.msw-cands button').length === 3", timeout=60_000)
-            assert page.evaluate("window.mswDebug.markerRadiusCss") >= 10
+    with phone_page(app_url, "phone", IMAGE) as (ctx, page):
+        stage = page.locator(".msw-stage").bounding_box()
+        # image first: after the upload box and the examples, above the other controls, and
+        # in view after the upload
+        assert stage["y"] < page.locator("#msw-browser-toggle").bounding_box()["y"]
+        assert page.locator("#msw-examples").bounding_box()["y"] < stage["y"]
+        assert stage["y"] >= -1 and stage["y"] < 844 * 0.6, stage
+        cdp = ctx.new_cdp_session(page)
+        y0 = page.evaluate("window.scrollY")
+        room = page.evaluate("document.scrollingElement.scrollHeight - innerHeight - scrollY")
+        down = room > 100  # swipe towards whichever side the page can scroll (positive: up)
+        x, y = stage["x"] + stage["width"] / 2, stage["y"] + min(stage["height"] * 0.5, 300)
+        step = -20 if down else 20  # finger moves up to scroll down
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
+        for i in range(1, 11):
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y + step * i}]})
+            page.wait_for_timeout(16)
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        page.wait_for_timeout(300)
+        moved = page.evaluate("window.scrollY") - y0
+        assert (moved > 50) if down else (moved < -50), f"a swipe on the image did not scroll ({moved} px)"
+        assert page.evaluate("window.mswDebug.state().points") == 0, "a swipe added a point"
+        stage = page.locator(".msw-stage").bounding_box()
+        page.touchscreen.tap(stage["x"] + stage["width"] * 0.4, stage["y"] + min(stage["height"] * 0.5, 300))
+        page.wait_for_function("window.mswDebug.state().points === 1", timeout=10_000)
+        page.wait_for_function("document.querySelectorAll('.msw-cands button').length === 3", timeout=60_000)
+        assert page.evaluate("window.mswDebug.markerRadiusCss") >= 10
 
 
 def test_keyboard_only_segmentation(app_url):
@@ -357,12 +345,12 @@ def test_first_visit_bytes_are_what_the_page_says(app_url):
         assert "MB transferred" in page.locator(".msw-info").inner_text()
 
 
-def test_share_mode_serves_the_widget(sam_weights_path, tmp_path):
+def test_share_mode_serves_the_widget(shared_onnx_cache, sam_weights_path):
     """`--share` starts Gradio's own launcher (offline here, so no gradio.live link is made, but
     the local server is the one the link would forward to): it must serve the same /msw routes,
     headers and page style, so a share-link visitor decodes in the browser."""
     with running_app(
-        ["--checkpoint", str(sam_weights_path), "--share"], {"MOBILESAM_ONNX_CACHE": str(tmp_path)}
+        ["--checkpoint", str(sam_weights_path), "--share"], {"MOBILESAM_ONNX_CACHE": shared_onnx_cache}
     ) as url:
         r = urllib.request.urlopen(url + "msw/config.json")
         assert json.load(r)["decoder"]["bytes"] > 0

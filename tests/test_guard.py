@@ -198,8 +198,8 @@ def raw_at(url: str, address: str) -> RawGradio:
 
 
 @pytest.fixture(scope="module")
-def onnx_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("onnx"))
+def onnx_cache(shared_onnx_cache):
+    return shared_onnx_cache
 
 
 @pytest.fixture(scope="module", params=["uvicorn", "share"])

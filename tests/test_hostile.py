@@ -22,12 +22,12 @@ UPLOAD_LIMIT_MB = 5
 
 
 @pytest.fixture(scope="module")
-def server(sam_weights_path, tmp_path_factory):
+def server(shared_onnx_cache, tmp_path_factory):
     upload_dir = tmp_path_factory.mktemp("gradio-uploads")
     with running_app(
         fixture_args(detector=True),
         {
-            "MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx")),
+            "MOBILESAM_ONNX_CACHE": shared_onnx_cache,
             "GRADIO_TEMP_DIR": str(upload_dir),
             "MOBILESAM_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB),
         },

@@ -22,9 +22,9 @@ QUICK = 10.0  # seconds: a refusal comes at least this fast (the machine may be 
 
 
 @pytest.fixture(scope="module")
-def server(sam_weights_path, tmp_path_factory):
+def server(shared_onnx_cache, tmp_path_factory):
     env = {
-        "MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx")),
+        "MOBILESAM_ONNX_CACHE": shared_onnx_cache,
         "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio-uploads")),
     }
     with raw_server(env) as raw:

@@ -11,11 +11,11 @@ from conftest import amg_case, assert_masks_close
 
 
 @pytest.fixture(scope="module")
-def onnx_predictor(sam_weights_path, sam_image, tmp_path_factory):
+def onnx_predictor(shared_onnx_cache, sam_weights_path, sam_image):
     """Image set once; read-only use (generators get predictors of their own)."""
     from mobilesam_web import load_predictor
 
-    p = load_predictor(sam_weights_path, cache_dir=tmp_path_factory.mktemp("onnx"))
+    p = load_predictor(sam_weights_path, cache_dir=shared_onnx_cache)
     p.set_image(sam_image)
     return p
 

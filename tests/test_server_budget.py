@@ -19,9 +19,9 @@ SESSION_BUDGET_MB = 256
 
 
 @pytest.fixture(scope="module")
-def server(sam_weights_path, tmp_path_factory):
+def server(shared_onnx_cache, tmp_path_factory):
     env = {
-        "MOBILESAM_ONNX_CACHE": str(tmp_path_factory.mktemp("onnx")),
+        "MOBILESAM_ONNX_CACHE": shared_onnx_cache,
         "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio-uploads")),
         "MOBILESAM_SESSION_BUDGET_MB": str(SESSION_BUDGET_MB),
         "MOBILESAM_UPLOADS_PER_MINUTE": "1000",  # this test is one client uploading a lot

@@ -18,10 +18,10 @@ from conftest import OBJECTAWARE_FIXTURE, assert_masks_close
 
 
 @pytest.fixture(scope="module")
-def services(sam_weights_path, tmp_path_factory):
+def services(shared_onnx_cache, sam_weights_path):
     cfg = AppConfig(
         checkpoint=str(sam_weights_path),
-        onnx_cache_dir=str(tmp_path_factory.mktemp("onnx")),
+        onnx_cache_dir=shared_onnx_cache,
         detector_checkpoint=str(OBJECTAWARE_FIXTURE / "objectaware_random.pt"),
     )
     s = load_services(cfg)
