@@ -14,10 +14,10 @@ const MIN_SAMPLES = 3;       // previews measured before the average may pause t
 const RETRY_MS = 15000;      // a paused device tries one preview again after this long
 
 // The moving measure (pure): -> the next measure, and whether previews should pause.
-export function measureHover(m, ms) {
+export function measureHover(m, ms, slowMs = SLOW_HOVER_MS) {
   if (!m.warm) return { next: { ...m, warm: true }, slow: false };   // the warm-up: not counted
   const avg = m.avg === null ? ms : (1 - WEIGHT) * m.avg + WEIGHT * ms, n = m.n + 1;
-  return { next: { warm: true, avg, n }, slow: n >= MIN_SAMPLES && avg > SLOW_HOVER_MS };
+  return { next: { warm: true, avg, n }, slow: n >= MIN_SAMPLES && avg > slowMs };
 }
 
 export class Hover {
@@ -100,12 +100,13 @@ export class Hover {
   // -> true when previews pause now (too slow on average, or a retry that is still slow)
   judge(ms) {
     const { S, draw, state } = this;
+    const slowMs = S.cfg.hoverSlowMs || SLOW_HOVER_MS;
     let slow;
     if (state.probe) {   // a paused device's retry decides alone: the average starts again from it
       state.probe = false;
-      slow = ms > SLOW_HOVER_MS;
+      slow = ms > slowMs;
       this.measure = { warm: true, avg: ms, n: MIN_SAMPLES };
-    } else ({ next: this.measure, slow } = measureHover(this.measure, ms));
+    } else ({ next: this.measure, slow } = measureHover(this.measure, ms, slowMs));
     if (!slow) { if (S.hoverNote) { S.hoverNote = ""; this.status.render(); } return false; }
     S.hover = "slow";
     state.pausedAt = performance.now();

@@ -19,6 +19,7 @@ async function loadConfig(q, standalone) {
   if (q.get("msw_hover") === "exact") cfg.hover = "exact";
   if (q.get("msw_hover_delay")) cfg.hoverDelayMs = +q.get("msw_hover_delay");   // tests: a slow preview
   if (q.get("msw_hover_retry")) cfg.hoverRetryMs = +q.get("msw_hover_retry");   // tests: a quicker retry
+  if (q.get("msw_hover_slow")) cfg.hoverSlowMs = +q.get("msw_hover_slow");   // tests: a busy machine's previews
   return cfg;
 }
 

@@ -77,7 +77,7 @@ def test_ray_run_equals_local_run(tmp_path, shared_onnx_cache):
     assert rc == 1 and (dist / "annotations.json").read_bytes() == before
 
 
-def test_ray_runs_mobilesamv2_with_another_encoder(tmp_path):
+def test_ray_runs_mobilesamv2_with_another_encoder(tmp_path, shared_onnx_cache):
     """MobileSAMv2's EfficientViT-L2 encoder-only l2.pt + prompt-guided decoder: Ray = local."""
     from mobilesam_web.batch.job import SegmentJob
     from mobilesam_web.batch.run import run_local
@@ -85,7 +85,9 @@ def test_ray_runs_mobilesamv2_with_another_encoder(tmp_path):
     from parity_checks import efficientvit_seed, write_efficientvit_files
 
     weights = write_efficientvit_files(tmp_path, efficientvit_seed())
-    folder = make_folder(tmp_path / "in", n_extra=0)
+    folder = tmp_path / "in"  # one image: the encoder is what differs from the test above
+    folder.mkdir()
+    shutil.copy(require(OBJECTAWARE_FIXTURE / "image.png"), folder / "a.png")
     opts = dict(
         mode="everything",
         checkpoint=str(weights / "l2.pt"),
@@ -95,7 +97,7 @@ def test_ray_runs_mobilesamv2_with_another_encoder(tmp_path):
         conf=0.25,
         max_det=8,
         threads=2,
-        onnx_cache=str(tmp_path / "onnx"),
+        onnx_cache=shared_onnx_cache,
         progress=False,
     )
     local, dist = tmp_path / "local", tmp_path / "ray"

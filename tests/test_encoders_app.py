@@ -8,6 +8,7 @@ code's outputs): the app's embedding is checked against that golden."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,8 +34,8 @@ def files(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("onnx")
+def cache(shared_onnx_cache):
+    return Path(shared_onnx_cache)
 
 
 @pytest.fixture(scope="module")

@@ -118,7 +118,8 @@ def test_status_line_before_any_click(app_url):
 def test_hover_sweep_previews_are_lighter(app_url):
     """A hover sweep gives previews, drawn lighter than the committed mask. (The main thread's
     long tasks during a sweep are a timing: bench/bench_browser.py reports them.)"""
-    with laptop_page(app_url, "hover_sweep") as page:
+    # previews never pause here, however slow this machine is now (the pause has tests of its own)
+    with laptop_page(app_url + "?msw_hover_slow=600000", "hover_sweep") as page:
         page.evaluate("window.mswDebug.startHover()")
         page.wait_for_function("window.mswDebug.state().hover === 'ready'", timeout=120_000)
         box = overlay_box(page)
