@@ -69,6 +69,8 @@ def venv(tmp_path_factory):
         ]
     )
     wheel = next((root / "dist").glob("mobilesam_web-*.whl"))
+    # scripts/build_backend.py builds in a temporary copy: nothing is left in the sources
+    assert not (src / "build").exists() and not list(src.glob("*.egg-info")), sorted(p.name for p in src.iterdir())
     env_dir = root / "venv"
     # No pip of its own (ensurepip's old setuptools would shadow the one torch needs): this
     # interpreter's pip installs into it. --no-index: the dependencies must already be met.
