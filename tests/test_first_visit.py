@@ -127,13 +127,15 @@ def test_hover_sweep_previews_are_lighter(app_url):
             page.mouse.move(*at(box, 0.1 + 0.02 * i, 0.2 + 0.015 * i))
             page.wait_for_timeout(25)
         page.wait_for_function("window.mswDebug.hoverCount >= 3", timeout=60_000)
-        page.wait_for_timeout(500)
         # the preview is drawn lighter than a committed mask (the most common alpha of the
-        # overlay's pixels is the mask fill; markers are few and anti-aliased)
+        # overlay's pixels is the mask fill; markers are few and anti-aliased). On a busy machine
+        # the preview of the last position may still be on its way: wait for it to be drawn.
         fill_alpha = """() => { const c = document.querySelector('.msw-overlay');
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; const n = new Array(256).fill(0);
             for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n[d[i]]++;
             return n.indexOf(Math.max(...n)); }"""
+        page.wait_for_function(f"({fill_alpha})() > 0", timeout=60_000, polling=250)
+        page.wait_for_timeout(500)  # previews of positions after it (none expected) come in
         preview = page.evaluate(fill_alpha)
         page.mouse.click(*at(box, 0.5, 0.6))
         page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=60_000)
