@@ -4,9 +4,11 @@ import contextlib
 import functools
 import http.server
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -50,8 +52,13 @@ class AppUrl(str):
 
 @contextlib.contextmanager
 def running_app(args, env_extra=None, timeout=180, script=None):
+    """The app on a free port, for the `with` block. Each server gets a Gradio temp folder of its
+    own (removed afterwards): in a shared one, a server that stops deletes the files it cached,
+    among them another server's upload of the same image (Gradio names cached files by content)."""
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    uploads = tempfile.mkdtemp(prefix=f"gradio-{port}-")
+    env = {**os.environ, "GRADIO_TEMP_DIR": uploads, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env.update(env_extra or {})
     log_path = ARTIFACTS / f"server-{port}.log"
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(log_path, "w")
@@ -86,6 +93,7 @@ def running_app(args, env_extra=None, timeout=180, script=None):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+        shutil.rmtree(uploads, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -132,27 +132,6 @@ def test_actors_are_fitted_to_the_nodes_or_refused_at_once():
     assert fit_actors(two_small, threads=1, memory=3 * gb, actors=5) == 5  # asked: more wait for room
 
 
-def test_joins_a_cluster_already_running_on_this_machine(tmp_path, shared_onnx_cache):
-    """#22 item 2: `--ray` without an address where `ray start` already runs a cluster joins it
-    (and says so) instead of failing on a new instance's options; `ray stop` is the user's."""
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    start = ["ray", "start", "--head", "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats"]
-    subprocess.run(start, check=True, env=env, capture_output=True, timeout=120)
-    try:
-        folder = make_folder(tmp_path / "in")
-        cmd = [sys.executable, "-m", "mobilesam_web", "segment", str(folder), "--out", str(tmp_path / "out"), "--ray"]
-        cmd += ["--checkpoint", str(SAM_CKPT), "--detector-checkpoint", str(DET_CKPT), *FAST]
-        cmd += ["--actor-memory-mb", "1000", "--onnx-cache", shared_onnx_cache]
-        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        assert run.returncode == 1, run.stderr[-3000:]  # bad.jpg
-        assert "joined the cluster already running on this machine" in run.stderr, run.stderr[-3000:]
-        assert "object_store_memory" not in run.stderr
-        assert len(COCO(str(tmp_path / "out" / "annotations.json")).imgs) == 4
-        assert not map_workers(), "a MapWorker outlived the run"
-    finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
-
-
 def test_ray_argument_forms(tmp_path, capsys):
     """#22 item 4: `--ray FOLDER --out X` keeps FOLDER as the input; what is neither an address nor
     a path is refused with the forms Ray takes."""
@@ -175,11 +154,14 @@ def test_ray_argument_forms(tmp_path, capsys):
     assert f"no images found in {folder}" in capsys.readouterr().err
 
 
-def test_token_authenticated_cluster_by_every_address(tmp_path, shared_onnx_cache):
-    """#22 item 4: a `ray start` cluster with token authentication, reached as HOST:PORT,
-    ray://HOST:PORT (Ray Client: Ray Data's driver then runs in the cluster) and `auto`, with the
-    same results; refused within seconds, saying what to set, when the token is missing or wrong,
-    and when nothing answers; no MapWorker outlives a run."""
+def test_token_authenticated_cluster_by_every_address(tmp_path, shared_onnx_cache, monkeypatch, capsys):
+    """#22 items 2 and 4: a `ray start` cluster with token authentication, reached as HOST:PORT,
+    ray://HOST:PORT (Ray Client: Ray Data's driver then runs in the cluster), `auto` and no
+    address (which joins the cluster running on this machine, and says so, instead of failing on
+    a new instance's options), with the same results; refused within seconds, saying what to
+    set, when the token is missing or wrong, and when nothing answers; no MapWorker outlives a run."""
+    from mobilesam_web.cli import segment as segment_command
+
     from server_utils import free_port
 
     token = secrets.token_hex(32)
@@ -193,14 +175,15 @@ def test_token_authenticated_cluster_by_every_address(tmp_path, shared_onnx_cach
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(require(OBJECTAWARE_FIXTURE / "image.png"), folder / "a.png")
+    (folder / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 20)
 
-    def segment(address, out, **extra):
-        cmd = [sys.executable, "-m", "mobilesam_web", "segment", str(folder), "--out", str(tmp_path / out)]
-        cmd += ["--ray", address, "--checkpoint", str(SAM_CKPT), "--detector-checkpoint", str(DET_CKPT), *FAST]
-        cmd += ["--actor-memory-mb", "1000", "--onnx-cache", shared_onnx_cache, "--no-progress"]
-        return subprocess.run(cmd, env={**base, **extra}, capture_output=True, text=True, timeout=600)
+    def args(address, out):
+        cmd = [str(folder), "--out", str(tmp_path / out), "--ray", *([address] if address else [])]
+        cmd += ["--checkpoint", str(SAM_CKPT), "--detector-checkpoint", str(DET_CKPT), *FAST]
+        return cmd + ["--actor-memory-mb", "1000", "--onnx-cache", shared_onnx_cache, "--no-progress"]
 
     try:
+        # refused before Ray is asked to connect: in this process (what the command runs), quicker
         refusals = [
             (f"127.0.0.1:{gcs}", {}, "this command sent none"),
             (f"ray://127.0.0.1:{client}", {}, "this command sent none"),
@@ -209,26 +192,38 @@ def test_token_authenticated_cluster_by_every_address(tmp_path, shared_onnx_cach
             (f"127.0.0.1:{free_port()}", {}, "nothing answers at"),
         ]
         for address, extra, why in refusals:
-            t0 = time.monotonic()
-            run = segment(address, "refused", **extra)
-            assert run.returncode == 2 and why in run.stderr, (address, extra, run.stderr[-2000:])
-            assert "RAY_AUTH_MODE=token" in run.stderr or "nothing answers" in run.stderr
+            with monkeypatch.context() as m:
+                for name in [k for k in os.environ if k.startswith(("RAY_AUTH", "RAY_ADDRESS"))]:
+                    m.delenv(name)
+                m.setenv("HOME", base["HOME"])
+                for name, value in extra.items():
+                    m.setenv(name, value)
+                t0 = time.monotonic()
+                rc = segment_command(args(address, "refused"))
+                err = capsys.readouterr().err
+            assert rc == 2 and why in err, (address, extra, err[-2000:])
+            assert "RAY_AUTH_MODE=token" in err or "nothing answers" in err
             assert time.monotonic() - t0 < 20, "Ray's own retries (20-30 s) were not cut short"
-            assert not (tmp_path / "refused" / "annotations.json").exists()
+            assert not ray.is_initialized() and not (tmp_path / "refused" / "annotations.json").exists()
         (tmp_path / "home" / ".ray").mkdir(parents=True)
         (tmp_path / "home" / ".ray" / "auth_token").write_text(token)  # where `auto` finds it
         runs = {
             "gcs": (f"127.0.0.1:{gcs}", {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}),
             "client": (f"ray://127.0.0.1:{client}", {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}),
             "auto": ("auto", {}),
+            "none": (None, {}),
         }
         for out, (address, extra) in runs.items():
-            run = segment(address, out, **extra)
-            assert run.returncode == 0, (address, run.stderr[-3000:])
+            cmd = [sys.executable, "-m", "mobilesam_web", "segment", *args(address, out)]
+            run = subprocess.run(cmd, env={**base, **extra}, capture_output=True, text=True, timeout=600)
+            assert run.returncode == 1, (address, run.stderr[-3000:])  # bad.jpg
             assert not map_workers(), f"a MapWorker outlived the run on {address}"
+        assert "joined the cluster already running on this machine" in run.stderr, run.stderr[-3000:]
+        assert "object_store_memory" not in run.stderr
         first = (tmp_path / "gcs" / "annotations.json").read_bytes()
         assert len(json.loads(first)["annotations"]) > 0
         assert all((tmp_path / out / "annotations.json").read_bytes() == first for out in runs)
+        assert json.loads((tmp_path / "none" / "errors.json").read_text())[0]["file_name"] == "bad.jpg"
     finally:
         subprocess.run(["ray", "stop", "--force"], env=base, capture_output=True, timeout=120)
 

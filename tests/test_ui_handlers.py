@@ -435,12 +435,12 @@ def test_grid_comparison_reuses_the_run_and_reports_progress(ctx, monkeypatch):
 
 def test_grid_cancel_stops_the_work(ctx, monkeypatch):
     """Gradio cancels a generator handler by not resuming it (and closing it): no batch runs after."""
-    monkeypatch.setattr(everything_tab, "GRID_SIDE", 8)
+    monkeypatch.setattr(everything_tab, "GRID_SIDE", 4)  # 16 points in 4 batches of 4 (real: 1024 in 64 of 16)
     batches, closed = [], []
     real = everything_tab.grid_steps
 
     def counting_steps(*args, **kwargs):
-        inner = real(*args, **kwargs)
+        inner = real(*args, points_per_batch=4, **kwargs)
         try:
             while True:
                 try:
@@ -476,9 +476,9 @@ def test_grid_cancel_stops_the_work(ctx, monkeypatch):
     with pytest.raises(StopIteration):
         next(mine)
     assert closed == [True]
-    assert list(theirs)[-1][0].startswith("Grid 8×8")  # another page's run finished
+    assert list(theirs)[-1][0].startswith("Grid 4×4")  # another page's run finished
     again = everything_tab.on_grid(ctx, run, request=page, progress=no_progress)
-    assert list(again)[-1][0].startswith("Grid 8×8")
+    assert list(again)[-1][0].startswith("Grid 4×4")
 
 
 def test_a_session_released_by_the_budget_comes_back_by_itself(ctx, uploaded):

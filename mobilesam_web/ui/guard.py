@@ -26,6 +26,7 @@ names its own address in that header.
 
 import asyncio
 import json
+import logging
 import os
 import re
 import time
@@ -46,6 +47,9 @@ FILE_PREFIX = "/gradio_api/file="
 # Every route that puts an event into Gradio's queue (the page's join and the REST API's calls).
 QUEUE_JOIN = re.compile(r"/gradio_api/(queue/join|call/(v2/)?[^/]+/?)")
 WINDOW_S = 60.0
+LOG_EVERY_S = 10.0  # at most one log line per client address and kind of refusal this often
+
+log = logging.getLogger("mobilesam_web")
 
 
 def trust_proxy_from_env() -> bool:
@@ -217,6 +221,28 @@ class UploadRate:
             del self._times[client]
 
 
+class RefusalLog:
+    """Logs the guard's refusals, so an operator sees why visitors were turned away; a client
+    refused many times logs one line every LOG_EVERY_S with the count (a flood stays a trickle)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._last: Dict[Tuple[str, str], Tuple[float, int]] = {}
+
+    def refused(self, client: str, kind: str, message: str) -> None:
+        now = self.clock()
+        key = (client, kind)
+        last, count = self._last.get(key, (-LOG_EVERY_S, 0))
+        if now - last < LOG_EVERY_S:
+            self._last[key] = (last, count + 1)
+            return
+        if len(self._last) > 10_000:  # many addresses: forget the old lines' times
+            self._last = {k: v for k, v in self._last.items() if now - v[0] < LOG_EVERY_S}
+        self._last[key] = (now, 0)
+        more = f" (and {count} more since the last line)" if count else ""
+        log.info("guard refused %s from %s%s: %s", kind, client, more, message[:200])
+
+
 SETTLE_STEPS, SETTLE_S = 20, 0.05  # how long a join over the limit waits for finished events to go
 
 
@@ -285,6 +311,7 @@ class Guard:
         self.trust_proxy = trust_proxy_from_env() if trust_proxy is None else trust_proxy
         self.queue = QueueShare(blocks, config.max_queued_per_session, config.max_queued_per_client, self.trust_proxy)
         self.uploads = UploadRate(config.uploads_per_minute)
+        self.refusals = RefusalLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -320,6 +347,7 @@ class Guard:
                 f"Too many uploads from this address: at most {self.uploads.per_minute} a minute "
                 f"({limit_env('uploads_per_minute')}); try again in {wait:.0f} s."
             )
+            self.refusals.refused(client, "an upload", message)
             await reply(send, 429, message, [(b"retry-after", str(int(wait) + 1).encode())])
             return
         await self.app(scope, receive, send)  # Gradio limits the upload's size as it streams in
@@ -367,6 +395,7 @@ class Guard:
             await asyncio.sleep(SETTLE_S)
             refusal = self.queue.refusal(session, client)
         if refusal is not None:
+            self.refusals.refused(client, "a queue join", refusal)
             await reply(send, 429, refusal)
             return
         self.queue.enter(session, client)
