@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from mobilesam_web.ui.guard import Guard, UploadRate, client_address
+from mobilesam_web.ui.guard import Guard, RefusalLog, UploadRate, client_address
 from mobilesam_web.ui.services import AppConfig
 
 from conftest import MOBILESAM_FIXTURE
@@ -315,3 +315,23 @@ def test_a_flooding_client_gets_429_and_others_are_still_served(server):
     mine = other.uploaded((MOBILESAM_FIXTURE / "image.png").read_bytes())
     res = other.event(other.fn_index("segment"), [mine, [[100, 100]], [1], None, False], timeout=120)
     assert res["success"], res
+
+
+def test_refusals_are_logged_without_flooding_the_log(caplog):
+    """An operator sees why visitors were turned away; a client refused over and over logs one
+    line per kind every 10 s, with the count since the last line."""
+    now = [100.0]
+    refusals = RefusalLog(clock=lambda: now[0])
+    with caplog.at_level("INFO", logger="mobilesam_web"):
+        for _ in range(50):
+            refusals.refused("10.0.0.1", "an upload", "Too many uploads from this address")
+            now[0] += 0.1
+        refusals.refused("10.0.0.1", "a queue join", "Too many requests waiting from this page")
+        refusals.refused("10.0.0.2", "an upload", "Too many uploads from this address")
+        now[0] += 10
+        refusals.refused("10.0.0.1", "an upload", "Too many uploads from this address")
+    lines = [r.getMessage() for r in caplog.records if "guard refused" in r.getMessage()]
+    assert len(lines) == 4, lines
+    assert lines[0] == "guard refused an upload from 10.0.0.1: Too many uploads from this address"
+    assert "a queue join from 10.0.0.1" in lines[1] and "an upload from 10.0.0.2" in lines[2]
+    assert "(and 49 more since the last line)" in lines[3]
