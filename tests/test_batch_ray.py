@@ -132,6 +132,14 @@ def test_actors_are_fitted_to_the_nodes_or_refused_at_once():
     assert fit_actors(two_small, threads=1, memory=3 * gb, actors=5) == 5  # asked: more wait for room
 
 
+def test_memory_note_names_the_option():
+    from mobilesam_web.batch.ray_job import memory_note, peak_rss_mb
+
+    assert memory_note(900, 3000).endswith("peaked at 900 MB of the 3000 MB reserved (--actor-memory-mb)")
+    assert memory_note(1038, 700).endswith("use --actor-memory-mb 1300 for this data")
+    assert 10 < peak_rss_mb() < 64_000  # this process's VmHWM
+
+
 def test_ray_argument_forms(tmp_path, capsys):
     """#22 item 4: `--ray FOLDER --out X` keeps FOLDER as the input; what is neither an address nor
     a path is refused with the forms Ray takes."""
@@ -220,6 +228,10 @@ def test_token_authenticated_cluster_by_every_address(tmp_path, shared_onnx_cach
             assert not map_workers(), f"a MapWorker outlived the run on {address}"
         assert "joined the cluster already running on this machine" in run.stderr, run.stderr[-3000:]
         assert "object_store_memory" not in run.stderr
+        # Ray Data's own lines stay in its log; our line on the actors' memory names our option
+        said = run.stdout + run.stderr
+        assert not any(noise in said for noise in ("Execution plan", "Progress bars disabled", "memory=")), said
+        assert "an actor's memory peaked at" in said and "MB reserved (--actor-memory-mb)" in said
         first = (tmp_path / "gcs" / "annotations.json").read_bytes()
         assert len(json.loads(first)["annotations"]) > 0
         assert all((tmp_path / out / "annotations.json").read_bytes() == first for out in runs)

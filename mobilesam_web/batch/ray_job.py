@@ -18,6 +18,7 @@ one image (the detector's activations at imgsz 1024 and box decoding in chunks o
 """
 
 import json
+import logging
 import os
 import pickle
 import queue
@@ -59,7 +60,17 @@ class SegmentActor:
             "index": np.array(idx, dtype=np.int64),
             "result": np.array(results, dtype=object),
             "files": np.array(files, dtype=object),
+            "peak_mb": np.full(len(idx), peak_rss_mb(), dtype=np.int64),
         }
+
+
+def peak_rss_mb() -> int:
+    """This process's peak resident memory (VmHWM) in MB; 0 where /proc is not there."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) >> 10 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
 
 
 def fit_actors(nodes: List[Dict[str, Any]], threads: int, memory: int, actors: Optional[int] = None) -> int:
@@ -79,10 +90,26 @@ def fit_actors(nodes: List[Dict[str, Any]], threads: int, memory: int, actors: O
     return actors or sum(fits)
 
 
+def memory_note(peak_mb: int, reserved_mb: int) -> str:
+    """What the actors' memory peaked at, against what --actor-memory-mb reserved for each."""
+    note = f"Ray: an actor's memory peaked at {peak_mb} MB of the {reserved_mb} MB reserved (--actor-memory-mb)"
+    if peak_mb <= reserved_mb:
+        return note
+    advice = -(-peak_mb * 5 // 4 // 100) * 100  # a quarter more, rounded up to 100 MB
+    return (
+        f"{note}: more than reserved, so Ray may place more actors on a node than its memory holds; "
+        f"use --actor-memory-mb {advice} for this data"
+    )
+
+
 def segment_rows(rows: List[Dict[str, Any]], job: Dict[str, Any], pool: Tuple[int, int], threads: int, memory: int):
     """The Ray Data pipeline: rows (index, path, file_name, boxes) -> (index, result JSON, pickled
     files) per image, as they finish. pool: the actor pool's (min, max) size."""
-    ray.data.DataContext.get_current().enable_progress_bars = False  # our own progress line says it
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # our own progress line says it
+    # Ray Data's own lines (its plan, "progress bars disabled", memory advice naming its `memory=`
+    # argument) go to its log file only; run_ray says what the actors' memory peaked at
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     ds = ds.map_batches(
         SegmentActor,
@@ -95,7 +122,7 @@ def segment_rows(rows: List[Dict[str, Any]], job: Dict[str, Any], pool: Tuple[in
         memory=memory,
     )
     for row in ds.iter_rows():
-        yield int(row["index"]), row["result"], row["files"]
+        yield int(row["index"]), row["result"], row["files"], int(row["peak_mb"])
     wait_for_workers()
 
 
@@ -207,6 +234,7 @@ def run_ray(
         if n_actors > capacity:
             log(f"Ray: the nodes hold {capacity} such actors now; the others start when room appears")
         job_dict = job.to_dict()
+        peak = [0]
 
         def process_all(todo: List[ImageItem]):
             if not todo:
@@ -222,10 +250,14 @@ def run_ray(
                 for it in todo
             ]
             pool = (min(n_actors, capacity), n_actors)
-            for index, result, files in stream_results(address, rows, job_dict, pool, job.threads, memory):
+            for index, result, files, peak_mb in stream_results(address, rows, job_dict, pool, job.threads, memory):
+                peak[0] = max(peak[0], peak_mb)
                 yield by_index[index], (json.loads(result), pickle.loads(files))
 
-        return run_job(job, process_all, log=log)
+        rc = run_job(job, process_all, log=log)
+        if peak[0]:
+            log(memory_note(peak[0], memory >> 20))
+        return rc
     finally:
         if started:
             ray.shutdown()
