@@ -2,6 +2,7 @@
 
 import os
 import secrets
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,15 @@ def require(path: Path) -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
     torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_browsers():
+    """server_utils.browser() keeps Chromium for the module's tests; closed when the module ends."""
+    yield
+    utils = sys.modules.get("server_utils")
+    if utils is not None:
+        utils.close_browsers()
 
 
 @pytest.fixture(scope="session")

@@ -118,35 +118,65 @@ def require_chromium() -> str:
     return CHROMIUM
 
 
+_launched: dict = {}  # Chromium by launch arguments, for the running test module (see close_browsers)
+_playwright: list = []
+
+
 @contextlib.contextmanager
 def browser(extra_args=()):
-    from playwright.sync_api import sync_playwright
+    """Chromium for the `with` block: launched once per test module and launch arguments (a
+    launch costs ~1.5 s of the suite's two cores, and there are 60 browser tests); every context
+    and page opened through it is closed when the block ends, so no test sees another's."""
+    key = tuple(extra_args)
+    if key not in _launched or not _launched[key].is_connected():
+        if not _playwright:
+            from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=require_chromium(), args=CHROMIUM_ARGS + list(extra_args))
-        patient_navigation(b)
-        try:
-            yield b
-        finally:
+            _playwright.append(sync_playwright().start())
+        _launched[key] = _playwright[0].chromium.launch(
+            executable_path=require_chromium(), args=CHROMIUM_ARGS + list(extra_args)
+        )
+    view = BrowserView(_launched[key])
+    try:
+        yield view
+    finally:
+        view.close()
+
+
+def close_browsers() -> None:
+    """Close what `browser()` launched (conftest calls this after each test module)."""
+    for b in _launched.values():
+        with contextlib.suppress(Exception):
             b.close()
+    _launched.clear()
+    if _playwright:
+        _playwright.pop().stop()
 
 
-def patient_navigation(b) -> None:
-    """Every page of `b` waits up to NAVIGATION_MS for a navigation: on a busy machine (the suite
-    beside other work) a throttled page's load passes Playwright's 30 s default."""
-    new_context, new_page = b.new_context, b.new_page
+class BrowserView:
+    """A shared Chromium as one test sees it: `new_context` / `new_page` (whose pages wait up to
+    NAVIGATION_MS for a navigation), all closed by `close()`."""
 
-    def context(**kw):
-        ctx = new_context(**kw)
+    def __init__(self, b) -> None:
+        self._browser = b
+        self._contexts: list = []
+
+    def new_context(self, **kw):
+        ctx = self._browser.new_context(**kw)
+        # on a busy machine (the suite beside other work) a throttled page's load passes
+        # Playwright's 30 s default
         ctx.set_default_navigation_timeout(NAVIGATION_MS)
+        self._contexts.append(ctx)
         return ctx
 
-    def page(**kw):
-        pg = new_page(**kw)
-        pg.set_default_navigation_timeout(NAVIGATION_MS)
-        return pg
+    def new_page(self, **kw):
+        return self.new_context(**kw).new_page()
 
-    b.new_context, b.new_page = context, page
+    def close(self) -> None:
+        for ctx in self._contexts:
+            with contextlib.suppress(Exception):
+                ctx.close()
+        self._contexts.clear()
 
 
 @contextlib.contextmanager
