@@ -17,7 +17,8 @@ python -m pip install -q -r requirements-ray.txt  # the Ray batch test runs in C
 # exports; any user cache) goes into one scratch folder, removed when the run ends.
 scratch="$(mktemp -d -t mobilesam-tests.XXXXXX)"
 trap 'rm -rf "$scratch"' EXIT
-# Two workers, whole test files each (their servers and browsers are module fixtures): about half
-# the time of one on a 2-core machine, whose tests wait on browsers and servers much of the time.
+# Two workers, whole test files each (their servers and browsers are module fixtures). Most tests
+# keep a core busy, so on a 2-core machine two workers gain ~15% over one (each test runs ~1.7x
+# slower beside another), from the moments one waits on a browser, a server or a network.
 XDG_CACHE_HOME="$scratch/cache" MOBILESAM_TEST_ONNX_CACHE="$scratch/onnx" \
   python -m pytest -q -n 2 --dist loadfile --basetemp="$scratch/pytest" "$@"
