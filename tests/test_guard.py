@@ -15,7 +15,8 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from mobilesam_web.ui.guard import Guard, RefusalLog, UploadRate, client_address
+from mobilesam_web.ui.guard import Guard, client_address
+from mobilesam_web.ui.rate_limits import RefusalLog, UploadRate
 from mobilesam_web.ui.services import AppConfig
 
 from conftest import MOBILESAM_FIXTURE
