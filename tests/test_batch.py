@@ -300,6 +300,8 @@ def test_text_file_input_boxes_dict_and_grid(folder, onnx_cache, tmp_path):
             "--threads",
             "2",
             "--embeddings",
+            "--onnx-cache",
+            onnx_cache,
         )
         == 1
     )

@@ -42,9 +42,13 @@ def test_l2_torch_equals_the_official_mobilesamv2(files, golden, image):
     check_against_official(pred, golden, image)
 
 
-def test_l2_onnx_equals_the_official_mobilesamv2(files, golden, image, tmp_path):
+def test_l2_onnx_equals_the_official_mobilesamv2(files, golden, image, shared_onnx_cache):
+    # the run's shared cache: the same seeded files' graphs serve the app and batch tests too
     pred = load_predictor(
-        files / "l2.pt", cache_dir=tmp_path, threads=2, decoder_checkpoint=files / "Prompt_guided_Mask_Decoder.pt"
+        files / "l2.pt",
+        cache_dir=shared_onnx_cache,
+        threads=2,
+        decoder_checkpoint=files / "Prompt_guided_Mask_Decoder.pt",
     )
     check_against_official(pred, golden, image)
 

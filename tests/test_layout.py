@@ -197,7 +197,7 @@ print(json.dumps({"torch_loaded": "torch" in sys.modules, "iou": iou.tolist()}))
 """
 
 
-def test_onnx_engine_runs_without_torch(tmp_path, sam_weights_path):
+def test_onnx_engine_runs_without_torch(tmp_path, sam_weights_path, shared_onnx_cache):
     """`mobilesam_web.engine.onnx` imports and predicts where torch cannot be imported, on graphs
     exported (with torch) into the cache beforehand, with the same results."""
     from mobilesam_web.engine.onnx import OnnxSamPredictor, load_onnx_engine
@@ -205,7 +205,7 @@ def test_onnx_engine_runs_without_torch(tmp_path, sam_weights_path):
     from conftest import MOBILESAM_FIXTURE
 
     image = MOBILESAM_FIXTURE / "image.png"
-    cache = tmp_path / "onnx"
+    cache = shared_onnx_cache  # the run's graphs of the fixture weights, exported once
     ours = OnnxSamPredictor(load_onnx_engine(sam_weights_path, cache_dir=cache, threads=1))
     from PIL import Image
 
