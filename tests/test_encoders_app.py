@@ -85,7 +85,7 @@ def test_the_app_runs_an_encoder_only_checkpoint_and_says_which(services, tmp_pa
 def test_the_everything_tab_end_to_end(services, tmp_path, monkeypatch):
     ctx = AppContext(services=services, store=EmbeddingStore(), config=services.config, browser_available=True)
     path = uploaded(tmp_path, monkeypatch, OBJECTAWARE_FIXTURE / "image.png", "street.png")
-    out = everything_tab.on_everything(ctx, path, 0.4, 0.9, 640, 0, 0, False, None, progress=no_progress)
+    out = everything_tab.on_everything(ctx, path, 0.4, 0.9, 1024, 0, 0, False, None, progress=no_progress)
     shown, md, files, run = out[:4]
     assert run.objects > 10 and shown.shape == (600, 900, 3)
     coco = json.load(open(next(p for p in files["value"] if p.endswith(".json"))))
@@ -122,8 +122,6 @@ def test_segment_command_with_the_l2_encoder(files, cache, tmp_path):
             "--no-progress",
             # 12 boxes an image: the random weights' masks are noise, hundreds of them would
             # make a 180 MB annotations.json (their polygons) and a minute of writing it
-            "--imgsz",
-            "640",
             "--max-det",
             "12",
         ]

@@ -342,7 +342,6 @@ def test_grid_cancel_twice_stops_without_an_error(app_url):
             page.goto(app_url)
             page.locator("#msw-tab-everything-button").click()
             page.locator("#msw-ev-upload input[type=file]").set_input_files(IMAGE)
-            page.locator("#msw-ev-controls").get_by_role("radio", name="640").check()  # the quicker run
             page.locator("#msw-ev-run").click()
             # item 2: the tab's status says a run is under way, never "Upload an image first" meanwhile
             st = "document.querySelector('#msw-ev-status')"
