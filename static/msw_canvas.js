@@ -52,6 +52,7 @@ export function mount({ element, props, trigger, watch, standalone }) {
   const actions = new Actions({ S, prompts, root, draw, status, clicks, device, downloads, server });
   new Input({ S, prompts, root, draw, clicks, hover, actions });
   debug.state = () => ({ decoder: S.decoder, image: S.image, hover: S.hover, points: prompts.st.points.length,
+                         at: prompts.st.points.map((q) => q.slice()),   // [x, y, label] in image pixels
                          queued: !!prompts.st.queued, result: !!prompts.st.result, backend: S.backend,
                          iou: prompts.st.result ? Array.from(prompts.st.result.iou) : null,
                          selected: prompts.st.result ? prompts.st.result.selected : null,

@@ -3,6 +3,7 @@
 import os
 import secrets
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,17 @@ def require(path: Path) -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
     torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temp_folder(tmp_path_factory):
+    """Python's temporary files (the app's export folders, ...) in this run's pytest folder, which
+    scripts/test.sh removes, instead of the system's /tmp. Only `tempfile`'s own default: Ray and
+    Chromium keep theirs (they read $TMPDIR, which stays as it is)."""
+    before = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("tmp"))
+    yield
+    tempfile.tempdir = before
 
 
 @pytest.fixture(scope="module", autouse=True)

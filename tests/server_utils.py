@@ -57,7 +57,8 @@ def running_app(args, env_extra=None, timeout=180, script=None):
     among them another server's upload of the same image (Gradio names cached files by content)."""
     port = free_port()
     uploads = tempfile.mkdtemp(prefix=f"gradio-{port}-")
-    env = {**os.environ, "GRADIO_TEMP_DIR": uploads, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    # (its export folders too: TMPDIR)
+    env = {**os.environ, "GRADIO_TEMP_DIR": uploads, "TMPDIR": uploads, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     env.update(env_extra or {})
     log_path = ARTIFACTS / f"server-{port}.log"
     ARTIFACTS.mkdir(exist_ok=True)

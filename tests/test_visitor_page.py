@@ -100,13 +100,12 @@ def test_first_mask_comes_from_the_server_while_the_decoder_downloads(app_url):
             }
             assert live(page).startswith("decoded in ") and "server" not in tech(page)
 
-            # the same click, decoded here: the same candidates as the server's
-            page.locator(".msw-root [data-act=clear]").click()
-            click_at(page, 0.4, 0.5)
-            page.wait_for_function("window.mswDebug.clicks.length >= 4", timeout=60_000)
-            again = page.evaluate("window.mswDebug.state()")
+            # the server's first point, decoded here: the same candidates as the server's (the
+            # point itself: the same fraction of the overlay may land a pixel off once the page's
+            # layout has moved)
+            again = page.evaluate("(p) => window.mswDebug.decodeFull(p, null)", first["at"])
             assert np.abs(np.array(again["iou"]) - np.array(first["iou"])).max() <= 1e-3
-            assert again["selected"] == first["selected"]
+            assert int(np.argmax(again["iou"])) == first["selected"]
         ctx.close()
 
 
