@@ -33,7 +33,11 @@ def require(path: Path) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    """The engine's own choice (a thread per core, capped by OMP_NUM_THREADS: scripts/test.sh
+    runs two workers of one thread each)."""
+    from mobilesam_web.engine.onnx.cache import available_cores
+
+    torch.set_num_threads(available_cores())
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -129,3 +133,37 @@ def amg_case(cases, prefix: str) -> dict:
         for k in cases.files
         if k.startswith(prefix + "_") and (prefix == "amg_nonms" or not k.startswith("amg_nonms"))
     }
+
+
+# The longest test files first (seconds with two workers, measured with --durations), so that
+# scripts/test.sh's two workers never start a long file last while the other one idles. Files
+# not listed follow in their usual order; a stale list only costs time.
+LONGEST_FIRST = (
+    "test_batch_ray.py",  # 280
+    "test_on_device.py",  # 273
+    "test_browser_decoding.py",  # 218
+    "test_visitor_page.py",  # 201
+    "test_first_visit.py",  # 153
+    "test_encoders_app.py",  # 145
+    "test_ui_handlers.py",  # 140
+    "test_library_api.py",  # 139
+    "test_batch.py",  # 127
+    "test_hostile.py",  # 126
+    "test_sam_vit.py",  # 110
+    "test_onnx.py",  # 110
+    "test_app_server.py",  # 107
+    "test_everything.py",  # 104
+    "test_server_budget.py",  # 99
+    "test_static_site.py",  # 85
+    "test_api.py",  # 80
+    "test_server_safety.py",  # 68
+    "test_parity_torch.py",  # 67
+    "test_efficientvit.py",  # 60
+    "test_guard.py",  # 54
+    "test_interop.py",  # 47
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order stays

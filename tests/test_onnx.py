@@ -293,3 +293,17 @@ def test_browser_decoders_agree(exported, sam_cases, kind, max_logit_diff):
             a = mask_from_low_res(low[0, t], (1024, 1023), (800, 799))
             b = mask_from_low_res(low_ref[0, t], (1024, 1023), (800, 799))
             assert (a & b).sum() / max((a | b).sum(), 1) >= 0.999
+
+
+def test_engine_threads_follow_the_cores_and_omp_num_threads(monkeypatch):
+    """One thread per usable core, capped by OMP_NUM_THREADS like torch's and numpy's (a bad
+    value is ignored, as an unset one)."""
+    from mobilesam_web.engine.onnx.cache import available_cores
+
+    cores = len(os.sched_getaffinity(0))
+    for value, expected in (("", cores), ("1", 1), ("64", cores), ("0", cores), ("two", cores)):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert available_cores() == expected, value
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert available_cores() == 3
