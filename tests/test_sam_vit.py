@@ -42,7 +42,10 @@ def test_vit_b_torch_equals_the_official_code(vit_b_checkpoint, golden, image):
     check_against_official(load_predictor(vit_b_checkpoint, backend="torch"), golden, image)
 
 
-def test_vit_b_onnx_equals_the_official_code(vit_b_checkpoint, golden, image, tmp_path):
+def test_vit_b_onnx_equals_the_official_code(vit_b_checkpoint, golden, image, tmp_path, monkeypatch):
+    # The export's own check against torch (ViT-B at 1024 px in torch: about 40 s here) is left
+    # out: the official outputs below are the stronger check. Every MobileSAM export runs it.
+    monkeypatch.setattr("mobilesam_web.engine.onnx.export.verify_exports", lambda model, paths: {})
     pred = load_predictor(vit_b_checkpoint, cache_dir=tmp_path / "onnx", threads=2)
     check_against_official(pred, golden, image)
 

@@ -357,9 +357,14 @@ def test_widget_js_registers_every_event():
 
 
 # ----------------------------------------------------------------------------- everything tab
+# Detector confidence 0.9: 28 boxes on the street photo (0.4: 137), as many checks for a fifth of
+# the decoding (test_everything_handler runs the default)
+CONF = 0.9
+
+
 def everything(ctx, path, seg_session=None):
     t = time.perf_counter()
-    out = everything_tab.on_everything(ctx, path, 0.4, 0.9, 1024, 0, 0, False, seg_session, progress=no_progress)
+    out = everything_tab.on_everything(ctx, path, CONF, 0.9, 1024, 0, 0, False, seg_session, progress=no_progress)
     return out, time.perf_counter() - t
 
 
@@ -408,12 +413,12 @@ def test_everything_uses_the_segment_tab_image(ctx, uploaded):
     s = upload(ctx, uploaded(OBJECTAWARE_FIXTURE / "image.png", "street.png"))[0]
     (shown, md, files, run, *_), _ = everything(ctx, None, s)
     assert run.name == "street.png" and run.objects > 0 and "coco_street.json" in str(files["value"])
-    out = everything_tab.on_everything_from_segment(ctx, 0.4, 0.9, 1024, 0, 0, False, s, progress=no_progress)
+    out = everything_tab.on_everything_from_segment(ctx, CONF, 0.9, 1024, 0, 0, False, s, progress=no_progress)
     assert len(out) == 8 and out[-1] is None  # clears this tab's own upload
     with pytest.raises(gr.Error, match="Upload an image first"):
         everything(ctx, None, None)
     with pytest.raises(gr.Error, match="Segment anything tab first"):
-        everything_tab.on_everything_from_segment(ctx, 0.4, 0.9, 1024, 0, 0, False, None, progress=no_progress)
+        everything_tab.on_everything_from_segment(ctx, CONF, 0.9, 1024, 0, 0, False, None, progress=no_progress)
 
 
 def test_grid_comparison_reuses_the_run_and_reports_progress(ctx, monkeypatch):
@@ -581,7 +586,7 @@ def test_everything_names_every_stage_on_its_bar(ctx, uploaded):
         seen.append((frac, desc))
 
     everything_tab.on_everything(
-        ctx, uploaded(OBJECTAWARE_FIXTURE / "image.png"), 0.4, 0.9, 1024, 0, 0, False, None, progress=progress
+        ctx, uploaded(OBJECTAWARE_FIXTURE / "image.png"), CONF, 0.9, 1024, 0, 0, False, None, progress=progress
     )
     fractions = [f for f, _ in seen]
     assert all(f is not None and 0 < f < 1 for f in fractions), seen

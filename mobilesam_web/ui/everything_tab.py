@@ -317,7 +317,7 @@ def build_everything_tab(ctx: AppContext, seg_state: gr.State) -> EverythingTab:
             image = gr.File(label="Image", type="filepath", file_types=["image"], height=140, elem_id="msw-ev-upload")
             examples = add_examples(image, elem_id="msw-ev-examples")
             use_seg = gr.Button("Use the image from Segment anything", size="sm", elem_id="msw-ev-use-segment")
-            conf = gr.Slider(0.05, 0.95, 0.4, step=0.05, label="Detector confidence")
+            conf = gr.Slider(0.05, 0.95, 0.4, step=0.05, label="Detector confidence", elem_id="msw-ev-conf")
             iou = gr.Slider(0.3, 1.0, 0.9, step=0.05, label="Detector NMS IoU")
             size = gr.Radio([640, 1024], value=1024, label="Detector image size")
             iou_f = gr.Slider(0.0, 1.0, 0.0, step=0.01, label="Min predicted IoU (0 = off)")
