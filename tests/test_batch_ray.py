@@ -23,17 +23,17 @@ def tree(root: Path) -> dict:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+RAY_INIT = {"num_cpus": 2, "object_store_memory": 200 << 20, "include_dashboard": False}
+
+
 def ray_run(folder, dist, opts) -> int:
-    """One actor with the local run's 2 threads, on a small local Ray instance."""
+    """One actor with the local run's 2 threads, on a small local Ray instance (the caller's, if
+    it started one)."""
     from mobilesam_web.batch.job import SegmentJob
     from mobilesam_web.batch.ray_job import run_ray
 
     return run_ray(
-        SegmentJob(str(folder), str(dist), **opts),
-        actors=1,
-        threads=2,
-        actor_memory_mb=1000,
-        ray_init={"num_cpus": 2, "object_store_memory": 200 << 20, "include_dashboard": False},
+        SegmentJob(str(folder), str(dist), **opts), actors=1, threads=2, actor_memory_mb=1000, ray_init=RAY_INIT
     )
 
 
@@ -57,10 +57,19 @@ def test_ray_run_equals_local_run(tmp_path, shared_onnx_cache):
     )
     local, dist = tmp_path / "local", tmp_path / "ray"
     assert run_local(SegmentJob(str(folder), str(local), **opts)) == 1  # bad.jpg
-    # one actor with the local run's 2 threads: bit-identical engines, so bit-identical masks
-    rc = ray_run(folder, dist, opts)
-    assert rc == 1
-    assert not ray.is_initialized()  # the local instance was shut down
+    # A library user's own Ray instance: both runs below use it and leave it running (one start
+    # of Ray fewer; the next test checks that a run shuts down the instance it started itself).
+    ray.init(**RAY_INIT)
+    try:
+        # one actor with the local run's 2 threads: bit-identical engines, so bit-identical masks
+        rc = ray_run(folder, dist, opts)
+        assert rc == 1
+        assert ray.is_initialized()
+        # resumable on Ray too: a rerun finds everything done and rewrites the same annotations.json
+        before = (dist / "annotations.json").read_bytes()
+        assert ray_run(folder, dist, opts) == 1 and (dist / "annotations.json").read_bytes() == before
+    finally:
+        ray.shutdown()
     a, b = tree(local), tree(dist)
     assert sorted(a) == sorted(b)
     for name in a:  # results/*.json record seconds per image; everything else byte for byte
@@ -70,11 +79,6 @@ def test_ray_run_equals_local_run(tmp_path, shared_onnx_cache):
     assert len(coco.imgs) == 5 and len(coco.anns) > 0
     errors = json.loads((dist / "errors.json").read_text())
     assert [e["file_name"] for e in errors] == ["bad.jpg"]
-
-    # resumable on Ray too: a rerun finds everything done and rewrites the same annotations.json
-    before = (dist / "annotations.json").read_bytes()
-    rc = ray_run(folder, dist, opts)
-    assert rc == 1 and (dist / "annotations.json").read_bytes() == before
 
 
 def test_ray_runs_mobilesamv2_with_another_encoder(tmp_path, shared_onnx_cache):
@@ -103,6 +107,7 @@ def test_ray_runs_mobilesamv2_with_another_encoder(tmp_path, shared_onnx_cache):
     local, dist = tmp_path / "local", tmp_path / "ray"
     rc_local = run_local(SegmentJob(str(folder), str(local), **opts))
     assert ray_run(folder, dist, opts) == rc_local
+    assert not ray.is_initialized()  # the instance the run started itself was shut down
     a, b = tree(local), tree(dist)
     assert sorted(a) == sorted(b) and (dist / "annotations.json").read_bytes() == a["annotations.json"]
     assert len(json.loads(a["annotations.json"])["annotations"]) > 0
