@@ -303,7 +303,7 @@ def segment_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="intra-op threads (local: of the one engine, default all cores; Ray: per actor, default 2)",
+        help="intra-op threads (local: of the one engine, default all cores or OMP_NUM_THREADS; Ray: per actor, default 2)",
     )
     ap.add_argument(
         "--max-image-side",

@@ -167,6 +167,7 @@ class BrowserView:
         # on a busy machine (the suite beside other work) a throttled page's load passes
         # Playwright's 30 s default
         ctx.set_default_navigation_timeout(NAVIGATION_MS)
+        ctx.on("page", watch_page)
         self._contexts.append(ctx)
         return ctx
 
@@ -182,13 +183,29 @@ class BrowserView:
 
 @contextlib.contextmanager
 def screenshot_on_failure(page, name: str):
+    """On failure: test-artifacts/NAME.png, and NAME.log with the page's console, uncaught errors
+    and crash (a hung or crashed page gives no screenshot: the log still says what happened)."""
     try:
         yield
     except BaseException:
         ARTIFACTS.mkdir(exist_ok=True)
+        lines = _page_logs.get(page, ["(no log: the page was not opened through browser())"])
+        (ARTIFACTS / f"{name}.log").write_text("\n".join(lines) + "\n")
         with contextlib.suppress(Exception):
-            page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True, timeout=15_000)
         raise
+
+
+_page_logs: dict = {}  # page -> its console lines, errors and crash, for screenshot_on_failure
+
+
+def watch_page(page) -> None:
+    lines = _page_logs.setdefault(page, [])
+    stamp = lambda: time.strftime("%H:%M:%S")  # noqa: E731
+    page.on("console", lambda m: lines.append(f"{stamp()} console.{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: lines.append(f"{stamp()} uncaught: {e}"))
+    page.on("crash", lambda _: lines.append(f"{stamp()} the page crashed"))
+    page.on("close", lambda _: _page_logs.pop(page, None))
 
 
 @contextlib.contextmanager
