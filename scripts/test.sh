@@ -21,6 +21,6 @@ trap 'rm -rf "$scratch"' EXIT
 # longest files first (conftest.py's LONGEST_FIRST; xdist's own reorder would put them last).
 # OMP_NUM_THREADS=1: each worker's engines, servers and torch use one thread, so two workers
 # share two cores without their thread pools waiting on each other (measured: two 2-thread
-# encoders side by side take 2.0 s per encode, two 1-thread ones 1.5 s). Whole suite: 24:17 -> 21:35.
+# encoders side by side take 2.0 s per encode, two 1-thread ones 1.5 s).
 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" XDG_CACHE_HOME="$scratch/cache" MOBILESAM_TEST_ONNX_CACHE="$scratch/onnx" \
   python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --basetemp="$scratch/pytest" "$@"
