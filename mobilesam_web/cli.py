@@ -171,8 +171,13 @@ def serve(argv: Optional[Sequence[str]] = None) -> int:
 
     app = create_server(demo, context)
     print(f"* Running on local URL:  http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # A visitor's page keeps Gradio's event streams open: without a limit, SIGTERM (a Space's
+    # restart, `docker stop`) would wait on them until the process is killed.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_S)
     return 0
+
+
+SHUTDOWN_S = 3  # seconds that requests still running get after SIGTERM
 
 
 def export(argv: Optional[Sequence[str]] = None) -> int:

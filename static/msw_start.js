@@ -53,7 +53,8 @@ export function startPage({ S, debug, status, clicks, device, opener, trigger, s
   function loaded(r) {
     S.decoder = "ready"; S.backend = r.backend; S.threads = r.threads; S.model = r; S.transferred = r.transferred;
     S.backendLabel = r.backend === "webgpu" ? "WebGPU" : r.threads > 1 ? `WASM (${r.threads} threads)` : "WASM (1 thread)";
-    Object.assign(debug, { ready: true, backend: r.backend, threads: r.threads, modelBytes: r.bytes, cached: r.cached });
+    Object.assign(debug, { ready: true, backend: r.backend, threads: r.threads, modelBytes: r.bytes, cached: r.cached,
+                           readyCheck: r.check });
     clicks.loaded.ok();
     status.render();
   }

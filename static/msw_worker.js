@@ -99,12 +99,12 @@ async function init({ id, cfg, model, prefer, threads }) {
       session = await ort.InferenceSession.create(m.bytes, { executionProviders: [ep] });
       // One decode on a zero embedding, so a backend that loads but cannot run is rejected now.
       embedding = new ort.Tensor("float32", new Float32Array(256 * 64 * 64), [1, 256, 64, 64]);
-      await run([[512, 512, 1]], null, null);
+      const check = await run([[512, 512, 1]], null, null);
       embedding = null;
       backend = ep;
       // hardwareGpu: WebGPU chosen on its own merits (a hardware adapter), not forced by ?msw_backend=
       return self.postMessage({ type: "ready", id, backend: ep, threads: ep === "wasm" ? ort.env.wasm.numThreads : 0,
-                                hardwareGpu: ep === "webgpu" && !prefer,
+                                hardwareGpu: ep === "webgpu" && !prefer, check: checkSample(check),
                                 bytes: m.bytes.length, cached: m.cached, tried, transferred: transferred() });
     } catch (err) {
       tried.push(`${ep}: ${err.message || err}`);
@@ -112,6 +112,15 @@ async function init({ id, cfg, model, prefer, threads }) {
     }
   }
   throw new Error("no onnxruntime-web backend works here (" + tried.join("; ") + ")");
+}
+
+// The check decode's outputs, for tests (a slow software GPU is checked on this decode alone):
+// its 4 scores and every 4th row and column of its 4 low-res masks (4 x 64 x 64 logits, 64 KB).
+function checkSample({ low, iou }) {
+  const sample = new Float32Array(4 * 64 * 64);
+  for (let k = 0, i = 0; k < 4; k++)
+    for (let y = 0; y < 256; y += 4) for (let x = 0; x < 256; x += 4) sample[i++] = low[k * 65536 + y * 256 + x];
+  return { iou, low: sample };
 }
 
 // points [[x, y, label]] and box in the resized-1024 frame -> 4 low-res masks and their scores

@@ -91,10 +91,16 @@ def running_app(args, env_extra=None, timeout=180, script=None):
         proc.terminate()
         try:
             proc.wait(20)
+            stopped = True
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+            stopped = False
         log.close()
         shutil.rmtree(uploads, ignore_errors=True)
+    # Every server here is also a check that SIGTERM stops it while pages and clients are still
+    # connected (a Space's restart, `docker stop`): uvicorn would otherwise wait on their streams.
+    assert stopped, f"the app did not stop within 20 s of SIGTERM; see {log_path}"
 
 
 @contextlib.contextmanager

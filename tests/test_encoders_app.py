@@ -85,7 +85,8 @@ def test_the_app_runs_an_encoder_only_checkpoint_and_says_which(services, tmp_pa
 def test_the_everything_tab_end_to_end(services, tmp_path, monkeypatch):
     ctx = AppContext(services=services, store=EmbeddingStore(), config=services.config, browser_available=True)
     path = uploaded(tmp_path, monkeypatch, OBJECTAWARE_FIXTURE / "image.png", "street.png")
-    out = everything_tab.on_everything(ctx, path, 0.4, 0.9, 1024, 0, 0, False, None, progress=no_progress)
+    # detector confidence 0.9: 28 boxes of the street photo to decode, not 137 at 0.4
+    out = everything_tab.on_everything(ctx, path, 0.9, 0.9, 1024, 0, 0, False, None, progress=no_progress)
     shown, md, files, run = out[:4]
     assert run.objects > 10 and shown.shape == (600, 900, 3)
     coco = json.load(open(next(p for p in files["value"] if p.endswith(".json"))))
@@ -188,7 +189,7 @@ def test_a_slow_encoder_shows_a_moving_fraction():
 
 
 def test_graphs_over_the_limit_keep_their_weights_in_one_external_file(
-    sam_weights_path, sam_image, tmp_path, monkeypatch
+    sam_weights_path, sam_image, sam_cases, tmp_path, monkeypatch
 ):
     """SAM ViT-H's encoder is 2.5 GB, over protobuf's 2 GiB: forced here on TinyViT (same code path)."""
     from mobilesam_web import load_predictor
@@ -196,6 +197,9 @@ def test_graphs_over_the_limit_keep_their_weights_in_one_external_file(
     from mobilesam_web.engine.onnx.cache import cached_exports, read_manifest
 
     monkeypatch.setattr(exporters, "EXTERNAL_DATA_BYTES", 1 << 20)
+    # The export's own check against torch (a TinyViT encode in each, twice here) is left out: the
+    # embedding is compared with the official one below.
+    monkeypatch.setattr("mobilesam_web.engine.onnx.export.verify_exports", lambda model, paths: {})
     paths = cached_exports(sam_weights_path, tmp_path, graphs=("encoder",))
     data = paths["encoder"].with_name("encoder.onnx.data")
     assert data.is_file() and data.stat().st_size > 20e6 and paths["encoder"].stat().st_size < 2e6
@@ -206,11 +210,9 @@ def test_graphs_over_the_limit_keep_their_weights_in_one_external_file(
         "manifest.json",
     ]
     assert read_manifest(paths["encoder"].parent)["external_data_bytes"] == {"encoder": data.stat().st_size}
-    torch_pred = load_predictor(sam_weights_path, backend="torch")
-    torch_pred.set_image(sam_image)
-    onnx_pred = load_predictor(sam_weights_path, cache_dir=tmp_path, threads=2)
+    onnx_pred = load_predictor(sam_weights_path, cache_dir=tmp_path)
     onnx_pred.set_image(sam_image)
-    assert relative_l2(onnx_pred.get_image_embedding(), torch_pred.get_image_embedding().numpy()) <= 1e-5
+    assert relative_l2(onnx_pred.get_image_embedding(), sam_cases["embedding"]) <= 1e-5
     data.write_bytes(b"")  # a damaged weights file is noticed and the graph exported again
     logs = []
     cached_exports(sam_weights_path, tmp_path, graphs=("encoder",), log=logs.append)
