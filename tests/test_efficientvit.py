@@ -47,7 +47,6 @@ def test_l2_onnx_equals_the_official_mobilesamv2(files, golden, image, shared_on
     pred = load_predictor(
         files / "l2.pt",
         cache_dir=shared_onnx_cache,
-        threads=2,
         decoder_checkpoint=files / "Prompt_guided_Mask_Decoder.pt",
     )
     check_against_official(pred, golden, image)

@@ -46,7 +46,7 @@ def test_vit_b_onnx_equals_the_official_code(vit_b_checkpoint, golden, image, tm
     # The export's own check against torch (ViT-B at 1024 px in torch: about 40 s here) is left
     # out: the official outputs below are the stronger check. Every MobileSAM export runs it.
     monkeypatch.setattr("mobilesam_web.engine.onnx.export.verify_exports", lambda model, paths: {})
-    pred = load_predictor(vit_b_checkpoint, cache_dir=tmp_path / "onnx", threads=2)
+    pred = load_predictor(vit_b_checkpoint, cache_dir=tmp_path / "onnx")
     check_against_official(pred, golden, image)
 
 
