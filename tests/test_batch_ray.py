@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -185,6 +186,7 @@ def test_token_authenticated_cluster_by_every_address(tmp_path, shared_onnx_cach
     start += ["--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats"]
     env = {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     subprocess.run(start, check=True, env=env, capture_output=True, timeout=120)
+    wait_for_port(client)  # `ray start` returns before its Ray Client server listens (seen on a busy machine)
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(require(OBJECTAWARE_FIXTURE / "image.png"), folder / "a.png")
@@ -243,6 +245,17 @@ def test_token_authenticated_cluster_by_every_address(tmp_path, shared_onnx_cach
         assert json.loads((tmp_path / "none" / "errors.json").read_text())[0]["file_name"] == "bad.jpg"
     finally:
         subprocess.run(["ray", "stop", "--force"], env=base, capture_output=True, timeout=120)
+
+
+def wait_for_port(port: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing listens on port {port} after {timeout} s"
+            time.sleep(0.2)
 
 
 def map_workers() -> list:
