@@ -153,7 +153,7 @@ LONGEST_FIRST = (
     "test_ui_handlers.py",  # 99
     "test_hostile.py",  # 83
     "test_static_site.py",  # 82
-    "test_app_server.py",  # 79
+    "test_app_server.py",  # 79 + 36 (the named-API tests share its server)
     "test_encoders_app.py",  # 78
     "test_onnx.py",  # 73
     "test_server_safety.py",  # 53
@@ -161,7 +161,6 @@ LONGEST_FIRST = (
     "test_everything.py",  # 47
     "test_efficientvit.py",  # 46
     "test_guard.py",  # 41
-    "test_api.py",  # 36
     "test_package.py",  # 31
     "test_interop.py",  # 28
     "test_app_start.py",  # 26

@@ -351,28 +351,3 @@ def test_first_visit_bytes_are_what_the_page_says(app_url):
         assert not [u for u in urls if "decoder_fast" in u], "hover decoder loaded before any hover"
         assert not [u for u in urls if "asyncify" in u], "WebGPU runtime loaded for a WASM visitor"
         assert "MB transferred" in page.locator(".msw-info").inner_text()
-
-
-def test_share_mode_serves_the_widget(shared_onnx_cache, sam_weights_path):
-    """`--share` starts Gradio's own launcher (offline here, so no gradio.live link is made, but
-    the local server is the one the link would forward to): it must serve the same /msw routes,
-    headers and page style, so a share-link visitor decodes in the browser."""
-    with running_app(
-        ["--checkpoint", str(sam_weights_path), "--share"], {"MOBILESAM_ONNX_CACHE": shared_onnx_cache}
-    ) as url:
-        r = urllib.request.urlopen(url + "msw/config.json")
-        assert json.load(r)["decoder"]["bytes"] > 0
-        assert r.headers["Cross-Origin-Opener-Policy"] == "same-origin"
-        with browser() as b:
-            page = b.new_page(viewport={"width": 1366, "height": 768})
-            with screenshot_on_failure(page, "share_mode"):
-                page.goto(url)
-                page.wait_for_function(
-                    "window.mswDebug && (window.mswDebug.ready || window.mswDebug.error)", timeout=180_000
-                )
-                assert page.evaluate("window.mswDebug.error || null") is None
-                assert page.evaluate("self.crossOriginIsolated") is True
-                page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)
-                wait_image(page)
-                page.mouse.click(*at(overlay_box(page), 0.4, 0.5))
-                page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=60_000)

@@ -8,6 +8,7 @@ the real peer address as uvicorn reports it.
 
 import asyncio
 import json
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -21,7 +22,7 @@ from mobilesam_web.ui.services import AppConfig
 
 from conftest import MOBILESAM_FIXTURE
 from hostile_client import PeakRss, RawGradio
-from server_utils import fixture_args, running_app
+from server_utils import browser, fixture_args, running_app, screenshot_on_failure
 
 MB = 1 << 20
 
@@ -316,6 +317,32 @@ def test_a_flooding_client_gets_429_and_others_are_still_served(server):
     mine = other.uploaded((MOBILESAM_FIXTURE / "image.png").read_bytes())
     res = other.event(other.fn_index("segment"), [mine, [[100, 100]], [1], None, False], timeout=120)
     assert res["success"], res
+
+
+@pytest.mark.parametrize("server", ["share"], indirect=True)
+def test_share_mode_serves_the_widget(server):
+    """`--share` starts Gradio's own launcher (offline here, so no gradio.live link is made, but
+    the local server is the one the link would forward to): it must serve the same /msw routes,
+    headers and page style, so a share-link visitor decodes in the browser. (`python app.py`'s
+    page is test_first_visit's.)"""
+    from test_first_visit import IMAGE, at, overlay_box, wait_image
+
+    r = urllib.request.urlopen(server + "msw/config.json")
+    assert json.load(r)["decoder"]["bytes"] > 0
+    assert r.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+    with browser() as b:
+        page = b.new_page(viewport={"width": 1366, "height": 768})
+        with screenshot_on_failure(page, "share_mode"):
+            page.goto(server)
+            page.wait_for_function(
+                "window.mswDebug && (window.mswDebug.ready || window.mswDebug.error)", timeout=180_000
+            )
+            assert page.evaluate("window.mswDebug.error || null") is None
+            assert page.evaluate("self.crossOriginIsolated") is True
+            page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)
+            wait_image(page)
+            page.mouse.click(*at(overlay_box(page), 0.4, 0.5))
+            page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=60_000)
 
 
 def test_refusals_are_logged_without_flooding_the_log(caplog):

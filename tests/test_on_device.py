@@ -328,14 +328,3 @@ WEBGPU_RUN = """async ([x, side]) => {
   const r = await s.run({x: new ort.Tensor('float32', Float32Array.from(x), [1, 3, side, side])});
   return {ep: 'webgpu', y: Array.from(r.y.data)};
 }"""
-
-
-def test_remembered_choice_never_hides_server_mode(sam_weights_path, shared_onnx_cache):
-    """A visitor who chose on-device mode before, on a server that decodes on the server (no
-    widget): the page hides nothing, the upload is there."""
-    env = {"MOBILESAM_ONNX_CACHE": shared_onnx_cache, "MOBILESAM_BROWSER_DECODING": "0"}
-    with running_app(fixture_args(), env) as url, browser() as b:
-        page = b.new_page()
-        page.goto(url + "?msw_device=1")
-        page.wait_for_selector("#msw-upload", state="visible", timeout=60_000)
-        assert page.locator("#msw-status").is_visible()
