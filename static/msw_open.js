@@ -118,6 +118,7 @@ export class Opener {
     const r = await clicks.worker.call({ type: "encode", token, bitmap: sent, name, want: debug.encodeWant || {} }, [sent]);
     clicks.worker.token = r.token;   // the worker holds this embedding now, wanted or not
     debug.lastEncode = { resizeMs: r.resizeMs, encodeMs: r.encodeMs, inputSize: r.inputSize, f32: r.f32, rgb: r.rgb };
+    if (!r.f16) return;   // mswDebug.encodeWant.resizeOnly: the image stays unencoded
     if (stashed()) { device.state.stash.f16 = r.f16; return; }   // finished while away
     if (S.token !== token) return;
     S.f16 = r.f16; S.encodeMs = r.resizeMs + r.encodeMs;

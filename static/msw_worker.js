@@ -10,9 +10,10 @@
 //                 at once, not after the requests before it: it needs no model)
 //               On-device mode (the image never leaves the page):
 //               {type: "initEncoder", model: {url, bytes}}   (on this worker's backend)
-//               {type: "encode", token, bitmap: ImageBitmap, name, want: {f32, rgb}}: resize as
-//                 the server does (PIL's bilinear, byte for byte), encode, keep the embedding and
-//                 the image; replies {inputSize, f16 (for the hover worker), resizeMs, encodeMs}
+//               {type: "encode", token, bitmap: ImageBitmap, name, want: {f32, rgb, resizeOnly}}:
+//                 resize as the server does (PIL's bilinear, byte for byte), encode, keep the
+//                 embedding and the image; replies {inputSize, f16 (for the hover worker), resizeMs,
+//                 encodeMs} (resizeOnly, for tests: {inputSize, rgb} and nothing encoded or kept)
 //               {type: "export", token, objects: [{low, score}]}: downloads built here, at the image's size
 // Messages out: {type: "progress", got, total} while the model downloads; replies carry the
 //               request's id: {type: "ready"|"embedded"|"decoded"|"full"|"error", ...}.
@@ -215,6 +216,10 @@ async function encode(m) {
   const [h, w] = preprocessShape(height, width);
   const rgb = resizeRGB(rgba, width, height, w, h);
   const t1 = performance.now();
+  if ((m.want || {}).resizeOnly) {   // tests of the resize alone: the embedding and image held stay
+    return self.postMessage({ type: "encoded", id: m.id, token, inputSize: [h, w], rgb: rgb.buffer,
+                              resizeMs: t1 - t0 }, [rgb.buffer]);
+  }
   const out = await encoder.run({ [encoder.inputNames[0]]: new ort.Tensor("uint8", rgb, [h, w, 3]) });
   const f32 = await out[encoder.outputNames[0]].getData();
   const t2 = performance.now();
