@@ -4,6 +4,7 @@ typed context and nothing attached to the Blocks; its layout hooks and labels ar
 import dataclasses
 
 import gradio as gr
+import numpy as np
 import pytest
 
 from mobilesam_web.ui import AppContext, build_app, create_app
@@ -122,3 +123,41 @@ def test_examples_are_copied_into_the_upload_folder_and_kept(app):
         assert all(is_uploaded(p) for p in kept)
     dataset = component(demo, "msw-examples")
     assert dataset["sample_labels"] == [label for _, label in EXAMPLES]
+
+
+def test_gzip_copies_are_kept_on_disk_for_the_next_start(tmp_path, monkeypatch):
+    """A restarted server reads the copies the last one made (the WASM runtimes at level 6 cost
+    ~6 s of one core per start); a copy whose trailer doesn't match the file is made again, and a
+    store that can't be written only costs the disk copy."""
+    import gzip
+
+    from mobilesam_web.ui import compressed
+    from mobilesam_web.ui.compressed import CompressedFiles
+
+    rng = np.random.default_rng(0)
+    runtime = tmp_path / "ort.wasm"
+    runtime.write_bytes(rng.integers(0, 4, 300_000, dtype=np.uint8).tobytes())
+    store = tmp_path / "gzip"
+    first = CompressedFiles(store).gzipped(runtime)
+    assert gzip.decompress(first) == runtime.read_bytes()
+    (kept,) = store.glob("*.wasm.gz")
+    assert kept.read_bytes() == first and kept.name.endswith("-6.wasm.gz")
+
+    def no_compression(*args, **kwargs):
+        raise AssertionError("compressed again")
+
+    with monkeypatch.context() as m:
+        m.setattr(compressed.gzip, "compress", no_compression)
+        assert CompressedFiles(store).gzipped(runtime) == first  # read back, not compressed
+    # a copy that isn't this file's (another file's bytes under its name): made again, replaced
+    other = tmp_path / "other.wasm"
+    other.write_bytes(b"something else" * 1000)
+    kept.write_bytes(CompressedFiles().gzipped(other))
+    assert gzip.decompress(CompressedFiles(store).gzipped(runtime)) == runtime.read_bytes()
+    assert kept.read_bytes() == first
+    # the same bytes at another path, or after a touch: the copy still serves
+    runtime.touch()
+    assert CompressedFiles(store).gzipped(runtime) == first
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the store should be")
+    assert gzip.decompress(CompressedFiles(blocked / "gzip").gzipped(runtime)) == runtime.read_bytes()

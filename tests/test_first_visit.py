@@ -82,7 +82,8 @@ def test_upload_before_decoder_loads_then_click_gives_a_mask(app_url):
         with screenshot_on_failure(page, "first_visit_race"):
             throttle(page, mbit_down=8.0)  # 12+ MB of runtime and decoder: seconds of loading
             page.goto(app_url)
-            page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)
+            # the page itself comes over the throttled line too: wait for its upload box as long as a busy machine needs
+            page.locator("#msw-upload input[type=file]").set_input_files(IMAGE, timeout=120_000)
             page.wait_for_selector(".msw-img[src]", timeout=120_000)
             page.wait_for_function("window.mswDebug.state().image !== 'uploading'", timeout=120_000)
             before = page.evaluate("window.mswDebug.state()")

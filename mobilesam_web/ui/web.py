@@ -16,22 +16,22 @@ Gradio; `--share` hands them to Gradio's own launcher):
                                   is still loading (decode_route.py)
 
 The runtime and the models are sent gzip-compressed to browsers that accept it (the WASM runtime
-shrinks 4x); each file is compressed once per process and kept in memory.
+shrinks 4x); each file is compressed once, kept in memory and on disk (compressed.py).
 """
 
-import gzip
 import os
 import re
 import secrets
 import threading
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
 from ..browser_runtime import ORT_BUNDLES, ORT_CDN, ORT_LOCAL, ORT_SRI, ORT_VERSION, browser_encoder_refusal, sri
 from ..paths import static_dir
+from .compressed import CompressedFiles, default_store
 from .decode_route import decode_for_page
 from .guard import Guard, guard_middleware
 
@@ -62,47 +62,6 @@ for (const type of ["change", "drop"])
 </script>"""
 # The graphs the page may download: decoders for clicks and hover, the encoder for on-device mode.
 BROWSER_GRAPHS = ("decoder_lowres", "decoder_web", "decoder_fast", "encoder")
-
-
-def compress_level(path: Path) -> int:
-    """gzip level 1 for ONNX graphs, 6 for the runtime's code. Float32 weights hardly compress:
-    at level 1 they take an eighth of level 6's time (16 MB decoder: 0.4 s, not 3.6 s, of one
-    core) for the same size (float32 noise: 14.86 vs 14.82 MB; the parity fixture's float16-exact
-    weights: 10.2 vs 9.6 MB). The WASM runtime is 15% smaller at level 6, for ~1 s per start."""
-    return 1 if path.suffix == ".onnx" else 6
-
-
-class CompressedFiles:
-    """gzip copies of large files, made on first use and kept in memory (keyed by path, size and
-    mtime, so a re-exported model is compressed again)."""
-
-    def __init__(self) -> None:
-        self._items: Dict[Tuple[str, int, int], bytes] = {}
-        self._locks: Dict[str, threading.Lock] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _key(path: Path) -> Tuple[str, int, int]:
-        st = path.stat()
-        return str(path), st.st_size, st.st_mtime_ns
-
-    def gzipped(self, path: Path) -> bytes:
-        key = self._key(path)
-        with self._lock:
-            lock = self._locks.setdefault(key[0], threading.Lock())
-        with lock:  # one compression per file; other files are not held up
-            data = self._items.get(key)
-            if data is None:
-                data = gzip.compress(path.read_bytes(), compresslevel=compress_level(path), mtime=0)
-                for old in [k for k in self._items if k[0] == key[0]]:
-                    del self._items[old]
-                self._items[key] = data
-            return data
-
-    def size_if_ready(self, path: Path) -> Optional[int]:
-        """The compressed size if the copy exists already (never waits for a compression)."""
-        data = self._items.get(self._key(path))
-        return None if data is None else len(data)
 
 
 class EmbeddingStore:
@@ -183,7 +142,7 @@ class BrowserAssets:
 
     def __init__(self, services) -> None:
         self.services = services
-        self.packed = CompressedFiles()
+        self.packed = CompressedFiles(default_store())
         paths = services.engine.paths if services.engine is not None else {}
         self.decoders = {g: paths.get(g) for g in BROWSER_GRAPHS}
         lowres = self.decoders["decoder_lowres"]
@@ -192,7 +151,7 @@ class BrowserAssets:
         big = [Path(p) for p in self.decoders.values() if p]
         if self.ort_local:
             big += [ORT_LOCAL / f for files in ORT_BUNDLES.values() for f in files.values()]
-        # Compress now (about 2 s of one core), not when the first visitor asks for the sizes.
+        # Compress now (or read the copies on disk), not when the first visitor asks for the sizes.
         threading.Thread(target=lambda: [self.packed.gzipped(p) for p in big], daemon=True, name="msw-gzip").start()
 
     def send(self, path: Path, request, cache: str):
