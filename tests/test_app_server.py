@@ -123,7 +123,8 @@ def test_api_errors_are_clear(client, tmp_path):
 
 def test_missing_weights_message(tmp_path):
     missing = tmp_path / "mobile_sam.pt"
-    with running_app(["--checkpoint", str(missing)], {"HF_HOME": str(tmp_path / "hf")}) as url:
+    env = {"HF_HOME": str(tmp_path / "hf"), "MOBILESAM_ONNX_CACHE": str(tmp_path / "onnx")}  # nothing into the checkout
+    with running_app(["--checkpoint", str(missing)], env) as url:
         page_html = __import__("urllib.request").request.urlopen(url, timeout=10).read().decode()
         assert "Model weights unavailable" in page_html and "mobile_sam.pt" in page_html
         c = Client(url, verbose=False)

@@ -140,8 +140,9 @@ def test_gzip_copies_are_kept_on_disk_for_the_next_start(tmp_path, monkeypatch):
     store = tmp_path / "gzip"
     first = CompressedFiles(store).gzipped(runtime)
     assert gzip.decompress(first) == runtime.read_bytes()
+    assert [p.name for p in store.iterdir()] == [kept.name for kept in store.glob("*-6.wasm.gz")]  # no temp file
     (kept,) = store.glob("*.wasm.gz")
-    assert kept.read_bytes() == first and kept.name.endswith("-6.wasm.gz")
+    assert kept.read_bytes() == first and kept.stat().st_mode & 0o777 == 0o644  # another user's server reads it
 
     def no_compression(*args, **kwargs):
         raise AssertionError("compressed again")
@@ -158,6 +159,14 @@ def test_gzip_copies_are_kept_on_disk_for_the_next_start(tmp_path, monkeypatch):
     # the same bytes at another path, or after a touch: the copy still serves
     runtime.touch()
     assert CompressedFiles(store).gzipped(runtime) == first
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:  # a write that fails leaves no temp file, and the copy still serves
+        m.setattr(compressed.os, "replace", full_disk)
+        assert CompressedFiles(tmp_path / "full").gzipped(runtime) == first
+    assert list((tmp_path / "full").iterdir()) == []
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the store should be")
     assert gzip.decompress(CompressedFiles(blocked / "gzip").gzipped(runtime)) == runtime.read_bytes()

@@ -319,6 +319,9 @@ def test_a_flooding_client_gets_429_and_others_are_still_served(server):
     assert res["success"], res
 
 
+# Only for the --share server, and on the one already started: this stays the module's last test
+# using `server` (pytest numbers the override's parameter 0, which groups it with the uvicorn
+# tests; a `server` test after it would start both servers again).
 @pytest.mark.parametrize("server", ["share"], indirect=True)
 def test_share_mode_serves_the_widget(server):
     """`--share` starts Gradio's own launcher (offline here, so no gradio.live link is made, but

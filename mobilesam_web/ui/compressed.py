@@ -11,6 +11,7 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -26,9 +27,10 @@ def compress_level(path: Path) -> int:
     return 1 if path.suffix == ".onnx" else 6
 
 
-def default_store() -> Path:
-    """`gzip/` in the ONNX cache in use ($MOBILESAM_ONNX_CACHE, else paths.default_onnx_cache)."""
-    return Path(os.environ.get("MOBILESAM_ONNX_CACHE") or default_onnx_cache()) / "gzip"
+def default_store(onnx_cache_dir: Optional[str] = None) -> Path:
+    """`gzip/` in the ONNX cache in use (the app's, else $MOBILESAM_ONNX_CACHE, else
+    paths.default_onnx_cache)."""
+    return Path(onnx_cache_dir or os.environ.get("MOBILESAM_ONNX_CACHE") or default_onnx_cache()) / "gzip"
 
 
 def matches(packed: bytes, raw: bytes) -> bool:
@@ -45,6 +47,13 @@ class CompressedFiles:
 
     def __init__(self, store: Optional[Path] = None) -> None:
         self.store = store
+        if store is not None:  # what a process killed mid-write left (an hour: never another's write)
+            for tmp in store.glob(".gz-*"):
+                try:
+                    if time.time() - tmp.stat().st_mtime > 3600:
+                        tmp.unlink()
+                except OSError:
+                    pass
         self._items: Dict[Tuple[str, int, int], bytes] = {}
         self._locks: Dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -87,11 +96,21 @@ class CompressedFiles:
         data = gzip.compress(raw, compresslevel=level, mtime=0)
         if kept is not None:
             try:
-                kept.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=".gz-", dir=kept.parent)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, kept)
+                self._write(kept, data)
             except OSError:
-                pass  # a read-only cache: this process keeps its copy in memory all the same
+                pass  # a read-only or full cache: this process keeps its copy in memory all the same
         return data
+
+    @staticmethod
+    def _write(kept: Path, data: bytes) -> None:
+        """Atomically, readable by all (another user's server may share the cache)."""
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".gz-", dir=kept.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), 0o644)
+                f.write(data)
+            os.replace(tmp, kept)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -142,7 +142,7 @@ class BrowserAssets:
 
     def __init__(self, services) -> None:
         self.services = services
-        self.packed = CompressedFiles(default_store())
+        self.packed = CompressedFiles(default_store(services.config.onnx_cache_dir))
         paths = services.engine.paths if services.engine is not None else {}
         self.decoders = {g: paths.get(g) for g in BROWSER_GRAPHS}
         lowres = self.decoders["decoder_lowres"]
