@@ -19,7 +19,8 @@ def test_app_builds_without_weights(tmp_path):
     assert any("missing.pt" in str(t) and "unavailable" in str(t) for t in texts)
 
 
-def test_app_builds_with_weights(sam_weights_path):
+def test_app_builds_with_weights(sam_weights_path, shared_onnx_cache, monkeypatch):
+    monkeypatch.setenv("MOBILESAM_ONNX_CACHE", shared_onnx_cache)  # not an export into the checkout's onnx/
     assert isinstance(build_app(checkpoint=str(sam_weights_path)), gr.Blocks)
 
 
