@@ -79,6 +79,22 @@ def shared_onnx_cache(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def all_graphs(shared_onnx_cache, sam_weights_path, sam_model) -> dict:
+    """Every graph `export_all` makes of the fixture weights (int8 ones included) in one folder:
+    exported once per run (~25 s) by the first worker that asks, read by the others after the
+    folder lock. Tests read these files; none writes to them."""
+    from mobilesam_web.engine.onnx.cache import folder_lock, read_manifest
+    from mobilesam_web.engine.onnx.export import export_all
+
+    folder = Path(shared_onnx_cache) / "export-all"
+    with folder_lock(folder):
+        files = read_manifest(folder).get("files")
+        if files:
+            return {name: folder / fname for name, fname in files.items()}
+        return export_all(sam_weights_path, folder, quantize=True, model=sam_model)
+
+
+@pytest.fixture(scope="session")
 def sam_cases():
     return np.load(require(MOBILESAM_FIXTURE / "cases.npz"))
 

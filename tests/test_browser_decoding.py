@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import MOBILESAM_FIXTURE
-from server_utils import browser, fixture_args, running_app, screenshot_on_failure
+from server_utils import WEBGPU_ARGS, browser, fixture_args, running_app, screenshot_on_failure
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_webgpu_matches_server(app_url, server_predictor):
     ~18 s of the suite's two cores. The decode checked is the one the worker runs before it says
     ready (the same graph, kernels and read-back as a click's); the WASM test above checks that
     check against the server too, and clicks on real images."""
-    with browser(["--enable-unsafe-webgpu"]) as b:
+    with browser(WEBGPU_ARGS) as b:
         page = b.new_page(viewport={"width": 1400, "height": 1000})
         with screenshot_on_failure(page, "browser_webgpu"):
             page.goto(app_url + "?msw_backend=webgpu")

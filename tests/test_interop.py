@@ -19,13 +19,10 @@ PAD_POINT, PAD_LABEL = np.zeros((1, 2)), np.array([-1.0])
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, sam_weights_path, sam_model):
-    from mobilesam_web.engine.onnx.export import export_all
-
-    out = tmp_path_factory.mktemp("interop")
-    return export_all(
-        sam_weights_path, out, graphs=("encoder_float", "decoder", "decoder_single"), quantize=True, model=sam_model
-    )
+def files(all_graphs):
+    """The graphs other tools read (the run's one export of every graph, conftest.all_graphs)."""
+    names = ("encoder_float", "decoder", "decoder_single", "decoder_int8", "decoder_single_int8")
+    return {name: all_graphs[name] for name in names}
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import MOBILESAM_FIXTURE, REPO_ROOT, assert_masks_close, case_prompts
-from server_utils import browser, fixture_args, running_app, screenshot_on_failure, serve_folder
+from server_utils import WEBGPU_ARGS, browser, fixture_args, running_app, screenshot_on_failure, serve_folder
 
 IMAGE = MOBILESAM_FIXTURE / "image.png"
 WASM_DEVICE = "?msw_device=1&msw_backend=wasm"
@@ -307,7 +307,7 @@ def test_webgpu_runs_the_encoder_graph(sam_model, tmp_path):
         "/__blank.html": b"<!doctype html><title>webgpu</title>",
         "/encoder_small.onnx": (tmp_path / "encoder_small.onnx").read_bytes(),
     }
-    with serve_folder(REPO_ROOT / "static", blobs=blobs) as url, browser(["--enable-unsafe-webgpu"]) as b:
+    with serve_folder(REPO_ROOT / "static", blobs=blobs) as url, browser(WEBGPU_ARGS) as b:
         page = b.new_page()
         page.goto(url + "__blank.html")
         got = page.evaluate(WEBGPU_RUN, [x.flatten().tolist(), SIDE])

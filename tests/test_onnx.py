@@ -15,11 +15,8 @@ ONNX_INPUTS = ["point_coords", "point_labels", "mask_input", "has_mask_input", "
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory, sam_weights_path, sam_model):
-    from mobilesam_web.engine.onnx.export import export_all
-
-    out = tmp_path_factory.mktemp("onnx")
-    return export_all(sam_weights_path, out, quantize=True, model=sam_model)
+def exported(all_graphs):
+    return all_graphs
 
 
 @pytest.fixture(scope="session")

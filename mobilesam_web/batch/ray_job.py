@@ -249,7 +249,12 @@ def run_ray(
                 }
                 for it in todo
             ]
-            pool = (min(n_actors, capacity), n_actors)
+            # an actor loads the engines (seconds of CPU, ~1 GB) before its first image: never
+            # more of them than there are images left to do
+            most = min(n_actors, len(todo))
+            if most < n_actors:
+                log(f"Ray: {len(todo)} image(s) left to do, so {most} actor(s), not {n_actors}")
+            pool = (min(most, capacity), most)
             for index, result, files, peak_mb in stream_results(address, rows, job_dict, pool, job.threads, memory):
                 peak[0] = max(peak[0], peak_mb)
                 yield by_index[index], (json.loads(result), pickle.loads(files))
