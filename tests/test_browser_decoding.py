@@ -30,16 +30,19 @@ def server_predictor(sam_weights_path, onnx_cache, sam_image):
     return p
 
 
-def open_page(b, url, query=""):
-    page = b.new_page(viewport={"width": 1400, "height": 1000})
+def open_page(b, url, query="", ctx=None):
+    """The page with the fixture image uploaded; in `ctx` if given (a visitor's browser profile)."""
+    page = ctx.new_page() if ctx else b.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(url + query)
     page.wait_for_function("window.mswDebug && (window.mswDebug.ready || window.mswDebug.error)", timeout=180_000)
     err = page.evaluate("window.mswDebug.error || null")
     assert err is None, f"in-browser decoder failed: {err}"
+    info = page.locator(".msw-info").inner_text()
     page.locator("#msw-upload input[type=file]").set_input_files(str(MOBILESAM_FIXTURE / "image.png"))
     page.wait_for_function(
         "window.mswDebug.imageReady && document.querySelector('.msw-img').naturalWidth > 0", timeout=90_000
     )
+    page.info_when_ready = info  # the status line before the upload (what the decoder's download was)
     return page
 
 
@@ -100,15 +103,40 @@ def assert_check_decode_equals_server(page, predictor):
     assert ((low > 0) != (ref_low > 0)).mean() <= 1e-3
 
 
-def test_wasm_matches_server(app_url, server_predictor):
+def test_wasm_matches_server_hover_click_keep_and_second_visit(app_url, server_predictor):
+    """WASM decodes equal the server's; hovering previews a mask, a click gives 3 candidates and
+    keep keeps one; the same visitor's second visit takes the decoder from the browser's cache."""
     with browser() as b:
-        page = open_page(b, app_url, "?msw_backend=wasm")
+        ctx = b.new_context(viewport={"width": 1400, "height": 1000})
+        page = open_page(b, app_url, "?msw_backend=wasm", ctx=ctx)
         with screenshot_on_failure(page, "browser_wasm"):
+            assert "(downloaded)" in page.info_when_ready, page.info_when_ready
             assert page.evaluate("self.crossOriginIsolated") is True  # COOP/COEP served
             assert page.evaluate("window.mswDebug.threads") >= 2
             assert "WASM" in page.locator(".msw-info").inner_text()
             assert_check_decode_equals_server(page, server_predictor)
             assert_browser_equals_server(page, server_predictor, list(PROMPTS))
+
+            ov = page.locator(".msw-overlay")
+            box = ov.bounding_box()
+            page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.45)
+            page.wait_for_function("(window.mswDebug.hoverCount || 0) >= 1", timeout=30_000)
+            painted = page.evaluate("""() => { const c = document.querySelector('.msw-overlay');
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+                for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n / (d.length / 4); }""")
+            assert painted > 0.01, "hovering drew no mask"
+            page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5)
+            page.wait_for_function("document.querySelectorAll('.msw-cands button').length === 3", timeout=30_000)
+            page.locator(".msw-root [data-act=keep]").click()
+            page.wait_for_function(
+                "document.querySelector('#msw-status').innerText.includes('1 object(s) kept')", timeout=30_000
+            )
+            assert page.evaluate("document.querySelectorAll('.msw-cands button').length") == 0
+        page.close()
+        again = ctx.new_page()
+        again.goto(app_url + "?msw_backend=wasm")
+        again.wait_for_function("window.mswDebug && window.mswDebug.ready", timeout=120_000)
+        assert "(cached)" in again.locator(".msw-info").inner_text()
 
 
 def test_web_decoder_download(app_url, server_predictor):
@@ -127,17 +155,6 @@ def test_web_decoder_download(app_url, server_predictor):
             assert_browser_equals_server(page, server_predictor, ["points_with_negative", "box"])
 
 
-def test_second_visit_uses_cached_decoder(app_url):
-    with browser() as b:
-        ctx = b.new_context()
-        for visit, expected in ((1, "(downloaded)"), (2, "(cached)")):
-            page = ctx.new_page()
-            page.goto(app_url + "?msw_backend=wasm")
-            page.wait_for_function("window.mswDebug && window.mswDebug.ready", timeout=120_000)
-            assert expected in page.locator(".msw-info").inner_text(), f"visit {visit}"
-            page.close()
-
-
 def test_webgpu_matches_server(app_url, server_predictor):
     """Chromium's software WebGPU adapter (SwiftShader): a real WebGPU run, but each decode takes
     ~18 s of the suite's two cores. The decode checked is the one the worker runs before it says
@@ -154,27 +171,6 @@ def test_webgpu_matches_server(app_url, server_predictor):
             assert page.evaluate("window.mswDebug.backend") == "webgpu"
             assert "WebGPU" in page.locator(".msw-info").inner_text()
             assert_check_decode_equals_server(page, server_predictor)
-
-
-def test_hover_click_and_keep(app_url):
-    with browser() as b:
-        page = open_page(b, app_url)
-        with screenshot_on_failure(page, "browser_hover"):
-            ov = page.locator(".msw-overlay")
-            box = ov.bounding_box()
-            page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.45)
-            page.wait_for_function("(window.mswDebug.hoverCount || 0) >= 1", timeout=30_000)
-            painted = page.evaluate("""() => { const c = document.querySelector('.msw-overlay');
-                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
-                for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n / (d.length / 4); }""")
-            assert painted > 0.01, "hovering drew no mask"
-            page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5)
-            page.wait_for_function("document.querySelectorAll('.msw-cands button').length === 3", timeout=30_000)
-            page.locator(".msw-root [data-act=keep]").click()
-            page.wait_for_function(
-                "document.querySelector('#msw-status').innerText.includes('1 object(s) kept')", timeout=30_000
-            )
-            assert page.evaluate("document.querySelectorAll('.msw-cands button').length") == 0
 
 
 def test_works_without_cross_origin_isolation(sam_weights_path, onnx_cache, server_predictor):

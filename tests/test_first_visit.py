@@ -102,12 +102,22 @@ def test_upload_before_decoder_loads_then_click_gives_a_mask(app_url):
             assert page.evaluate("window.mswDebug.clicks[1].on") == "browser"
 
 
-def test_status_line_before_any_click(app_url):
+def test_first_visit_bytes_and_status_line(app_url):
+    """A WASM visitor downloads the WASM-only runtime (gzipped) and the decoder -- not the hover
+    decoder until the first hover -- and the page states the bytes that came over the wire; the
+    status line asks for an image before any, and says what to do once it is there."""
     with browser() as b:
         page = b.new_page(viewport={"width": 1366, "height": 768})
+        sizes = []
+        page.on("response", lambda r: sizes.append((r.url, r.headers.get("content-length"))))
         page.goto(app_url)
         page.wait_for_function("window.mswDebug && window.mswDebug.ready", timeout=120_000)
+        urls = [u for u, _ in sizes]
+        assert [u for u in urls if "decoder_lowres" in u], urls  # the worker's requests are seen
+        assert not [u for u in urls if "decoder_fast" in u], "hover decoder loaded before any hover"
+        assert not [u for u in urls if "asyncify" in u], "WebGPU runtime loaded for a WASM visitor"
         text = page.locator(".msw-info").inner_text()
+        assert "MB transferred" in text
         assert "upload an image" in text and "decode" not in text.replace("decoder", ""), text
         page.locator("#msw-upload input[type=file]").set_input_files(IMAGE)
         wait_image(page)
@@ -231,34 +241,27 @@ def test_keyboard_only_segmentation(app_url):
         page.wait_for_function("document.querySelector('#msw-status').innerText.includes('1 object')", timeout=30_000)
 
 
-def test_layout_fits_a_laptop_screen(app_url):
-    with laptop_page(app_url, "layout_laptop") as page:
-        page.mouse.click(*at(overlay_box(page), 0.4, 0.5))
+def test_laptop_layout_refine_off_and_export_without_keep(app_url):
+    """On a 1366x768 laptop screen the image and its candidates fit without scrolling; unticking
+    "Refine with the previous mask" is honoured by the next click; the current mask exports
+    without being kept first."""
+    with laptop_page(app_url, "laptop_refine_export") as page:
+        box = overlay_box(page)
+        page.mouse.click(*at(box, 0.4, 0.5))
         page.wait_for_function("document.querySelectorAll('.msw-cands button').length === 3", timeout=60_000)
         page.wait_for_timeout(800)
         stage = page.locator(".msw-stage").bounding_box()
         cands = page.locator(".msw-cands").bounding_box()
         assert stage["y"] >= -1 and cands["y"] + cands["height"] <= 768, (stage, cands)
-
-
-def test_refine_off_is_honoured(app_url):
-    with laptop_page(app_url, "refine", height=900) as page:
-        box = overlay_box(page)
-        page.mouse.click(*at(box, 0.4, 0.5))
-        page.wait_for_function("window.mswDebug.clicks.length >= 1", timeout=60_000)
         page.mouse.click(*at(box, 0.6, 0.5))
         page.wait_for_function("window.mswDebug.clicks.length >= 2", timeout=60_000)
         assert page.evaluate("window.mswDebug.lastRequest.hasMaskInput") is True
         page.get_by_label("Refine with the previous mask").uncheck()
         page.wait_for_function("window.mswDebug.refine === false", timeout=30_000)
+        box = overlay_box(page)  # the checkbox may have scrolled the page
         page.mouse.click(*at(box, 0.5, 0.7))
         page.wait_for_function("window.mswDebug.clicks.length >= 3", timeout=60_000)
         assert page.evaluate("window.mswDebug.lastRequest.hasMaskInput") is False
-
-
-def test_export_without_keep_in_browser_mode(app_url):
-    with laptop_page(app_url, "export_current", height=900) as page:
-        click_and_wait(page, 0.4, 0.5, 1)
         page.locator(".msw-root [data-act=export]").click()
         page.wait_for_function(
             "document.querySelector('#msw-files') && document.querySelector('#msw-files').innerText.includes('.json')",
@@ -336,19 +339,3 @@ def test_runtime_and_models_are_sent_compressed(app_url):
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(app_url + bad)
         assert e.value.code == 404, bad
-
-
-def test_first_visit_bytes_are_what_the_page_says(app_url):
-    """A WASM visitor downloads the WASM-only runtime (gzipped) and the decoder — not the hover
-    decoder until the first hover — and the page states the bytes that came over the wire."""
-    with browser() as b:
-        page = b.new_page(viewport={"width": 1366, "height": 768})
-        sizes = []
-        page.on("response", lambda r: sizes.append((r.url, r.headers.get("content-length"))))
-        page.goto(app_url)
-        page.wait_for_function("window.mswDebug && window.mswDebug.ready", timeout=120_000)
-        urls = [u for u, _ in sizes]
-        assert [u for u in urls if "decoder_lowres" in u], urls  # the worker's requests are seen
-        assert not [u for u in urls if "decoder_fast" in u], "hover decoder loaded before any hover"
-        assert not [u for u in urls if "asyncify" in u], "WebGPU runtime loaded for a WASM visitor"
-        assert "MB transferred" in page.locator(".msw-info").inner_text()
