@@ -120,8 +120,11 @@ def test_image_never_leaves_the_page(app_url):
             assert image_bytes  # the file the page opened from disk
 
 
-def test_resize_embedding_and_masks_match_official(app_url, sam_cases, sam_image):
-    """WASM in headless Chromium against the official code's outputs (parity fixture)."""
+def test_resize_embedding_and_masks_match_official(app_url, sam_cases, sam_image, tmp_path):
+    """WASM in headless Chromium against the official code's outputs (parity fixture); then, in
+    the same page, images decoded by Chromium and by the server's reader (PIL), then resized: the
+    bytes the encoder sees on this device and on the server (the worker only resizes those:
+    encodeWant's resizeOnly)."""
     from mobilesam_web.engine.transforms import ResizeLongestSide
 
     with browser() as b:
@@ -146,6 +149,7 @@ def test_resize_embedding_and_masks_match_official(app_url, sam_cases, sam_image
                 ours = np.stack([rle_rows(counts, *ref_masks.shape[1:]) for counts in res["masks"]])
                 assert_masks_close(ours, ref_masks)
                 assert np.abs(np.array(res["iou"]) - sam_cases[f"{c}_iou_predictions"]).max() <= 1e-4, c
+            assert_decoded_pixels_equal_the_servers(page, tmp_path)
 
 
 def rle_rows(counts, h, w):
@@ -169,10 +173,7 @@ def transparent_png(tmp_path):
     return path
 
 
-def test_decoded_pixels_equal_the_servers(app_url, tmp_path):
-    """Images decoded by Chromium and by the server's reader (PIL), then resized: the bytes the
-    encoder sees on this device and on the server. (The worker only resizes here: encodeWant's
-    resizeOnly; the encode itself is checked above.)"""
+def assert_decoded_pixels_equal_the_servers(page, tmp_path):
     from mobilesam_web.data.image_io import read_image
     from mobilesam_web.engine.transforms import ResizeLongestSide
     from mobilesam_web.paths import examples_dir
@@ -181,38 +182,48 @@ def test_decoded_pixels_equal_the_servers(app_url, tmp_path):
         (examples_dir() / "coffee.jpg", 0),  # libjpeg-turbo decodes in both (same IDCT and upsampling): equal
         (transparent_png(tmp_path), 1),  # on white: the canvas blends premultiplied 8-bit values, PIL exactly
     ]
-    with browser() as b:
-        page, _ = open_device_page(b, app_url, want={"rgb": True, "resizeOnly": True})
-        for path, max_diff in cases:
-            page.evaluate("() => { window.mswDebug.lastEncode = null; }")
-            page.locator(".msw-open input[type=file]").set_input_files(str(path))
-            page.wait_for_function("window.mswDebug.lastEncode", timeout=240_000)
-            h, w = page.evaluate("window.mswDebug.lastEncode.inputSize")
-            ours = encoded_array(page, "rgb", np.uint8).reshape(h, w, 3).astype(int)
-            server = ResizeLongestSide(1024).apply_image(read_image(str(path)).image).astype(int)
-            diff = np.abs(ours - server)
-            print(
-                f"{path.name}: browser vs server resized pixels: {int((diff > 0).sum())} of {diff.size} differ, max {diff.max()}"
-            )
-            assert diff.max() <= max_diff, path.name
+    page.evaluate("() => { window.mswDebug.encodeWant = {rgb: true, resizeOnly: true}; }")
+    for path, max_diff in cases:
+        page.evaluate("() => { window.mswDebug.lastEncode = null; }")
+        page.locator(".msw-open input[type=file]").set_input_files(str(path))
+        page.wait_for_function("window.mswDebug.lastEncode", timeout=240_000)
+        h, w = page.evaluate("window.mswDebug.lastEncode.inputSize")
+        ours = encoded_array(page, "rgb", np.uint8).reshape(h, w, 3).astype(int)
+        server = ResizeLongestSide(1024).apply_image(read_image(str(path)).image).astype(int)
+        diff = np.abs(ours - server)
+        print(
+            f"{path.name}: browser vs server resized pixels: {int((diff > 0).sum())} of {diff.size} differ, max {diff.max()}"
+        )
+        assert diff.max() <= max_diff, path.name
 
 
-def test_races_second_image_and_switching_mid_encode(app_url):
-    """Two images opened back to back: the second wins. Switching to the server's mode while an
-    image encodes, and back: the image, its embedding and the kept objects are all still there."""
+def test_races_second_image_and_switching_mid_encode(app_url, tmp_path):
+    """A file that is no image is refused and the page goes on. Two images opened back to back:
+    the second wins. A third dropped on the page (which must not navigate away to it), and the
+    server's mode switched on while it encodes, and off: the image, its embedding and the kept
+    objects are all still there."""
     from mobilesam_web.paths import examples_dir
 
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"this is not an image")
     with browser() as b:
         page, _ = open_device_page(b, app_url)
         with screenshot_on_failure(page, "on_device_races"):
+            page.locator(".msw-open input[type=file]").set_input_files(str(bad))
+            page.wait_for_function("document.querySelector('.msw-live').textContent.includes('cannot read')")
+            assert page.evaluate("window.mswDebug.state().image") == "none"
             page.locator(".msw-open input[type=file]").set_input_files(str(examples_dir() / "coffee.jpg"))
             page.locator(".msw-open input[type=file]").set_input_files(str(IMAGE))
             page.wait_for_function("window.mswDebug.imageReady", timeout=240_000)
             assert page.evaluate("window.mswDebug.lastEncode.inputSize") == [1024, 1023]  # the fixture image
             click_at(page, 0.4, 0.5, 1)
             page.locator("[data-act=keep]").click()
-            # a new image, and the server's mode while it encodes
-            page.evaluate("() => { window.mswDebug.openLocal('/msw/examples/chelsea.jpg', 'chelsea.jpg'); }")
+            # a new image dropped anywhere on the page, and the server's mode while it encodes
+            page.evaluate(
+                """async () => { const blob = await (await fetch('/msw/examples/chelsea.jpg')).blob();
+                const dt = new DataTransfer(); dt.items.add(new File([blob], 'chelsea.jpg', {type: 'image/jpeg'}));
+                document.body.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true})); }"""
+            )
             page.wait_for_function("window.mswDebug.state().image === 'encoding'")
             toggle = page.locator(".msw-device input")
             toggle.uncheck()
@@ -259,26 +270,6 @@ def test_offered_off_by_default_without_a_gpu_and_switching_keeps_server_work(ap
             page.wait_for_function("window.mswDebug && window.mswDebug.ready", timeout=180_000)
             page.wait_for_function("!document.querySelector('.msw-device').hidden", timeout=30_000)
             assert not page.locator(".msw-device input").is_checked()
-
-
-def test_bad_file_then_a_dropped_one(app_url, tmp_path):
-    bad = tmp_path / "notes.png"
-    bad.write_bytes(b"this is not an image")
-    with browser() as b:
-        page, _ = open_device_page(b, app_url)
-        page.locator(".msw-open input[type=file]").set_input_files(str(bad))
-        page.wait_for_function("document.querySelector('.msw-live').textContent.includes('cannot read')")
-        assert page.evaluate("window.mswDebug.state().image") == "none"
-        # the page still works afterwards; a file dropped anywhere on the page opens here
-        # (the browser must not navigate away to the file)
-        page.evaluate(
-            """async () => { const blob = await (await fetch('/msw/examples/coffee.jpg')).blob();
-            const dt = new DataTransfer(); dt.items.add(new File([blob], 'dropped.jpg', {type: 'image/jpeg'}));
-            document.body.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true})); }"""
-        )
-        page.wait_for_function("window.mswDebug.imageReady", timeout=240_000)
-        assert page.evaluate("window.mswDebug.lastEncode.inputSize") == [683, 1024]  # coffee.jpg: 600x400
-        click_at(page, 0.5, 0.5, 1)
 
 
 SIDE = 128
