@@ -256,7 +256,9 @@ def test_boxes_mode_keeps_ids_and_categories(folder, onnx_cache, tmp_path):
 
 def test_text_file_input_boxes_dict_and_grid(folder, onnx_cache, tmp_path):
     """INPUT as a list of paths (relative to the list, absolute, missing); boxes as a plain dict;
-    then grid mode on the same list, masks equal to the library's grid generator."""
+    then grid mode on the same list, masks equal to the library's grid generator (on the
+    embeddings the run saved)."""
+    import torch
     from pycocotools.coco import COCO
 
     from mobilesam_web import SamAutomaticMaskGenerator, SamPredictor, load_mobile_sam
@@ -307,20 +309,29 @@ def test_text_file_input_boxes_dict_and_grid(folder, onnx_cache, tmp_path):
         == 1
     )
     coco = COCO(str(out / "annotations.json"))
+
+    class SavedEmbedding(SamPredictor):
+        """The library's torch predictor on the embedding the run saved (--embeddings): equal
+        masks then also say that the saved file is the embedding the run segmented with."""
+
+        def set_image(self, image, image_format="RGB"):
+            emb = np.load(out / "embeddings" / f"{name}.npy")
+            assert emb.shape == (1, 256, 64, 64) and emb.dtype == np.float32 and np.isfinite(emb).all()
+            self.set_embedding(torch.from_numpy(emb), image.shape[:2])
+
     gen = SamAutomaticMaskGenerator(
-        SamPredictor(load_mobile_sam(SAM_CKPT)), points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0
+        SavedEmbedding(load_mobile_sam(SAM_CKPT)), points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0
     )
     total = 0
     for im in coco.dataset["images"]:
-        records = gen.generate(read_image(folder / im["file_name"]).image)
+        name = im["file_name"]
+        records = gen.generate(read_image(folder / name).image)
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[im["id"]]))
         assert len(anns) == len(records)
         for a, r in zip(anns, records):
             assert np.array_equal(coco.annToMask(a).astype(bool), r["segmentation"])
             assert a["point_coords"] == [[float(v) for v in p] for p in r["point_coords"]]
         total += len(anns)
-        emb = np.load(out / "embeddings" / f"{im['file_name']}.npy")
-        assert emb.shape == (1, 256, 64, 64) and emb.dtype == np.float32 and np.isfinite(emb).all()
     assert total > 0
 
 
